@@ -114,6 +114,12 @@ def format_number(v: Fraction | float | int) -> str:
     v = Fraction(v)
     if v.denominator == 1:
         return str(v.numerator)
+    den = v.denominator
+    for p in (2, 5):
+        while den % p == 0:
+            den //= p
+    if den != 1:  # no finite decimal: keep it exact, "14/3"
+        return f"{v.numerator}/{v.denominator}"
     f = float(v)
     text = f"{f:.10g}"
     if "e" in text:
@@ -158,6 +164,9 @@ def _answer_from_span(span: str) -> str | None:
         return None
     if parse_number(span) is not None:
         return normalize_answer(span)
+    if "=" in span and parse_number(span.rsplit("=", 1)[1]) is not None:
+        # "The answer is 5 + 3 = 8"
+        return normalize_answer(span.rsplit("=", 1)[1])
     num = _tail_number(span)
     if num is not None:
         return normalize_answer(num)
@@ -236,7 +245,5 @@ def is_equivalent(pred: str | int | float | None, gold: str | int | float | None
         return _numbers_close(pv, gv)
     if _loose_text(pred_s) == _loose_text(gold_s):
         return True
-    if pv is not None or gv is not None:
-        # one side is a plain number, the other an expression ("\\frac{\\sqrt{2}}{2}", "0.5x")
-        return _math_verify(pred_s, gold_s)
+    # expressions, or a number against an expression ("\\frac{\\sqrt{2}}{2}" vs "0.7071")
     return _math_verify(pred_s, gold_s)

@@ -15,6 +15,7 @@ from typing import Callable
 
 from mathdistill.answers import normalize_answer
 from mathdistill.io import InputError, iter_jsonl
+from mathdistill.paths import DATA_ENV
 from mathdistill.paths import data_dir as resolve_data_dir
 
 __all__ = ["Problem", "DATASETS", "load", "gsm8k_gold", "available"]
@@ -153,14 +154,16 @@ def _to_problems(name: str, split: str, spec: Spec, records: list[tuple[str, dic
     return problems
 
 
-def _from_hub(name: str, split: str, spec: Spec) -> list[Problem]:
+def _from_hub(name: str, split: str, spec: Spec, looked: str) -> list[Problem]:
     hub_id, config, splits = spec.hub
     try:
         from datasets import load_dataset
 
         ds = load_dataset(hub_id, config, split=splits[split])
     except Exception as e:  # network / hub errors
-        raise InputError(f"dataset '{name}': no local copy and the hub ({hub_id}) failed: {e}") from None
+        raise InputError(
+            f"dataset '{name}' split '{split}': {looked}, and the hub ({hub_id}) failed: {e}"
+        ) from None
     records = []
     for i, r in enumerate(ds):
         r = dict(r)
@@ -200,7 +203,8 @@ def load(
         elif data_dir is not None:
             raise InputError(f"dataset '{key}' split '{split}': looked for {path} (from --data-dir) and found nothing")
         else:
-            problems = _from_hub(key, split, spec)
+            problems = _from_hub(key, split, spec, f"no local copy at {path}")
     else:
-        problems = _from_hub(key, split, spec)
+        looked = f"no local data root (--data-dir, ${DATA_ENV} or ../shared/data)"
+        problems = _from_hub(key, split, spec, looked)
     return problems[:limit] if limit is not None else problems
