@@ -25,7 +25,7 @@ def data_dir(explicit: str | Path | None = None) -> Path | None:
         return Path(explicit)
     if os.environ.get(DATA_ENV):
         return Path(os.environ[DATA_ENV])
-    for candidate in (Path.cwd() / ".." / "shared" / "data", Path(__file__).resolve().parents[3] / ".." / "shared" / "data"):
+    for candidate in (Path.cwd() / ".." / "shared" / "data", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"):
         if candidate.is_dir():
             return candidate.resolve()
     return None
