@@ -1,0 +1,55 @@
+import pytest
+
+from mathdistill.io import InputError
+from mathdistill.methods.config import load_config
+from mathdistill.methods.vote import vote
+
+PREF = ["pot", "eot", "cot"]
+
+
+def test_majority_wins_over_preference():
+    assert vote({"cot": ["7"], "eot": ["7.0"], "pot": ["8"]}, PREF) == ("7", "eot")
+
+
+def test_tie_goes_to_preferred_format():
+    assert vote({"cot": ["7"], "pot": ["8"]}, PREF) == ("8", "pot")
+    assert vote({"cot": ["7"], "eot": ["9"]}, ["cot", "eot"]) == ("7", "cot")
+
+
+def test_failures_do_not_vote():
+    assert vote({"pot": [None], "eot": [None], "cot": ["3"]}, PREF) == ("3", "cot")
+    assert vote({"pot": [None], "cot": []}, PREF) == (None, None)
+
+
+def test_samples_count_individually():
+    # self-consistency: three cot samples saying 5 outvote one pot saying 6
+    assert vote({"cot": ["5", "5", "4"], "pot": ["6"]}, PREF) == ("5", "cot")
+
+
+def test_equivalent_answers_merge():
+    assert vote({"cot": ["1,000"], "eot": ["1000"], "pot": ["999"]}, PREF)[0] in ("1,000", "1000")
+
+
+def test_config_unknown_key_is_named(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\ntrain:\n  lr: 1e-4\n  lora_rank: 8\n")
+    with pytest.raises(InputError, match=r"r.yaml: key 'train.lora_rank': unknown key"):
+        load_config(recipe)
+
+
+def test_config_overrides_and_types(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\nthoughts: [cot]\n")
+    cfg = load_config(recipe, ["train.max_steps=3", "data.train.limit=16", "thoughts=[cot, pot]"])
+    assert cfg.train.max_steps == 3 and cfg.data.train.limit == 16 and cfg.thoughts == ["cot", "pot"]
+    with pytest.raises(InputError, match=r"key 'train.max_steps'"):
+        load_config(recipe, ["train.max_steps=many"])
+    with pytest.raises(InputError, match="not key=value"):
+        load_config(recipe, ["train.max_steps"])
+
+
+def test_config_bad_yaml_names_line(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\ntrain: [unclosed\n")
+    with pytest.raises(InputError, match=r"r.yaml:\d+: invalid YAML"):
+        load_config(recipe)
