@@ -1,7 +1,131 @@
-"""`mathdistill teach` (owned by the teacher-engine work)."""
+"""`mathdistill teach`: collect and verify teacher rationales; re-running resumes from the cache."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Optional
 
-def teach_command() -> None:
-    raise NotImplementedError("mathdistill teach is not built yet")
+import typer
+
+from mathdistill.io import InputError
+
+
+def _headers(values: list[str]) -> dict[str, str]:
+    out = {}
+    for v in values:
+        name, sep, value = v.partition(":")
+        if not sep or not name.strip():
+            raise InputError(f"--header '{v}': expected 'Name: value'")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _thought_names(values: list[str]) -> list[str]:
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    if not names:
+        raise InputError("--thought: name at least one reasoning format (cot, pot, eot, l2m, knowledge, keypoints)")
+    return names
+
+
+def teach_command(
+    dataset: str = typer.Option(..., "--dataset", help="Benchmark to collect rationales for (gsm8k, svamp, ...)."),
+    split: str = typer.Option("train", "--split"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="First N problems only."),
+    thought: list[str] = typer.Option(..., "--thought", help="cot|pot|eot|l2m|knowledge|keypoints (repeat or comma-separate)."),
+    samples: int = typer.Option(1, "--samples", help="Rationales per problem per thought."),
+    teacher_url: Optional[str] = typer.Option(None, "--teacher-url", help="OpenAI-compatible base URL (…/v1)."),
+    teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="Model name on that server."),
+    teacher_key_env: Optional[str] = typer.Option(None, "--teacher-key-env", help="NAME of the env var holding the API key."),
+    header: list[str] = typer.Option([], "--header", help="Extra HTTP header 'Name: value' (repeatable)."),
+    replay: list[Path] = typer.Option([], "--replay", help="Recorded rationales (JSON list of {instruction, output}); sample k from file k."),
+    hf_model: Optional[str] = typer.Option(None, "--hf-model", help="Run this model in-process with transformers."),
+    vllm_model: Optional[str] = typer.Option(None, "--vllm-model", help="Run this model with vLLM offline (extra: vllm)."),
+    teacher_config: Optional[Path] = typer.Option(None, "--teacher-config", help="YAML/JSON TeacherConfig; options given here override it."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Requests in flight (default 8)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Default 0 for one sample, 0.7 for several."),
+    top_p: Optional[float] = typer.Option(None, "--top-p"),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Per reply (default 512)."),
+    rpm: Optional[float] = typer.Option(None, "--rpm", help="Requests per minute limit."),
+    tpm: Optional[float] = typer.Option(None, "--tpm", help="Tokens per minute limit."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds per request (default 120)."),
+    max_retries: Optional[int] = typer.Option(None, "--max-retries", help="Retries of a transient fault (default 6)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sample k is requested with seed+k (default 0)."),
+    price_prompt: Optional[float] = typer.Option(None, "--price-prompt", help="USD per 1M prompt tokens of this teacher."),
+    price_completion: Optional[float] = typer.Option(None, "--price-completion", help="USD per 1M completion tokens."),
+    keep: str = typer.Option("correct", "--keep", help="Rows marked kept: correct | usable | all."),
+    dedupe: str = typer.Option("normalized", "--dedupe", help="Drop repeated rationales: none | exact | normalized."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Reply cache (default OUT/teacher_cache.sqlite)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    out: Path = typer.Option(..., "--out", help="Writes OUT/rationales.jsonl and OUT/teach_summary.json."),
+) -> None:
+    from mathdistill import data
+    from mathdistill.teacher import config as C
+    from mathdistill.teacher.backends import make_backend
+    from mathdistill.teacher.engine import VerifyConfig, teach
+
+    picked = [n for n, v in [("--teacher-url", teacher_url), ("--replay", replay), ("--hf-model", hf_model), ("--vllm-model", vllm_model)] if v]
+    if len(picked) > 1:
+        raise InputError(f"choose one teacher: got {', '.join(picked)}")
+    if not picked and not teacher_config:
+        raise InputError("no teacher: give --teacher-url and --teacher-model, --replay FILE, --hf-model or --teacher-config")
+    if teacher_url and not teacher_model:
+        raise InputError("--teacher-url needs --teacher-model")
+    if keep not in ("correct", "usable", "all"):
+        raise InputError(f"--keep '{keep}': expected correct, usable or all")
+    if dedupe not in ("none", "exact", "normalized"):
+        raise InputError(f"--dedupe '{dedupe}': expected none, exact or normalized")
+
+    settings: dict = {
+        "concurrency": concurrency, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
+        "rpm": rpm, "tpm": tpm, "timeout": timeout, "max_retries": max_retries, "seed": seed,
+    }
+    if teacher_url:
+        settings.update(kind="openai", url=teacher_url, model=teacher_model, key_env=teacher_key_env)
+    elif replay:
+        settings.update(kind="replay", replay=[str(p) for p in replay])
+    elif hf_model or vllm_model:
+        settings.update(kind="hf" if hf_model else "vllm", model=hf_model or vllm_model)
+    if header:
+        settings["headers"] = _headers(header)
+    if teacher_config:
+        cfg = C.TeacherConfig.from_file(teacher_config, **settings)
+    else:
+        cfg = C.build({k: v for k, v in settings.items() if v is not None}, where="teach options")
+    if price_prompt is not None or price_completion is not None:
+        prices = dict(cfg.prices)
+        prices[cfg.model or ""] = C.Price(prompt=price_prompt or 0.0, completion=price_completion or 0.0)
+        cfg = cfg.model_copy(update={"prices": prices})
+
+    names = _thought_names(thought)
+    problems = data.load(dataset, split=split, data_dir=data_dir, limit=limit)
+    backend = make_backend(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    from mathdistill.io import write_json
+
+    write_json(out / "teach_config.json", {"dataset": dataset, "split": split, "limit": limit, "thoughts": names, "samples": samples, "teacher": cfg.public_dict()})
+    result = teach(
+        problems, names, backend, config=cfg, samples=samples, out_dir=out, cache=cache,
+        verify_config=VerifyConfig(keep=keep, dedupe=dedupe), progress=progress,
+    )
+    _print_summary(result.summary)
+    typer.echo(json.dumps({k: result.summary[k] for k in ("jobs", "requests", "cache_hits", "retries", "failures", "tokens", "cost", "cost_total")}))
+
+
+def _print_summary(s: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    console.print(
+        f"teacher {s['teacher']}: {s['jobs']} jobs, {s['requests']} requests, {s['cache_hits']} cache hits, "
+        f"{s['retries']} retries, {s['failures']} failures, {s['misses']} misses, {s['length_cut']} cut at max_tokens; "
+        f"{s['tokens']:,} tokens, ${s['cost']:.4f} this run (${s['cost_total']:.4f} in all), {s['wall_s']:.1f}s"
+    )
+    if s["faults"]:
+        console.print("faults: " + ", ".join(f"{k} x{v}" for k, v in s["faults"].items()))
+    table = Table("thought", "rows", "replied", "correct", "yield", "kept", "problems solved")
+    for name, d in s["per_thought"].items():
+        table.add_row(name, str(d["rows"]), str(d["replied"]), str(d["correct"]), f"{d['yield']:.1%}", str(d["kept"]), f"{d['problems_with_kept']}/{d['problems']}")
+    console.print(table)

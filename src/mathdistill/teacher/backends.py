@@ -1,0 +1,338 @@
+"""Teacher backends behind one interface: `await backend.complete(request) -> Reply`.
+
+- `OpenAIBackend`: any OpenAI-compatible server (OpenAI, vLLM/SGLang serve, llama.cpp, Ollama)
+  through the official async `openai` client, with the client's own retries off (the engine
+  retries, counts and backs off).
+- `ReplayBackend`: recorded rationales keyed by question text (e.g. ../shared/data/teacher).
+- `HFBackend`: a transformers model in-process (tiny offline use).
+- `VLLMBackend`: vLLM offline inference (optional extra `mathdistill[vllm]`), batched.
+
+A backend raises `TransientError` for faults worth retrying (429, 5xx, timeouts, dropped
+connections, malformed or cut-off replies) and `PermanentError` for the rest (other 4xx).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mathdistill.io import InputError
+
+from .config import TeacherConfig
+
+
+@dataclass
+class Request:
+    messages: list[dict]
+    params: dict  # temperature, max_tokens, top_p?, seed?
+    sample: int = 0
+    question: str = ""  # replay looks rationales up by it
+
+
+@dataclass
+class Reply:
+    text: str | None
+    finish_reason: str | None = None
+    usage: dict = field(default_factory=dict)  # prompt_tokens, completion_tokens
+    error: str | None = None  # a definitive non-answer that is not a fault (a replay miss)
+
+
+class TransientError(Exception):
+    """Worth retrying. `retry_after` is the server's wish in seconds, if it said one."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(Exception):
+    """Retrying will not help (bad request, auth, unknown model, ...)."""
+
+
+class Backend:
+    #: identity of the teacher: part of the cache key and the price lookup
+    model: str = ""
+    #: store replies in the reply cache (replay is free and instant: no)
+    cacheable: bool = True
+    #: upper bound on concurrent requests this backend can serve (None: the config decides)
+    max_concurrency: int | None = None
+    #: True when `complete_many` batches natively (the engine then sends chunks)
+    batched: bool = False
+
+    async def complete(self, request: Request) -> Reply:
+        raise NotImplementedError
+
+    async def complete_many(self, requests: list[Request]) -> list[Reply]:
+        return list(await asyncio.gather(*(self.complete(r) for r in requests)))
+
+    async def aclose(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------- OpenAI-compatible
+
+
+def parse_retry_after(headers) -> float | None:
+    """Seconds from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+RETRY_STATUS = {408, 429}  # plus every 5xx
+
+
+class OpenAIBackend(Backend):
+    def __init__(self, config: TeacherConfig):
+        from openai import AsyncOpenAI
+
+        key = "none"  # local servers ignore it; the client insists on one
+        if config.key_env:
+            key = os.environ.get(config.key_env, "")
+            if not key:
+                raise InputError(f"--teacher-key-env {config.key_env}: that environment variable is not set")
+        self.config = config
+        self.model = config.model
+        self.client = AsyncOpenAI(
+            base_url=config.url,
+            api_key=key,
+            default_headers=config.headers or None,
+            timeout=config.timeout,
+            max_retries=0,
+        )
+
+    async def complete(self, request: Request) -> Reply:
+        import openai
+
+        params = dict(request.params)
+        try:
+            resp = await self.client.chat.completions.create(
+                model=self.model,
+                messages=request.messages,
+                extra_body=self.config.extra_body or None,
+                **params,
+            )
+        except openai.APIStatusError as e:
+            status = e.status_code
+            if status in RETRY_STATUS or status >= 500:
+                raise TransientError(f"HTTP {status}", parse_retry_after(e.response.headers)) from None
+            raise PermanentError(f"HTTP {status}: {_short(e.message)}") from None
+        except openai.APITimeoutError:
+            raise TransientError(f"timeout after {self.config.timeout:g}s") from None
+        except openai.APIConnectionError as e:
+            raise TransientError(f"connection error: {_short(str(e.__cause__ or e))}") from None
+        except (ValueError, TypeError, KeyError, openai.APIResponseValidationError) as e:
+            # unparseable body (bad JSON, wrong shape): a glitch on the wire or the server
+            raise TransientError(f"malformed reply: {_short(str(e))}") from None
+        try:
+            choice = resp.choices[0]
+            text = choice.message.content
+            finish = choice.finish_reason
+        except (AttributeError, IndexError, TypeError) as e:
+            raise TransientError(f"malformed reply: no choices/message ({type(e).__name__})") from None
+        if text is None and finish not in ("content_filter", "length"):
+            raise TransientError(f"malformed reply: empty message (finish_reason={finish})")
+        usage = {}
+        if getattr(resp, "usage", None) is not None:
+            usage = {
+                "prompt_tokens": resp.usage.prompt_tokens or 0,
+                "completion_tokens": resp.usage.completion_tokens or 0,
+            }
+        return Reply(text or "", finish, usage)
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+def _short(s: str, n: int = 200) -> str:
+    s = " ".join(str(s).split())
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+# ---------------------------------------------------------------------------- replay
+
+
+def normalize_question(q: str) -> str:
+    return " ".join(q.split()).lower()
+
+
+def load_recordings(path: str | Path) -> dict[str, list[str]]:
+    """normalised question -> recorded outputs, from a JSON list of {instruction, output}
+    (also accepted: JSONL, and question/rationale/text as key names)."""
+    from mathdistill.io import iter_jsonl, read_json
+
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        records = [(f"{path}:{n}", r) for n, r in iter_jsonl(path)]
+    else:
+        data = read_json(path)
+        if not isinstance(data, list):
+            raise InputError(f"{path}: expected a JSON list of {{instruction, output}} records")
+        records = [(f"{path}[{i}]", r) for i, r in enumerate(data)]
+    out: dict[str, list[str]] = {}
+    for where, r in records:
+        if not isinstance(r, dict):
+            raise InputError(f"{where}: expected an object, got {type(r).__name__}")
+        q = next((r[k] for k in ("instruction", "question") if k in r), None)
+        a = next((r[k] for k in ("output", "rationale", "text") if k in r), None)
+        if not isinstance(q, str):
+            raise InputError(f"{where}: missing key 'instruction' (the question)")
+        if not isinstance(a, str):
+            raise InputError(f"{where}: missing key 'output' (the rationale)")
+        out.setdefault(normalize_question(q), []).append(a)
+    return out
+
+
+class ReplayBackend(Backend):
+    """Recorded rationales. Sample k of a question is its k-th recording across the files."""
+
+    cacheable = False
+
+    def __init__(self, files: list[str | Path]):
+        self.files = [Path(f) for f in files]
+        self.model = "replay:" + "+".join(f.name for f in self.files)
+        self.table: dict[str, list[str]] = {}
+        for f in self.files:
+            for q, outs in load_recordings(f).items():
+                self.table.setdefault(q, []).extend(outs)
+
+    async def complete(self, request: Request) -> Reply:
+        outs = self.table.get(normalize_question(request.question))
+        if not outs:
+            return Reply(None, error="replay miss: question not in " + ", ".join(f.name for f in self.files))
+        if request.sample >= len(outs):
+            return Reply(None, error=f"replay miss: no recording #{request.sample} (have {len(outs)})")
+        return Reply(outs[request.sample], "stop", {})
+
+
+# ---------------------------------------------------------------------------- in-process HF
+
+
+class HFBackend(Backend):
+    """A transformers causal LM run in this process, one request at a time (tiny offline use)."""
+
+    max_concurrency = 1
+
+    def __init__(self, config: TeacherConfig, model=None, tokenizer=None):
+        self.model = "hf:" + str(config.model)
+        self._name = config.model
+        self._loaded = (model, tokenizer) if model is not None else None
+        self._lock = threading.Lock()
+
+    def _load(self):
+        if self._loaded is None:
+            from mathdistill.student.models import load_model
+
+            self._loaded = load_model(self._name)
+        return self._loaded
+
+    def _generate(self, request: Request) -> Reply:
+        import torch
+        from transformers import set_seed
+
+        with self._lock:
+            model, tok = self._load()
+            if getattr(tok, "chat_template", None):
+                prompt = tok.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+            else:
+                prompt = "\n\n".join(m["content"] for m in request.messages) + "\n"
+            enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
+            p = request.params
+            temperature = p.get("temperature", 0.0)
+            kwargs = {"max_new_tokens": p["max_tokens"], "do_sample": temperature > 0, "pad_token_id": tok.pad_token_id or tok.eos_token_id}
+            if temperature > 0:
+                kwargs.update(temperature=temperature, top_p=p.get("top_p", 1.0))
+                set_seed(p.get("seed", 0) or 0)
+            with torch.no_grad():
+                out = model.generate(**enc, **kwargs)
+            new = out[0, enc["input_ids"].shape[1] :]
+            eos = tok.eos_token_id
+            stopped = len(new) < p["max_tokens"] or (eos is not None and int(new[-1]) == eos)
+            text = tok.decode(new, skip_special_tokens=True)
+            usage = {"prompt_tokens": int(enc["input_ids"].shape[1]), "completion_tokens": int(len(new))}
+            return Reply(text, "stop" if stopped else "length", usage)
+
+    async def complete(self, request: Request) -> Reply:
+        return await asyncio.to_thread(self._generate, request)
+
+
+# ---------------------------------------------------------------------------- vLLM offline
+
+
+class VLLMBackend(Backend):
+    """vLLM's offline `LLM.chat` over a whole chunk of requests at once (optional extra)."""
+
+    batched = True
+
+    def __init__(self, config: TeacherConfig, **llm_kwargs):
+        try:
+            import vllm
+        except ImportError:
+            raise InputError("the vllm teacher needs vLLM: pip install 'mathdistill[vllm]'") from None
+        self._vllm = vllm
+        self.model = "vllm:" + str(config.model)
+        self.llm = vllm.LLM(model=config.model, **llm_kwargs)
+
+    def _params(self, p: dict):
+        kw = {"temperature": p.get("temperature", 0.0), "max_tokens": p["max_tokens"]}
+        if "top_p" in p:
+            kw["top_p"] = p["top_p"]
+        if p.get("seed") is not None:
+            kw["seed"] = p["seed"]
+        return self._vllm.SamplingParams(**kw)
+
+    def _run(self, requests: list[Request]) -> list[Reply]:
+        outs = self.llm.chat(
+            [r.messages for r in requests], sampling_params=[self._params(r.params) for r in requests], use_tqdm=False
+        )
+        replies = []
+        for o in outs:
+            c = o.outputs[0]
+            usage = {"prompt_tokens": len(o.prompt_token_ids or []), "completion_tokens": len(c.token_ids or [])}
+            replies.append(Reply(c.text, c.finish_reason, usage))
+        return replies
+
+    async def complete_many(self, requests: list[Request]) -> list[Reply]:
+        return await asyncio.to_thread(self._run, requests)
+
+    async def complete(self, request: Request) -> Reply:
+        return (await self.complete_many([request]))[0]
+
+
+# ---------------------------------------------------------------------------- factory
+
+
+def make_backend(config: TeacherConfig) -> Backend:
+    """The backend `config.kind` names, ready to use."""
+    if config.kind == "openai":
+        return OpenAIBackend(config)
+    if config.kind == "replay":
+        return ReplayBackend(config.replay)
+    if config.kind == "hf":
+        return HFBackend(config)
+    if config.kind == "vllm":
+        return VLLMBackend(config)
+    raise InputError(f"unknown teacher kind '{config.kind}'")
+

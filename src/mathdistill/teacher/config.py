@@ -1,0 +1,117 @@
+"""Teacher configuration: which backend, how hard to push it, how to sample, what it costs.
+
+The API key itself is never part of the config: only the *name* of the environment variable
+that holds it (`key_env`). Dumping a config to disk therefore never leaks the secret.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mathdistill.io import InputError
+
+
+class Price(BaseModel):
+    """USD per one million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: float = Field(0.0, ge=0)
+    completion: float = Field(0.0, ge=0)
+
+    def cost(self, usage: dict | None) -> float:
+        usage = usage or {}
+        return (
+            (usage.get("prompt_tokens") or 0) * self.prompt + (usage.get("completion_tokens") or 0) * self.completion
+        ) / 1e6
+
+
+class TeacherConfig(BaseModel):
+    """Everything about one teacher. `kind` picks the backend; the rest tunes the engine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["openai", "replay", "hf", "vllm"] = "openai"
+    # openai-compatible server (OpenAI, vLLM/SGLang serve, llama.cpp server, Ollama)
+    url: str | None = None
+    model: str | None = None
+    key_env: str | None = None  # NAME of the env var holding the key, never the key
+    headers: dict[str, str] = Field(default_factory=dict)
+    extra_body: dict = Field(default_factory=dict)  # passed through to the server as-is
+    # replay: recorded rationales (JSON list of {instruction, output}); sample k comes from file k
+    replay: list[Path] = Field(default_factory=list)
+    # accounting: model name -> price; unknown models cost 0
+    prices: dict[str, Price] = Field(default_factory=dict)
+    # engine
+    concurrency: int = Field(8, ge=1)
+    rpm: float | None = Field(None, gt=0)  # requests per minute
+    tpm: float | None = Field(None, gt=0)  # tokens per minute (prompt estimate + max_tokens)
+    timeout: float = Field(120.0, gt=0)  # seconds per request
+    max_retries: int = Field(6, ge=0)
+    backoff_base: float = Field(1.0, ge=0)  # first retry waits ~this many seconds, then doubles
+    backoff_max: float = Field(60.0, ge=0)
+    retry_after_max: float = Field(600.0, ge=0)  # cap on a server's Retry-After
+    # sampling
+    temperature: float | None = Field(None, ge=0)  # None: 0 for one sample, 0.7 for several
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1)
+    seed: int | None = 0  # sample k is requested with seed + k (None: no seed sent)
+
+    @model_validator(mode="after")
+    def _check_kind(self):
+        if self.kind == "openai" and not (self.url and self.model):
+            raise ValueError("an openai-compatible teacher needs both url and model")
+        if self.kind == "replay" and not self.replay:
+            raise ValueError("a replay teacher needs at least one replay file")
+        if self.kind in ("hf", "vllm") and not self.model:
+            raise ValueError(f"a {self.kind} teacher needs a model")
+        return self
+
+    def sampling(self, samples: int) -> dict:
+        """The sampling parameters sent with every request (and hashed into the cache key)."""
+        temperature = self.temperature
+        if temperature is None:
+            temperature = 0.7 if samples > 1 else 0.0
+        if samples > 1 and temperature <= 0:
+            raise InputError(f"{samples} samples per problem need a temperature > 0 (got {temperature})")
+        params = {"temperature": temperature, "max_tokens": self.max_tokens}
+        if self.top_p is not None:
+            params["top_p"] = self.top_p
+        return params
+
+    def price(self, model: str | None) -> Price:
+        return self.prices.get(model or "", Price())
+
+    def public_dict(self) -> dict:
+        """The config as JSON, header values hidden (they may carry credentials)."""
+        d = self.model_dump(mode="json")
+        d["headers"] = {k: "<hidden>" for k in self.headers}
+        return d
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> "TeacherConfig":
+        """Read YAML/JSON, apply non-None overrides, validate; errors name the file and key."""
+        import yaml
+
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"{path}: file not found")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise InputError(f"{path}: invalid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: expected a mapping of teacher settings")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return build(data, where=str(path))
+
+
+def build(data: dict, where: str = "teacher config") -> TeacherConfig:
+    """Validate a dict into a TeacherConfig; pydantic errors become one InputError naming the key."""
+    try:
+        return TeacherConfig.model_validate(data)
+    except ValidationError as e:
+        msgs = "; ".join(f"{'.'.join(map(str, err['loc'])) or '(config)'}: {err['msg']}" for err in e.errors())
+        raise InputError(f"{where}: {msgs}") from None

@@ -1,0 +1,491 @@
+"""The teacher engine: ask a backend for `samples` rationales per problem per thought, with
+bounded concurrency, rate limits, retries, a persistent reply cache, cost accounting and live
+progress; then verify every rationale and write one row per (problem, thought, sample).
+
+    backend = make_backend(config)
+    result = teach(problems, "cot", backend, config=config, samples=4, out_dir="runs/x/teacher")
+    result.rows, result.summary
+
+Kill it at any moment and call it again with the same arguments: finished requests come from
+the cache (committed the moment each reply arrived) and are never sent, or paid for, twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Mapping, Sequence
+
+from mathdistill.data import Problem
+from mathdistill.io import InputError, write_json, write_jsonl
+
+from .backends import Backend, PermanentError, Reply, Request, TransientError
+from .cache import ReplyCache, request_key
+from .config import TeacherConfig
+
+
+# ---------------------------------------------------------------------------- rate limits
+
+
+class RateLimiter:
+    """Spaces out units (requests or tokens) to `per_minute`, allowing a one-second burst.
+
+    `acquire(n)` reserves n units and sleeps until they are due; `adjust(delta)` corrects a
+    reservation once the true amount (e.g. tokens actually used) is known.
+    """
+
+    def __init__(self, per_minute: float):
+        self.rate = per_minute / 60.0
+        self.tolerance = max(1.0, self.rate) / self.rate  # seconds of burst allowed
+        self.tat = time.monotonic()  # "theoretical arrival time" of the next unit (GCRA)
+
+    async def acquire(self, n: float = 1.0) -> None:
+        now = time.monotonic()
+        tat = max(self.tat, now)
+        wait = tat - self.tolerance - now  # wait for room, then take n (a big n goes into debt)
+        self.tat = tat + n / self.rate
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def adjust(self, delta: float) -> None:
+        self.tat += delta / self.rate
+
+
+# ---------------------------------------------------------------------------- stats + progress
+
+
+@dataclass
+class Stats:
+    total: int = 0  # (problem, thought, sample) jobs
+    done: int = 0
+    requests: int = 0  # sent to the backend this run, retries included
+    cache_hits: int = 0
+    retries: int = 0
+    failures: int = 0  # jobs with no usable reply after retries (or a permanent error)
+    misses: int = 0  # replay: question / sample not recorded
+    prompt_tokens: int = 0  # paid this run
+    completion_tokens: int = 0
+    cost: float = 0.0  # USD paid this run
+    cost_total: float = 0.0  # USD of every reply used, cached ones at their recorded price
+    errors: dict = field(default_factory=dict)  # error kind -> count (transient faults included)
+
+    def fault(self, message: str) -> None:
+        kind = message.split(":")[0]
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+
+class _Progress:
+    """A rich progress bar with tokens, cost, retries and ETA; silent when disabled."""
+
+    def __init__(self, enabled: bool, stats: Stats, label: str):
+        self.stats, self.bar, self.task = stats, None, None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self.task = self.bar.add_task(label, total=stats.total, info="")
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def update(self) -> None:
+        if self.bar:
+            s = self.stats
+            info = (
+                f"{s.prompt_tokens + s.completion_tokens:,} tok  ${s.cost:.4f}  "
+                f"cached {s.cache_hits}  retries {s.retries}  failed {s.failures}"
+            )
+            self.bar.update(self.task, completed=s.done, info=info)
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.update()
+            self.bar.stop()
+
+
+# ---------------------------------------------------------------------------- jobs
+
+
+@dataclass
+class Job:
+    problem: Problem
+    thought: object  # a mathdistill.thoughts Thought
+    sample: int
+    request: Request
+    key: str
+    reply: Reply | None = None
+    cost: float = 0.0
+    cached: bool = False
+    error: str | None = None
+
+
+def _thoughts(thoughts) -> list:
+    from mathdistill import thoughts as T
+
+    if isinstance(thoughts, (str,)) or not isinstance(thoughts, Sequence):
+        thoughts = [thoughts]
+    out = []
+    for t in thoughts:
+        if isinstance(t, str):
+            try:
+                t = T.get(t)
+            except (KeyError, AttributeError) as e:
+                raise InputError(f"unknown thought '{t}': {e}") from None
+        out.append(t)
+    return out
+
+
+def default_context(problem: Problem, thought) -> dict | None:
+    """Extra teacher inputs: formats that rewrite a solution (knowledge) get the gold one."""
+    if getattr(thought, "name", "") == "knowledge" and problem.extra.get("solution"):
+        return {"rationale": problem.extra["solution"]}
+    return None
+
+
+def build_jobs(problems, thoughts, backend: Backend, config: TeacherConfig, samples: int, context=None) -> list[Job]:
+    context = context or default_context
+    base = config.sampling(samples)
+    jobs = []
+    for p in problems:
+        for t in thoughts:
+            ctx = context(p, t) if callable(context) else context.get(p.id)
+            messages = t.teacher_messages(p.question, ctx)
+            for k in range(samples):
+                params = dict(base)
+                if config.seed is not None:
+                    params["seed"] = config.seed + k
+                key = request_key(backend.model, messages, params, k)
+                jobs.append(Job(p, t, k, Request(messages, params, k, p.question), key))
+    return jobs
+
+
+# ---------------------------------------------------------------------------- engine
+
+
+class Engine:
+    def __init__(self, backend: Backend, config: TeacherConfig, cache: ReplyCache | None, stats: Stats, progress):
+        self.backend, self.config, self.cache, self.stats, self.progress = backend, config, cache, stats, progress
+        self.rpm = RateLimiter(config.rpm) if config.rpm else None
+        self.tpm = RateLimiter(config.tpm) if config.tpm else None
+        self.price = config.price(config.model if config.kind == "openai" else backend.model)
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:  # the server said when; honour it (plus a little jitter)
+            return min(retry_after, self.config.retry_after_max) * random.uniform(1.0, 1.1)
+        cap = min(self.config.backoff_max, self.config.backoff_base * 2**attempt)
+        return random.uniform(cap / 2, cap)  # exponential backoff, "equal jitter"
+
+    async def _limit(self, request: Request) -> int:
+        estimate = 0
+        if self.rpm:
+            await self.rpm.acquire(1)
+        if self.tpm:
+            chars = sum(len(str(m.get("content", ""))) for m in request.messages)
+            estimate = chars // 4 + request.params.get("max_tokens", 0)
+            await self.tpm.acquire(estimate)
+        return estimate
+
+    def _record(self, job: Job, reply: Reply) -> None:
+        """Account for a reply and commit it to the cache before anything else happens."""
+        job.reply = reply
+        if reply.error:  # replay miss: a definitive answer, not a fault
+            job.error = reply.error
+            self.stats.misses += 1
+            return
+        job.cost = self.price.cost(reply.usage)
+        if self.cache is not None and self.backend.cacheable:
+            self.cache.put(job.key, self.backend.model, reply.text, reply.finish_reason, reply.usage, job.cost)
+        s = self.stats
+        s.prompt_tokens += reply.usage.get("prompt_tokens") or 0
+        s.completion_tokens += reply.usage.get("completion_tokens") or 0
+        s.cost += job.cost
+        s.cost_total += job.cost
+
+    async def run_one(self, job: Job) -> None:
+        for attempt in range(self.config.max_retries + 1):
+            estimate = await self._limit(job.request)
+            self.stats.requests += 1
+            try:
+                reply = await self.backend.complete(job.request)
+            except TransientError as e:
+                self.stats.fault(str(e))
+                if attempt == self.config.max_retries:
+                    job.error = f"gave up after {attempt + 1} attempts: {e}"
+                    break
+                self.stats.retries += 1
+                await asyncio.sleep(self._delay(attempt, e.retry_after))
+                continue
+            except PermanentError as e:
+                self.stats.fault(str(e))
+                job.error = str(e)
+                break
+            if self.tpm and reply.usage:
+                self.tpm.adjust(sum(reply.usage.values()) - estimate)
+            self._record(job, reply)
+            break
+        if job.error and not (job.reply and job.reply.error):
+            self.stats.failures += 1
+        self.stats.done += 1
+        self.progress.update()
+
+    async def run_batched(self, jobs: list[Job], chunk: int) -> None:
+        for i in range(0, len(jobs), chunk):
+            part = jobs[i : i + chunk]
+            self.stats.requests += len(part)
+            try:
+                replies = await self.backend.complete_many([j.request for j in part])
+            except Exception as e:  # a batch backend failing is not retried request by request
+                self.stats.fault(f"{type(e).__name__}: {e}")
+                for j in part:
+                    j.error = f"{type(e).__name__}: {e}"
+                self.stats.failures += len(part)
+                replies = []
+            for job, reply in zip(part, replies):
+                self._record(job, reply)
+            self.stats.done += len(part)
+            self.progress.update()
+
+    async def run(self, jobs: list[Job]) -> None:
+        todo = self._from_cache(jobs)
+        self.progress.update()
+        if self.backend.batched:
+            await self.run_batched(todo, chunk=max(self.config.concurrency, 64))
+            return
+        queue: asyncio.Queue[Job] = asyncio.Queue()
+        for job in todo:
+            queue.put_nowait(job)
+
+        async def worker():
+            while True:
+                try:
+                    job = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                await self.run_one(job)
+
+        n = min(self.config.concurrency, self.backend.max_concurrency or self.config.concurrency, max(1, len(todo)))
+        await asyncio.gather(*(worker() for _ in range(n)))
+
+    def _from_cache(self, jobs: list[Job]) -> list[Job]:
+        if self.cache is None or not self.backend.cacheable:
+            return jobs
+        hits = self.cache.get_many([j.key for j in jobs])
+        todo = []
+        for job in jobs:
+            hit = hits.get(job.key)
+            if hit is None:
+                todo.append(job)
+                continue
+            job.reply = Reply(hit["text"], hit["finish_reason"], hit["usage"])
+            job.cost, job.cached = hit["cost"], True
+            self.stats.cache_hits += 1
+            self.stats.cost_total += hit["cost"]
+            self.stats.done += 1
+        return todo
+
+
+# ---------------------------------------------------------------------------- verification
+
+
+@dataclass
+class VerifyConfig:
+    """What to keep. keep: "correct" (answer equals gold), "usable" (finished, parsed), "all".
+    dedupe: drop repeated rationales of the same problem and thought: "none", "exact" or
+    "normalized" (whitespace and case folded). max_per_problem caps kept rows per problem+thought."""
+
+    keep: Literal["correct", "usable", "all"] = "correct"
+    dedupe: Literal["none", "exact", "normalized"] = "normalized"
+    max_per_problem: int | None = None
+
+
+def _dedupe_key(text: str, mode: str) -> str:
+    return text if mode == "exact" else " ".join(text.split()).lower()
+
+
+def verify(jobs: list[Job], verify_cfg: VerifyConfig) -> list[dict]:
+    """Score each finished rationale with its thought, then apply the keep/dedupe rules."""
+    rows = []
+    by_thought: dict[str, list[int]] = {}
+    for job in jobs:
+        r = job.reply
+        text = r.text if r is not None else None
+        finish = r.finish_reason if r is not None else None
+        error = job.error
+        if error is None and finish == "length":
+            error = "cut off at max_tokens (finish_reason=length)"
+        row = {
+            "problem_id": job.problem.id,
+            "question": job.problem.question,
+            "gold": job.problem.answer,
+            "thought": job.thought.name,
+            "sample": job.sample,
+            "text": text,
+            "prediction": None,
+            "correct": False,
+            "finish_reason": finish,
+            "usage": (r.usage if r is not None else {}) or {},
+            "cost": job.cost,
+            "cached": job.cached,
+            "error": error,
+            "kept": False,
+        }
+        rows.append(row)
+        if error is None and text is not None:
+            by_thought.setdefault(job.thought.name, []).append(len(rows) - 1)
+    thoughts = {j.thought.name: j.thought for j in jobs}
+    for name, idx in by_thought.items():
+        thought = thoughts[name]
+        if getattr(thought, "gives_answer", True):
+            scored = thought.score_batch([rows[i]["text"] for i in idx], [rows[i]["gold"] for i in idx])
+            for i, s in zip(idx, scored):
+                rows[i].update(prediction=s.prediction, correct=bool(s.correct), error=s.error)
+        else:  # knowledge / key points: an input to later steps, checked for form only
+            check = getattr(thought, "validate", None)
+            for i in idx:
+                ok, err = (check(rows[i]["text"]) if check else (bool(rows[i]["text"].strip()), None))
+                if isinstance(ok, tuple):
+                    ok, err = ok
+                rows[i].update(correct=bool(ok), error=None if ok else (err or "empty rationale"))
+    _keep(rows, verify_cfg)
+    return rows
+
+
+def _keep(rows: list[dict], cfg: VerifyConfig) -> None:
+    seen: dict[tuple, set] = {}
+    count: dict[tuple, int] = {}
+    for row in rows:
+        usable = row["text"] is not None and row["finish_reason"] != "length" and row["error"] is None
+        ok = {"correct": row["correct"], "usable": usable or row["correct"], "all": row["text"] is not None}[cfg.keep]
+        if not ok:
+            continue
+        group = (row["problem_id"], row["thought"])
+        if cfg.dedupe != "none":
+            k = _dedupe_key(row["text"], cfg.dedupe)
+            if k in seen.setdefault(group, set()):
+                row["duplicate"] = True
+                continue
+            seen[group].add(k)
+        if cfg.max_per_problem is not None and count.get(group, 0) >= cfg.max_per_problem:
+            continue
+        count[group] = count.get(group, 0) + 1
+        row["kept"] = True
+
+
+# ---------------------------------------------------------------------------- summary + API
+
+
+@dataclass
+class TeachResult:
+    rows: list[dict]
+    summary: dict
+
+
+def summarize(stats: Stats, rows: list[dict], model: str, wall: float) -> dict:
+    per = {}
+    for row in rows:
+        d = per.setdefault(row["thought"], {"rows": 0, "replied": 0, "correct": 0, "kept": 0, "problems": set(), "solved": set()})
+        d["rows"] += 1
+        d["replied"] += row["text"] is not None
+        d["correct"] += row["correct"]
+        d["kept"] += row["kept"]
+        d["problems"].add(row["problem_id"])
+        if row["kept"]:
+            d["solved"].add(row["problem_id"])
+    yields = {
+        name: {
+            "rows": d["rows"],
+            "replied": d["replied"],
+            "correct": d["correct"],
+            "kept": d["kept"],
+            "yield": round(d["correct"] / d["rows"], 4) if d["rows"] else 0.0,
+            "problems": len(d["problems"]),
+            "problems_with_kept": len(d["solved"]),
+        }
+        for name, d in per.items()
+    }
+    return {
+        "teacher": model,
+        "jobs": stats.total,
+        "requests": stats.requests,
+        "cache_hits": stats.cache_hits,
+        "retries": stats.retries,
+        "failures": stats.failures,
+        "misses": stats.misses,
+        "length_cut": sum(r["finish_reason"] == "length" for r in rows),
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "tokens": stats.prompt_tokens + stats.completion_tokens,
+        "cost": round(stats.cost, 6),
+        "cost_total": round(stats.cost_total, 6),
+        "faults": dict(sorted(stats.errors.items())),
+        "wall_s": round(wall, 3),
+        "per_thought": yields,
+    }
+
+
+async def ateach(
+    problems: Sequence[Problem],
+    thoughts,
+    backend: Backend,
+    *,
+    config: TeacherConfig,
+    samples: int = 1,
+    out_dir: str | Path | None = None,
+    cache: str | Path | ReplyCache | None = None,
+    verify_config: VerifyConfig | None = None,
+    context: Callable | Mapping | None = None,
+    progress: bool = False,
+) -> TeachResult:
+    """Async `teach` (for callers already inside an event loop)."""
+    if samples < 1:
+        raise InputError(f"samples must be >= 1 (got {samples})")
+    thoughts = _thoughts(thoughts)
+    jobs = build_jobs(problems, thoughts, backend, config, samples, context)
+    if cache is None and out_dir is not None:
+        cache = Path(out_dir) / "teacher_cache.sqlite"
+    own_cache = cache is not None and not isinstance(cache, ReplyCache)
+    store = ReplyCache(cache) if own_cache else cache
+    stats = Stats(total=len(jobs))
+    t0 = time.perf_counter()
+    try:
+        label = "teach " + ",".join(t.name for t in thoughts)
+        with _Progress(progress, stats, label) as bar:
+            await Engine(backend, config, store, stats, bar).run(jobs)
+    finally:
+        if own_cache:
+            store.close()
+    rows = verify(jobs, verify_config or VerifyConfig())
+    summary = summarize(stats, rows, backend.model, time.perf_counter() - t0)
+    if out_dir is not None:
+        out = Path(out_dir)
+        write_jsonl(out / "rationales.jsonl", rows)
+        write_json(out / "teach_summary.json", summary)
+    return TeachResult(rows, summary)
+
+
+def teach(problems, thoughts, backend: Backend, **kwargs) -> TeachResult:
+    """Collect and verify rationales; see the module docstring. Closes nothing it did not open."""
+    return asyncio.run(ateach(problems, thoughts, backend, **kwargs))
