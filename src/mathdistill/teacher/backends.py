@@ -71,7 +71,7 @@ class Backend:
         return list(await asyncio.gather(*(self.complete(r) for r in requests)))
 
     async def aclose(self) -> None:
-        pass
+        """Release connections; the backend stays usable (it reconnects on the next request)."""
 
 
 # ---------------------------------------------------------------------------- OpenAI-compatible
@@ -106,22 +106,33 @@ RETRY_STATUS = {408, 429}  # plus every 5xx
 
 class OpenAIBackend(Backend):
     def __init__(self, config: TeacherConfig):
-        from openai import AsyncOpenAI
-
-        key = "none"  # local servers ignore it; the client insists on one
+        self._key = "none"  # local servers ignore it; the client insists on one
         if config.key_env:
-            key = os.environ.get(config.key_env, "")
-            if not key:
+            self._key = os.environ.get(config.key_env, "")
+            if not self._key:
                 raise InputError(f"--teacher-key-env {config.key_env}: that environment variable is not set")
         self.config = config
         self.model = config.model
-        self.client = AsyncOpenAI(
-            base_url=config.url,
-            api_key=key,
-            default_headers=config.headers or None,
-            timeout=config.timeout,
-            max_retries=0,
-        )
+        self._client, self._loop = None, None
+
+    @property
+    def client(self):
+        """The async client of the running event loop (a client's connections belong to one loop)."""
+        from openai import AsyncOpenAI
+
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client, self._loop = (
+                AsyncOpenAI(
+                    base_url=self.config.url,
+                    api_key=self._key,
+                    default_headers=self.config.headers or None,
+                    timeout=self.config.timeout,
+                    max_retries=0,  # the engine retries, counts and backs off
+                ),
+                loop,
+            )
+        return self._client
 
     async def complete(self, request: Request) -> Reply:
         import openai
@@ -163,7 +174,9 @@ class OpenAIBackend(Backend):
         return Reply(text or "", finish, usage)
 
     async def aclose(self) -> None:
-        await self.client.close()
+        if self._client is not None and self._loop is asyncio.get_running_loop():
+            await self._client.close()
+        self._client, self._loop = None, None
 
 
 def _short(s: str, n: int = 200) -> str:

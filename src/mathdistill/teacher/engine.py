@@ -31,7 +31,7 @@ from .config import TeacherConfig
 
 
 class RateLimiter:
-    """Spaces out units (requests or tokens) to `per_minute`, allowing a one-second burst.
+    """Spaces out units (requests or tokens) to `per_minute`; one second's worth may go at once.
 
     `acquire(n)` reserves n units and sleeps until they are due; `adjust(delta)` corrects a
     reservation once the true amount (e.g. tokens actually used) is known.
@@ -39,7 +39,7 @@ class RateLimiter:
 
     def __init__(self, per_minute: float):
         self.rate = per_minute / 60.0
-        self.tolerance = max(1.0, self.rate) / self.rate  # seconds of burst allowed
+        self.tolerance = (max(1.0, self.rate) - 1.0) / self.rate  # a burst of max(1, rate) units
         self.tat = time.monotonic()  # "theoretical arrival time" of the next unit (GCRA)
 
     async def acquire(self, n: float = 1.0) -> None:
@@ -47,7 +47,7 @@ class RateLimiter:
         tat = max(self.tat, now)
         wait = tat - self.tolerance - now  # wait for room, then take n (a big n goes into debt)
         self.tat = tat + n / self.rate
-        if wait > 0:
+        if wait > 1e-6:
             await asyncio.sleep(wait)
 
     def adjust(self, delta: float) -> None:
@@ -487,5 +487,12 @@ async def ateach(
 
 
 def teach(problems, thoughts, backend: Backend, **kwargs) -> TeachResult:
-    """Collect and verify rationales; see the module docstring. Closes nothing it did not open."""
-    return asyncio.run(ateach(problems, thoughts, backend, **kwargs))
+    """Collect and verify rationales (see the module docstring), in a fresh event loop."""
+
+    async def main():
+        try:
+            return await ateach(problems, thoughts, backend, **kwargs)
+        finally:
+            await backend.aclose()  # connections die with this loop; the backend stays usable
+
+    return asyncio.run(main())

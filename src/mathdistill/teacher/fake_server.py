@@ -154,7 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, b'{"error": {"message": "bad json"}}')
             return
         key, action, hold = fake._next_action(body)
-        entry = {"key": key, "action": action, "time": time.time(), "usage": None, "held": hold}
+        entry = {"key": key, "action": action, "time": time.time(), "usage": None, "held": hold, "body": body, "headers": {k.lower(): v for k, v in self.headers.items()}}
         with fake.lock:
             fake.log.append(entry)
         if hold:

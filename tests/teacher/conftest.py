@@ -1,0 +1,32 @@
+"""Teacher test fixtures: a scripted fake server factory and the cot thought."""
+
+from __future__ import annotations
+
+import pytest
+
+from mathdistill.teacher.fake_server import FakeServer
+from teacher_helpers import LocalCot, solve
+
+
+@pytest.fixture
+def fake_server():
+    """fake_server(**kwargs) -> a started FakeServer, stopped after the test."""
+    servers = []
+
+    def start(**kwargs) -> FakeServer:
+        kwargs.setdefault("reply", solve)
+        s = FakeServer(**kwargs).start()
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def cot():
+    from mathdistill import thoughts
+
+    get = getattr(thoughts, "get", None)
+    return get("cot") if get else LocalCot()
