@@ -35,6 +35,8 @@ class Thought(ABC):
     name: str = ""
     #: short tag that tells the student which format to write (ETD, SIKeD)
     trigger: str = ""
+    #: one-line instruction after the trigger, for students that have not learnt the format yet
+    instruction: str = ""
     gives_answer: bool = True
 
     @abstractmethod
@@ -45,27 +47,65 @@ class Thought(ABC):
         """
 
     def student_prompt(self, question: str, context: dict | None = None) -> str:
-        """The user-message text the student sees (before the chat template)."""
-        return f"{question.strip()}\n{self.trigger}".strip()
+        """The user-message text the student sees (before the chat template):
+        the question, then the trigger tag and a one-line instruction."""
+        return f"{question.strip()}\n{self.trigger} {self.instruction}".strip()
 
-    def student_target(self, rationale: str) -> str:
-        """The completion the student learns to write for a teacher rationale."""
-        return rationale.strip()
+    def student_target(self, rationale: str, tagged: bool = False) -> str:
+        """The completion the student learns to write for a teacher rationale.
+
+        `tagged=True` starts it with the trigger tag, for students that choose their own
+        format (SIKeD): see `mathdistill.thoughts.detect`.
+        """
+        text = rationale.strip()
+        return f"{self.trigger}\n{text}" if tagged else text
 
     @abstractmethod
     def extract(self, rationale: str) -> Extracted:
         """Turn a rationale into a predicted answer (parse / execute / solve)."""
 
-    def score(self, rationale: str, gold: str) -> Scored:
-        return self.score_batch([rationale], [gold])[0]
+    def extract_batch(self, rationales: Sequence[str]) -> list[Extracted]:
+        """`extract` for many rationales; formats that execute code run them in parallel."""
+        return [self.extract(r) for r in rationales]
 
-    def score_batch(self, rationales: Sequence[str], golds: Sequence[str]) -> list[Scored]:
-        """Score many rationales; formats that execute code override this to run them in parallel."""
+    def score(self, rationale: str, gold: str, question: str | None = None) -> Scored:
+        return self.score_batch([rationale], [gold], [question])[0]
+
+    def score_batch(self, rationales: Sequence[str], golds: Sequence[str],
+                    questions: Sequence[str | None] | None = None) -> list[Scored]:
+        """Score many rationales against gold answers (a GSM8K `... #### N` solution also works).
+
+        `questions` is only used by formats that validate instead of answering (leak checks).
+        """
         from mathdistill.answers import is_equivalent
 
+        if len(rationales) != len(golds):
+            raise ValueError(f"{len(rationales)} rationales but {len(golds)} gold answers")
         out = []
-        for text, gold in zip(rationales, golds):
-            ex = self.extract(text)
-            ok = ex.prediction is not None and is_equivalent(ex.prediction, gold)
+        for ex, gold in zip(self.extract_batch(rationales), golds):
+            ok = ex.prediction is not None and is_equivalent(ex.prediction, gold_answer(gold))
             out.append(Scored(ex.prediction, ok, ex.error))
         return out
+
+    def validate(self, text: str, gold: str, question: str | None = None) -> str | None:
+        """None if `text` is usable for this format and (if it gives an answer) correct; else why not."""
+        s = self.score(text, gold, question)
+        if s.correct:
+            return None
+        return s.error or f"wrong answer: {s.prediction} (gold {gold_answer(gold)})"
+
+
+def gold_answer(gold) -> str:
+    """A gold answer as text: numbers as they are, a GSM8K solution reduced to what follows ####."""
+    from mathdistill.answers import normalize_answer
+
+    if isinstance(gold, bool) or gold is None:
+        raise ValueError(f"not a gold answer: {gold!r}")
+    if isinstance(gold, (int, float)):
+        return normalize_answer(gold)
+    gold = str(gold)
+    if "####" in gold:
+        from mathdistill.data import gsm8k_gold
+
+        return gsm8k_gold(gold)
+    return gold.strip()

@@ -1,0 +1,78 @@
+"""General solving knowledge (LoRID): what one needs to know to solve the problem, not the solution.
+
+The teacher sees the question *and* a correct rationale (`context={"rationale": ...}`) and
+writes the general knowledge behind it:
+
+    Knowledge:
+    - "Half as many" as a quantity means that quantity divided by 2.
+    - A total over several periods is the sum of the amounts in each period.
+
+A student learns question -> knowledge (`student_prompt`); a reasoning student then solves with
+it (`reasoning_prompt`). Knowledge is an input, not an answer: `validate` checks that it is
+non-empty and does not state the problem's answer; `score_batch` marks correct = valid.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from mathdistill.thoughts import exemplars as ex
+from mathdistill.thoughts.base import Extracted, Scored, Thought, gold_answer
+from mathdistill.thoughts.text import few_shot, leaks_answer
+
+MIN_CHARS = 20
+
+
+def parse_items(text: str) -> list[str]:
+    """The knowledge items: bullet / numbered lines after an optional "Knowledge:" header."""
+    body = re.sub(r"^\s*\**knowledge\**\s*:?\s*", "", text.strip(), flags=re.IGNORECASE)
+    items = [re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", ln).strip() for ln in body.splitlines()]
+    return [it for it in items if it]
+
+
+class Knowledge(Thought):
+    name = "knowledge"
+    trigger = "[Knowledge]"
+    instruction = "List the general knowledge needed to solve this problem, without solving it."
+    gives_answer = False
+    system = ("You are given a math word problem and a correct solution. Write the general "
+              "knowledge a student needs to solve problems like it: definitions, relations between "
+              "quantities and solving strategies, as a short bullet list under \"Knowledge:\". Do "
+              "not solve the problem, do not compute anything, and never state its answer.")
+
+    @staticmethod
+    def _user(question: str, rationale: str) -> str:
+        return f"Problem: {question.strip()}\nSolution: {rationale.strip()}"
+
+    def teacher_messages(self, question: str, context: dict | None = None) -> list[dict]:
+        if not context or not context.get("rationale"):
+            raise ValueError('knowledge needs context={"rationale": <a correct solution>}')
+        shots = [(self._user(q, r), k) for q, r, k in zip(ex.QUESTIONS, ex.COT, ex.KNOWLEDGE)]
+        return few_shot(self.system, shots, self._user(question, context["rationale"]))
+
+    def reasoning_prompt(self, question: str, knowledge: str, thought: str = "cot") -> str:
+        """What a reasoning student sees: the question, the knowledge, then the format's trigger."""
+        from mathdistill.thoughts import get
+
+        t = get(thought)
+        return f"{question.strip()}\n{knowledge.strip()}\n{t.trigger} {t.instruction}"
+
+    def extract(self, rationale: str) -> Extracted:
+        return Extracted(None, "knowledge gives no answer")
+
+    def validate(self, text: str, gold: str, question: str | None = None) -> str | None:
+        if not text or len(text.strip()) < MIN_CHARS or not parse_items(text):
+            return "empty knowledge"
+        if leaks_answer(text, gold_answer(gold), question):
+            return "knowledge states the answer"
+        return None
+
+    def score_batch(self, rationales: Sequence[str], golds: Sequence[str],
+                    questions: Sequence[str | None] | None = None) -> list[Scored]:
+        questions = questions or [None] * len(rationales)
+        out = []
+        for text, gold, q in zip(rationales, golds, questions):
+            err = self.validate(text, gold, q)
+            out.append(Scored(None, err is None, err))
+        return out
