@@ -203,7 +203,6 @@ class Pool:
                    "read-only filesystem. Set MATHDISTILL_SANDBOX=strict to refuse this.")
             warnings.warn(msg, RuntimeWarning, stacklevel=2)
             log.error(msg)
-            print(f"WARNING: {msg}", file=sys.stderr)
             self.isolated = False
             first = Worker(False)
             first.start()

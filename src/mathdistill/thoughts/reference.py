@@ -1,0 +1,277 @@
+"""Reference rationales converted from GSM8K gold solutions: an offline "reference teacher".
+
+A GSM8K solution carries calculator notes, `Natalia sold 48/2 = <<48/2=24>>24 clips in May.`
+They become:
+
+  cot  the sentences without the notes, then "The answer is N." — kept if every note's
+       arithmetic is right and the text's answer is the gold;
+  pot  one assignment per note (`clips_in_may = 48 / 2`, earlier results referred to by
+       name), each after its sentence as a `#` comment, then `ans = ...` — kept if executing
+       it in the sandbox gives the gold;
+  eot  the same steps as equations with `%` comments — kept if the EoT solver gives the gold.
+
+    reference_rationale(problem, "pot") -> str | None
+    reference_rationales(problems, "pot") -> {problem.id: str | None}   (batched, cached)
+    coverage(problems) -> {"pot": {"kept": 7210, "total": 7473, "rate": 0.965}, ...}
+
+`python -m mathdistill.thoughts.reference [--limit N]` prints the coverage on GSM8K train.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import keyword
+import re
+from fractions import Fraction
+from typing import Iterable, Sequence
+
+from mathdistill.answers import extract_answer, format_number, is_equivalent, parse_number
+
+FORMATS = ("cot", "pot", "eot")
+VERSION = 1  # bump when the conversion changes (invalidates the cache)
+_NOTE = re.compile(r"<<([^=<>]*)=([^<>]*)>>")
+_STOP = {"a", "an", "the", "of", "in", "on", "at", "to", "for", "and", "is", "are", "was", "were",
+         "be", "so", "that", "this", "it", "he", "she", "they", "we", "i", "you", "his", "her",
+         "their", "there", "then", "which", "will", "would", "has", "have", "had", "with", "by"}
+_RESERVED = set(keyword.kwlist) | {"ans", "answer", "result", "sum", "min", "max", "round", "int",
+                                    "float", "list", "print", "len", "abs", "range", "pow", "type", "id"}
+
+
+def _solution(problem) -> str:
+    sol = (getattr(problem, "extra", None) or {}).get("solution")
+    if not sol or "####" not in sol:
+        raise ValueError(f"problem {getattr(problem, 'id', '?')} has no GSM8K solution in extra['solution']")
+    return sol
+
+
+def _body_lines(solution: str) -> list[str]:
+    return [ln.strip() for ln in solution.split("####")[0].strip().splitlines() if ln.strip()]
+
+
+def _clean(line: str) -> str:
+    return _NOTE.sub("", line).strip()
+
+
+def _value(expr: str) -> Fraction | None:
+    """Exact value of a calculator note's arithmetic (numbers, + - * / and parentheses)."""
+    def ev(node):
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return Fraction(str(node.value))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            v = ev(node.operand)
+            return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
+            a, b = ev(node.left), ev(node.right)
+            ops = {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b,
+                   ast.Div: lambda: a / b}
+            return ops[type(node.op)]()
+        raise ValueError("unsupported")
+    try:
+        return ev(ast.parse(_expr(expr), mode="eval"))
+    except (SyntaxError, ValueError, ZeroDivisionError, RecursionError):
+        return None
+
+
+def _expr(expr: str) -> str:
+    """A note's expression as Python: no `$`, no thousands commas, `x` as `*`."""
+    s = expr.replace("$", "").replace(",", "")
+    s = re.sub(r"(?<=[\d)])\s*[xX×]\s*(?=[\d(.])", "*", s)
+    return re.sub(r"(?<![\d.])0+(?=\d)", "", s).strip()  # 05 -> 5 (a syntax error in Python 3)
+
+
+def _close(a: Fraction, b: Fraction) -> bool:
+    return a == b or abs(a - b) <= Fraction(1, 100) * max(1, abs(b))  # notes round: 1/3=.33
+
+
+def _name(line: str, start: int, end: int, result: str, used: set, k: int) -> str:
+    """A variable name for a step, from the words after the note (else before it)."""
+    after = line[end:]
+    after = after[len(result):] if after.startswith(result) else after
+    words = [w for w in re.findall(r"[A-Za-z]+", re.split(r"[;,!?]|\.(?!\d)", after, maxsplit=1)[0]) if len(w) > 1]
+    while words and words[0].lower() in _STOP:
+        words.pop(0)
+    words = words[:3]
+    if not words:  # "she earned 0.2 x 50 = $<<...>>10." -> "earned"
+        before = re.sub(r"[\d.\s+\-*/xX()=$%]*$", "", line[:start])
+        before = re.split(r"[;,!?]|\.(?!\d)", before)[-1]
+        words = [w for w in re.findall(r"[A-Za-z]+", before) if len(w) > 1 and w.lower() not in _STOP][-2:]
+    while words and words[-1].lower() in _STOP:
+        words.pop()
+    name = "_".join(w.lower() for w in words) or f"step{k}"
+    if name in _RESERVED or not name.isidentifier():
+        name = f"{name}_value" if name.isidentifier() else f"step{k}"
+    base, i = name, 2
+    while name in used:
+        name, i = f"{base}_{i}", i + 1
+    used.add(name)
+    return name
+
+
+def _steps(problem) -> tuple[list[tuple[str, str, str]], str] | None:
+    """[(comment sentence, variable, python expression)], answer variable; None if unconvertible."""
+    gold = parse_number(problem.answer)
+    question_numbers = {parse_number(m) for m in re.findall(r"\d[\d,]*(?:\.\d+)?", problem.question)}
+    steps, used, known = [], set(), []  # known: (value, variable)
+    for line in _body_lines(_solution(problem)):
+        for m in _NOTE.finditer(line):
+            expr, result = m.group(1), m.group(2).strip()
+            value = _value(expr)
+            if value is None:
+                return None
+            name = _name(line, m.start(), m.end(), result, used, len(steps) + 1)
+
+            def ref(tok: re.Match) -> str:
+                v = parse_number(tok.group(0))
+                if v is None or v in question_numbers:
+                    return tok.group(0)
+                for kv, var in reversed(known):
+                    if kv == v:
+                        return var
+                return tok.group(0)
+
+            py = re.sub(r"(?<![\w.])\d+(?:\.\d+)?|(?<![\w\d])\.\d+", ref, _expr(expr))
+            py = re.sub(r"\s*([-+*/])\s*", r" \1 ", py).replace("( ", "(").replace(" )", ")").strip()
+            py = re.sub(r"^ ?- ", "-", py)
+            steps.append((_clean(line), name, py))
+            known.append((value, name))
+    if not steps:
+        return None
+    target = next((var for v, var in reversed(known) if gold is not None and _close(v, gold)), steps[-1][1])
+    return steps, target
+
+
+def convert(problem, thought: str) -> str | None:
+    """The unverified conversion of `problem`'s gold solution into `thought` (None if impossible)."""
+    if thought not in FORMATS:
+        raise ValueError(f"no reference conversion for {thought!r}; formats: {', '.join(FORMATS)}")
+    if thought == "cot":
+        lines = _body_lines(_solution(problem))
+        for line in lines:
+            for m in _NOTE.finditer(line):
+                v, r = _value(m.group(1)), parse_number(m.group(2).strip())
+                if v is None or r is None or not _close(v, r):
+                    return None  # the gold solution's own arithmetic is wrong
+        return "\n".join(_clean(ln) for ln in lines) + f"\nThe answer is {problem.answer}."
+    conv = _steps(problem)
+    if conv is None:
+        return None
+    steps, target = conv
+    mark = "#" if thought == "pot" else "%"
+    out = []
+    for comment, name, py in steps:
+        if comment:
+            out.append(f"{mark} {comment}")
+        out.append(f"{name} = {py}")
+    out.append(f"ans = {target}")
+    return "\n".join(out)
+
+
+def _verify(problems: Sequence, thought: str, texts: list[str | None]) -> list[str | None]:
+    from mathdistill.thoughts import get
+
+    idx = [i for i, t in enumerate(texts) if t is not None]
+    if thought == "cot":
+        ok = [is_equivalent(extract_answer(texts[i]), problems[i].answer) for i in idx]
+    else:
+        scored = get(thought).score_batch([texts[i] for i in idx], [problems[i].answer for i in idx])
+        ok = [s.correct for s in scored]
+    out: list[str | None] = [None] * len(texts)
+    for i, good in zip(idx, ok):
+        if good:
+            out[i] = texts[i]
+    return out
+
+
+def reference_rationale(problem, thought: str) -> str | None:
+    """The verified reference rationale of one GSM8K problem in `thought` (cot, pot, eot), or None."""
+    return _verify([problem], thought, [convert(problem, thought)])[0]
+
+
+def _key(problem) -> str:
+    return hashlib.sha1(f"{VERSION}\n{problem.question}\n{_solution(problem)}".encode()).hexdigest()[:16]
+
+
+def reference_rationales(problems: Iterable, thought: str, cache: bool = True,
+                         progress: bool = False) -> dict[str, str | None]:
+    """{problem.id: verified rationale or None} for many problems, in sandbox batches.
+
+    Results are cached in cache_dir()/reference/<thought>.jsonl (keyed by the problem's text)."""
+    from mathdistill.io import write_jsonl
+    from mathdistill.paths import cache_dir
+
+    problems = list(problems)
+    path = cache_dir() / "reference" / f"{thought}.jsonl"
+    stored: dict[str, str | None] = {}
+    if cache and path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+                stored[row["key"]] = row["text"]
+            except (ValueError, KeyError, TypeError):
+                continue
+    keys = [_key(p) for p in problems]
+    todo = [i for i, k in enumerate(keys) if k not in stored]
+    chunk = 512
+    with _progress(progress, len(todo), f"reference {thought}") as advance:
+        for s in range(0, len(todo), chunk):
+            part = todo[s: s + chunk]
+            texts = _verify([problems[i] for i in part], thought, [convert(problems[i], thought) for i in part])
+            for i, text in zip(part, texts):
+                stored[keys[i]] = text
+            advance(len(part))
+    if cache and todo:
+        write_jsonl(path, ({"key": k, "text": t} for k, t in stored.items()))
+    return {p.id: stored[k] for p, k in zip(problems, keys)}
+
+
+class _progress:
+    def __init__(self, on: bool, total: int, label: str):
+        self.on, self.total, self.label = on and total > 0, total, label
+
+    def __enter__(self):
+        if not self.on:
+            return lambda n: None
+        from rich.progress import Progress
+
+        self.p = Progress(transient=True)
+        self.p.start()
+        task = self.p.add_task(self.label, total=self.total)
+        return lambda n: self.p.advance(task, n)
+
+    def __exit__(self, *exc):
+        if self.on:
+            self.p.stop()
+
+
+def coverage(problems: Iterable, thoughts: Sequence[str] = FORMATS, cache: bool = True,
+             progress: bool = False) -> dict:
+    """{thought: {"kept": k, "total": n, "rate": k/n}} of verified reference rationales."""
+    problems = list(problems)
+    out = {}
+    for t in thoughts:
+        refs = reference_rationales(problems, t, cache=cache, progress=progress)
+        kept = sum(v is not None for v in refs.values())
+        out[t] = {"kept": kept, "total": len(problems), "rate": round(kept / max(1, len(problems)), 4)}
+    return out
+
+
+def main() -> None:
+    import argparse
+
+    from mathdistill.data import load
+
+    ap = argparse.ArgumentParser(description="Coverage of reference rationales on GSM8K train.")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--no-cache", action="store_true")
+    args = ap.parse_args()
+    problems = load("gsm8k", "train", data_dir=args.data_dir, limit=args.limit)
+    print(json.dumps(coverage(problems, cache=not args.no_cache, progress=True)))
+
+
+if __name__ == "__main__":
+    main()

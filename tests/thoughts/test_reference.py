@@ -1,0 +1,54 @@
+"""Reference rationales converted from GSM8K gold solutions, verified by execution."""
+
+from __future__ import annotations
+
+import pytest
+
+from mathdistill import thoughts
+from mathdistill.data import Problem, load
+from mathdistill.thoughts import reference
+
+N = 60
+
+
+@pytest.fixture(scope="module")
+def train(data_dir):
+    return load("gsm8k", "train", data_dir=data_dir, limit=N)
+
+
+def test_convert_first_problem(train):
+    pot = reference.convert(train[0], "pot")
+    assert pot.splitlines()[1] == "clips_in_may = 48 / 2"
+    assert "48 + clips_in_may" in pot and pot.splitlines()[-1].startswith("ans = ")
+    assert reference.convert(train[0], "cot").endswith("The answer is 72.")
+    assert "<<" not in reference.convert(train[0], "cot")
+    assert reference.convert(train[0], "eot").startswith("% Natalia sold")
+
+
+def test_coverage_and_every_kept_rationale_scores(train, tmp_path, monkeypatch):
+    monkeypatch.setenv("MATHDISTILL_CACHE", str(tmp_path))
+    cov = reference.coverage(train)
+    for name in reference.FORMATS:
+        assert cov[name]["total"] == N and cov[name]["rate"] >= 0.9, cov
+        refs = reference.reference_rationales(train, name)  # now from the cache
+        assert (tmp_path / "reference" / f"{name}.jsonl").exists()
+        kept = [(p, refs[p.id]) for p in train if refs[p.id] is not None]
+        scored = thoughts.get(name).score_batch([r for _, r in kept], [p.answer for p, _ in kept])
+        assert all(s.correct for s in scored)
+
+
+def test_wrong_gold_arithmetic_is_dropped():
+    bad = Problem("x", "Tom has 3 bags of 4 apples. How many apples?", "13", "gsm8k",
+                  {"solution": "He has 3*4=<<3*4=13>>13 apples.\n#### 13"})
+    assert reference.convert(bad, "cot") is None
+    assert reference.reference_rationale(bad, "cot") is None
+    # the program computes 12, not the (wrong) gold 13: execution catches it
+    assert reference.convert(bad, "pot") is not None and reference.reference_rationale(bad, "pot") is None
+
+
+def test_errors():
+    p = Problem("y", "q", "1", "svamp", {})
+    with pytest.raises(ValueError, match="solution"):
+        reference.convert(p, "pot")
+    with pytest.raises(ValueError, match="no reference conversion"):
+        reference.convert(p, "l2m")
