@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mathdistill.io import InputError
 
@@ -40,7 +40,7 @@ class TeacherSpec(Strict):
     """
 
     kind: Literal["reference", "replay", "openai"]
-    file: str | None = None
+    file: str | None = None  # replay
     url: str | None = None
     model: str | None = None
     key_env: str | None = None
@@ -48,6 +48,14 @@ class TeacherSpec(Strict):
     temperature: float | None = None
     max_tokens: int = 1024
     concurrency: int = 8
+
+    @model_validator(mode="after")
+    def _needs(self):
+        if self.kind == "replay" and not self.file:
+            raise ValueError("a replay teacher needs `file`")
+        if self.kind == "openai" and not (self.url and self.model):
+            raise ValueError("an openai-compatible teacher needs `url` and `model`")
+        return self
 
 
 #: offline defaults: the recorded Llama-3-70B CoT for cot, gold conversions for the executable formats
