@@ -28,7 +28,11 @@ FUNCS = {
     "eot": "mathdistill.thoughts.eot_solver:solve_in_sandbox",
 }
 PRELOAD = ["math", "fractions", "decimal", "itertools", "collections", "datetime", "statistics",
-           "sympy", "mathdistill.sandbox.program", "mathdistill.thoughts.eot_solver"]
+           "mathdistill.sandbox.program"]
+# Heavy modules are imported into the worker the first time a task needs them (a fork of a
+# small process is cheaper, and most programs never import sympy). Trusted names only.
+ON_DEMAND = {"sympy": ["sympy"], "numpy": ["numpy"]}
+FUNC_NEEDS = {"eot": ["sympy", "mathdistill.thoughts.eot_solver"]}
 WORKDIR = "/tmp/task"
 MAX_RESULT = 256 * 1024
 NOBODY = 65534
@@ -137,7 +141,24 @@ def _cleanup(isolated: bool) -> None:
             raise OSError(f"cannot remove {WORKDIR}")
 
 
+def _preload_for(task: dict) -> None:
+    """Import what this task will use into the worker itself, once, so its forks inherit it."""
+    need = list(FUNC_NEEDS.get(task["func"], []))
+    if task["func"] == "python" and isinstance(task.get("arg"), str):
+        need += [m for key, mods in ON_DEMAND.items() if key in task["arg"] for m in mods]
+    new = [m for m in need if m not in sys.modules]
+    for m in new:
+        try:
+            importlib.import_module(m)
+        except ImportError:
+            pass
+    if new:
+        gc.collect()
+        gc.freeze()
+
+
 def run_task(task: dict, devnull: int, isolated: bool) -> dict:
+    _preload_for(task)
     start = time.monotonic()
     os.makedirs(WORKDIR, exist_ok=True)
     os.chmod(WORKDIR, 0o777)
