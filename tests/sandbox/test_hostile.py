@@ -55,6 +55,15 @@ def listener():
 
 
 @pytest.fixture(scope="module")
+def home_secret():
+    """A token file in $HOME, as other tools leave them (~/.netrc, ~/.cache/huggingface/token)."""
+    path = Path(os.path.expanduser("~")) / f".{MARK}-token"
+    path.write_text(SECRET)
+    yield path
+    path.unlink()
+
+
+@pytest.fixture(scope="module")
 def pool():
     os.environ[SECRET] = "s3cr3t-value"
     try:
@@ -99,6 +108,7 @@ def hostile(port: int) -> dict[str, tuple[str, str]]:
                        f"for p in glob.glob('/proc/*/environ'):\n    try:\n"
                        f"        found = found or b'{SECRET}' in open(p, 'rb').read()\n"
                        f"    except OSError:\n        pass\nans = int(found)", ""),
+        "read a token in $HOME": (f"ans = open('{home}/.{MARK}-token').read()", "No such file"),
         "kill parent": (f"import os, signal\nfor pid in (os.getppid(), 1, {me}, {os.getppid()}):\n    try:\n"
                         f"        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n"
                         f"os.killpg(0, signal.SIGKILL)", "SIGKILL"),
@@ -112,7 +122,7 @@ def hostile(port: int) -> dict[str, tuple[str, str]]:
     }
 
 
-def test_hostile_corpus_is_contained(pool, listener, tmp_path):
+def test_hostile_corpus_is_contained(pool, listener, home_secret):
     home = Path(os.path.expanduser("~"))
     corpus = hostile(listener.getsockname()[1])
     # interleave ordinary programs: they run in the same pool, at the same time

@@ -7,7 +7,8 @@ still holds every capability *inside* them. `lock_down` then:
   1. makes every mount read-only, nosuid and nodev (one recursive `mount_setattr`, so no
      write reaches the host filesystem and no device node can be opened),
   2. mounts a private, size-limited tmpfs on /tmp (the only writable place; wiped per task),
-     and empty read-only tmpfs over $HOME and /run (hides keys, caches and host sockets),
+     and empty read-only tmpfs over $HOME and /run (hides tokens, caches and host sockets);
+     folders under $HOME that Python needs (e.g. ~/.pyenv) are mounted back, read-only,
   3. drops every capability for good (bounding set, securebits NOROOT, no_new_privs), so
      neither the worker nor anything it forks can undo 1-2.
 """
@@ -20,7 +21,7 @@ import resource
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
-MS_RDONLY, MS_NOSUID, MS_NODEV = 1, 2, 4
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_MOVE, MS_REC = 1, 2, 4, 4096, 8192, 16384
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
 AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 SYS_MOUNT_SETATTR = 442  # same number on x86_64 and aarch64 (new-style syscall table)
@@ -59,11 +60,27 @@ def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: st
                        ctypes.c_ulong(flags), data.encode() if data else None), f"mount {target}")
 
 
-def readonly_everything() -> None:
-    """Recursively make every mount below / read-only, nosuid, nodev (Linux >= 5.12)."""
+def readonly(path: str = "/", recursive: bool = True) -> None:
+    """Make the mount at `path` (and every mount below it) read-only, nosuid, nodev (Linux >= 5.12)."""
     attr = _MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, 0)
-    _check(_libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, ctypes.byref(attr),
-                         ctypes.sizeof(attr)), "mount_setattr(/, recursive read-only)")
+    _check(_libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), AT_RECURSIVE if recursive else 0,
+                         ctypes.byref(attr), ctypes.sizeof(attr)), f"mount_setattr({path}, read-only)")
+
+
+def hide(path: str, keep: list[str]) -> None:
+    """Cover `path` with an empty read-only tmpfs, then mount the `keep` folders below it back."""
+    staged = []
+    for i, k in enumerate(keep):  # bind each kept folder aside before it is covered
+        stage = f"/tmp/.keep{i}"
+        os.mkdir(stage)
+        mount(k, stage, None, MS_BIND | MS_REC)
+        staged.append((stage, k))
+    mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    for stage, k in staged:
+        os.makedirs(k, exist_ok=True)
+        mount(stage, k, None, MS_MOVE)
+        os.rmdir(stage)
+    readonly(path, recursive=False)
 
 
 def drop_capabilities() -> None:
@@ -78,14 +95,16 @@ def drop_capabilities() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
-def lock_down(tmp_size_mb: int, hide: list[str]) -> dict:
+def lock_down(tmp_size_mb: int, hide_dirs: list[str], keep: list[str] = ()) -> dict:
     """Steps 1-3 of the module docstring. Returns what was done (reported to the parent)."""
-    readonly_everything()
+    readonly("/")
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size_mb}m,mode=1777")
     hidden = []
-    for path in hide:
-        if os.path.isdir(path) and os.path.realpath(path) not in ("/", "/tmp"):
-            mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=755")
+    for path in hide_dirs:
+        path = os.path.realpath(path)
+        if os.path.isdir(path) and path not in ("/", "/tmp"):
+            kept = [os.path.realpath(k) for k in keep]
+            hide(path, sorted({k for k in kept if k.startswith(path + os.sep) and os.path.isdir(k)}))
             hidden.append(path)
     drop_capabilities()
     prctl(PR_SET_DUMPABLE, 0)  # tasks (same uid) cannot ptrace or read this worker's memory

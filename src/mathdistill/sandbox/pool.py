@@ -72,15 +72,24 @@ def _mode() -> str:
 
 
 def _worker_env() -> dict:
-    """The worker's environment: nothing from ours but what Python needs to find the package."""
+    """The worker's environment: nothing from ours but what Python needs to find the package.
+
+    It also names what the worker hides ($HOME, /run) and which folders under $HOME Python
+    needs back (e.g. ~/.pyenv, a project checked out in $HOME)."""
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
-           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "PYTHONDONTWRITEBYTECODE": "1"}
-    home = os.path.expanduser("~")
-    # hide $HOME (keys, caches) unless Python itself needs files from it
-    if home not in ("/", "") and not any(p == home or p.startswith(home + os.sep) for p in sys.path if p):
-        env["MATHDISTILL_SANDBOX_HIDE"] = f"{home}:/run"
-    else:
-        env["MATHDISTILL_SANDBOX_HIDE"] = "/run"
+           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "PYTHONDONTWRITEBYTECODE": "1",
+           "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    home = os.path.realpath(os.path.expanduser("~"))
+    hide = ["/run"]
+    keep = set()
+    if home not in ("/", "") and os.path.isdir(home):
+        hide.append(home)
+        for p in [*sys.path, sys.prefix, sys.exec_prefix, sys.base_prefix, os.path.dirname(sys.executable)]:
+            p = os.path.realpath(p or ".")
+            if p.startswith(home + os.sep):  # keep the first folder below $HOME that holds it
+                keep.add(os.path.join(home, os.path.relpath(p, home).split(os.sep)[0]))
+    env["MATHDISTILL_SANDBOX_HIDE"] = ":".join(hide)
+    env["MATHDISTILL_SANDBOX_KEEP"] = ":".join(sorted(keep))
     return env
 
 

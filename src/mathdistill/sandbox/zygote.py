@@ -229,7 +229,8 @@ def main() -> None:
     try:
         if isolated:
             hide = [p for p in (os.environ.get("MATHDISTILL_SANDBOX_HIDE") or "").split(":") if p]
-            info.update(jail.lock_down(tmp_size_mb=256, hide=hide))
+            keep = [p for p in (os.environ.get("MATHDISTILL_SANDBOX_KEEP") or "").split(":") if p]
+            info.update(jail.lock_down(tmp_size_mb=256, hide_dirs=hide, keep=keep))
         else:
             jail.prctl(jail.PR_SET_CHILD_SUBREAPER, 1)
             global WORKDIR

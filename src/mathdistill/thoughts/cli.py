@@ -34,6 +34,7 @@ def score_command(
     output: Path = typer.Option(..., "--output", help="where to write the scored rows (JSONL)"),
     timeout: float = typer.Option(5.0, "--timeout", help="seconds per program (pot) / system (eot)"),
 ) -> None:
+    from rich.console import Console
     from rich.progress import Progress
 
     from mathdistill import thoughts
@@ -52,7 +53,7 @@ def score_command(
         golds.append(_gold(row["answer"], where))
         rows.append(row)
     scored = []
-    with Progress(transient=True, disable=len(rows) <= CHUNK) as progress:
+    with Progress(transient=True, disable=len(rows) <= CHUNK, console=Console(stderr=True)) as progress:
         task = progress.add_task(f"scoring {name}", total=len(rows))
         for i in range(0, len(rows), CHUNK):
             part = rows[i: i + CHUNK]

@@ -235,9 +235,10 @@ class _progress:
     def __enter__(self):
         if not self.on:
             return lambda n: None
+        from rich.console import Console
         from rich.progress import Progress
 
-        self.p = Progress(transient=True)
+        self.p = Progress(transient=True, console=Console(stderr=True))
         self.p.start()
         task = self.p.add_task(self.label, total=self.total)
         return lambda n: self.p.advance(task, n)
