@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mathdistill.teacher.fake_server import FakeServer
-from teacher_helpers import LocalCot, solve
+from teacher_helpers import solve
 
 
 @pytest.fixture
@@ -28,5 +28,4 @@ def fake_server():
 def cot():
     from mathdistill import thoughts
 
-    get = getattr(thoughts, "get", None)
-    return get("cot") if get else LocalCot()
+    return thoughts.get("cot")

@@ -1,12 +1,10 @@
-"""Helpers for the teacher tests: synthetic problems the fake server can answer, a stand-in cot."""
+"""Helpers for the teacher tests: synthetic problems the fake server can answer."""
 
 from __future__ import annotations
 
 import re
 
-from mathdistill.answers import extract_answer
 from mathdistill.data import Problem
-from mathdistill.thoughts.base import Extracted, Thought
 
 
 def problems(n: int) -> list[Problem]:
@@ -25,12 +23,3 @@ def solve(body: dict) -> str:
     i = index_of(body)
     return f"We add {i} and 4, which gives {i + 4}. The answer is {i + 4}"
 
-
-class LocalCot(Thought):  # TEMPORARY until mathdistill.thoughts lands
-    name = "cot"
-
-    def teacher_messages(self, question, context=None):
-        return [{"role": "system", "content": "Solve step by step; end with 'The answer is N'."}, {"role": "user", "content": question}]
-
-    def extract(self, rationale):
-        return Extracted(extract_answer(rationale))

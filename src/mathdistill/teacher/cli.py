@@ -63,7 +63,7 @@ def teach_command(
     from mathdistill import data
     from mathdistill.teacher import config as C
     from mathdistill.teacher.backends import make_backend
-    from mathdistill.teacher.engine import VerifyConfig, teach
+    from mathdistill.teacher.engine import VerifyConfig, resolve_thoughts, teach
 
     picked = [n for n, v in [("--teacher-url", teacher_url), ("--replay", replay), ("--hf-model", hf_model), ("--vllm-model", vllm_model)] if v]
     if len(picked) > 1:
@@ -72,6 +72,7 @@ def teach_command(
         raise InputError("no teacher: give --teacher-url and --teacher-model, --replay FILE, --hf-model or --teacher-config")
     if teacher_url and not teacher_model:
         raise InputError("--teacher-url needs --teacher-model")
+    thoughts = resolve_thoughts(_thought_names(thought))
     if keep not in ("correct", "usable", "all"):
         raise InputError(f"--keep '{keep}': expected correct, usable or all")
     if dedupe not in ("none", "exact", "normalized"):
@@ -98,7 +99,7 @@ def teach_command(
         prices[cfg.model or ""] = C.Price(prompt=price_prompt or 0.0, completion=price_completion or 0.0)
         cfg = cfg.model_copy(update={"prices": prices})
 
-    names = _thought_names(thought)
+    names = [t.name for t in thoughts]
     problems = data.load(dataset, split=split, data_dir=data_dir, limit=limit)
     backend = make_backend(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,7 +107,7 @@ def teach_command(
 
     write_json(out / "teach_config.json", {"dataset": dataset, "split": split, "limit": limit, "thoughts": names, "samples": samples, "teacher": cfg.public_dict()})
     result = teach(
-        problems, names, backend, config=cfg, samples=samples, out_dir=out, cache=cache,
+        problems, thoughts, backend, config=cfg, samples=samples, out_dir=out, cache=cache,
         verify_config=VerifyConfig(keep=keep, dedupe=dedupe), progress=progress,
     )
     _print_summary(result.summary)

@@ -13,6 +13,7 @@ the cache (committed the moment each reply arrived) and are never sent, or paid 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 import time
 from dataclasses import dataclass, field
@@ -142,18 +143,19 @@ class Job:
     error: str | None = None
 
 
-def _thoughts(thoughts) -> list:
+def resolve_thoughts(thoughts) -> list:
+    """Thought objects from names / objects (one or a list); an unknown name is an InputError."""
     from mathdistill import thoughts as T
 
-    if isinstance(thoughts, (str,)) or not isinstance(thoughts, Sequence):
+    if isinstance(thoughts, str) or not isinstance(thoughts, Sequence):
         thoughts = [thoughts]
     out = []
     for t in thoughts:
         if isinstance(t, str):
             try:
                 t = T.get(t)
-            except (KeyError, AttributeError) as e:
-                raise InputError(f"unknown thought '{t}': {e}") from None
+            except ValueError as e:
+                raise InputError(str(e)) from None
         out.append(t)
     return out
 
@@ -172,7 +174,10 @@ def build_jobs(problems, thoughts, backend: Backend, config: TeacherConfig, samp
     for p in problems:
         for t in thoughts:
             ctx = context(p, t) if callable(context) else context.get(p.id)
-            messages = t.teacher_messages(p.question, ctx)
+            try:
+                messages = t.teacher_messages(p.question, ctx)
+            except ValueError as e:  # e.g. knowledge without a solution to work from
+                raise InputError(f"problem {p.id}, thought {t.name}: {e}") from None
             for k in range(samples):
                 params = dict(base)
                 if config.seed is not None:
@@ -326,7 +331,8 @@ def _dedupe_key(text: str, mode: str) -> str:
 
 
 def verify(jobs: list[Job], verify_cfg: VerifyConfig) -> list[dict]:
-    """Score each finished rationale with its thought, then apply the keep/dedupe rules."""
+    """Score each finished rationale with its thought (parse / execute / compare with gold; formats
+    that give no answer, like knowledge, validate instead), then apply the keep/dedupe rules."""
     rows = []
     by_thought: dict[str, list[int]] = {}
     for job in jobs:
@@ -358,17 +364,13 @@ def verify(jobs: list[Job], verify_cfg: VerifyConfig) -> list[dict]:
     thoughts = {j.thought.name: j.thought for j in jobs}
     for name, idx in by_thought.items():
         thought = thoughts[name]
-        if getattr(thought, "gives_answer", True):
-            scored = thought.score_batch([rows[i]["text"] for i in idx], [rows[i]["gold"] for i in idx])
-            for i, s in zip(idx, scored):
-                rows[i].update(prediction=s.prediction, correct=bool(s.correct), error=s.error)
-        else:  # knowledge / key points: an input to later steps, checked for form only
-            check = getattr(thought, "validate", None)
-            for i in idx:
-                ok, err = (check(rows[i]["text"]) if check else (bool(rows[i]["text"].strip()), None))
-                if isinstance(ok, tuple):
-                    ok, err = ok
-                rows[i].update(correct=bool(ok), error=None if ok else (err or "empty rationale"))
+        texts, golds = [rows[i]["text"] for i in idx], [rows[i]["gold"] for i in idx]
+        if "questions" in inspect.signature(thought.score_batch).parameters:  # e.g. knowledge's leak check
+            scored = thought.score_batch(texts, golds, questions=[rows[i]["question"] for i in idx])
+        else:
+            scored = thought.score_batch(texts, golds)
+        for i, s in zip(idx, scored):
+            rows[i].update(prediction=s.prediction, correct=bool(s.correct), error=s.error)
     _keep(rows, verify_cfg)
     return rows
 
@@ -462,7 +464,7 @@ async def ateach(
     """Async `teach` (for callers already inside an event loop)."""
     if samples < 1:
         raise InputError(f"samples must be >= 1 (got {samples})")
-    thoughts = _thoughts(thoughts)
+    thoughts = resolve_thoughts(thoughts)
     jobs = build_jobs(problems, thoughts, backend, config, samples, context)
     if cache is None and out_dir is not None:
         cache = Path(out_dir) / "teacher_cache.sqlite"

@@ -14,8 +14,9 @@ Each distinct request (messages + seed) has its own script: a list of actions pl
     empty         200 with JSON lacking "choices"
 
 Every request is logged server-side (`log`), so tests can count what was really sent.
-`hold_after=N` makes every request after the N-th "ok" wait (unanswered) until `release()`:
-a deterministic moment to kill a client mid-run.
+`hold_after=N` makes every request after the first N "ok" ones wait (unanswered) until `release()`
+(then answered) or `drop_held()` (then closed unanswered): a deterministic moment to kill a
+client mid-run.
 
     python -m mathdistill.teacher.fake_server --port 8011 --latency 0.2
 """
@@ -63,8 +64,10 @@ class FakeServer:
         self.log: list[dict] = []  # one entry per request: key, action, status, usage, time
         self.attempts: dict[str, int] = {}
         self.answered = 0  # "ok"/"length" replies fully written
+        self._admitted = 0  # "ok"/"length" requests let through (not held)
         self.held = threading.Event()  # set when the first request is held back
         self._release = threading.Event()
+        self._discard = False
         self._stop = threading.Event()
         handler = type("Handler", (_Handler,), {"fake": self})
         self.httpd = _Server(("127.0.0.1", port), handler)
@@ -85,6 +88,14 @@ class FakeServer:
         self.httpd.server_close()
 
     def release(self) -> None:
+        """Answer the held requests, and hold no more."""
+        self.hold_after = None
+        self._release.set()
+
+    def drop_held(self) -> None:
+        """Close the held requests unanswered (unbilled), and hold no more."""
+        self.hold_after = None
+        self._discard = True
         self._release.set()
 
     def __enter__(self):
@@ -112,7 +123,10 @@ class FakeServer:
             self.attempts[key] = n + 1
             plan = self.script(body)
             action = plan[n] if n < len(plan) else "ok"
-            hold = self.hold_after is not None and action in ("ok", "length") and self.answered >= self.hold_after
+            hold = False
+            if action in ("ok", "length"):
+                hold = self.hold_after is not None and self._admitted >= self.hold_after
+                self._admitted += not hold
             return key, action, hold
 
 
@@ -160,7 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
         if hold:
             fake.held.set()
             fake._release.wait()
-            if fake._stop.is_set():
+            if fake._stop.is_set() or fake._discard:
                 self.close_connection = True
                 return
         if fake.latency:
