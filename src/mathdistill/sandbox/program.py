@@ -82,6 +82,17 @@ def to_answer(value) -> str | None:
     return normalize_answer(str(value))
 
 
+def warm_sympy() -> None:
+    """Run sympy's common paths once in the worker, so forked programs start warm."""
+    import sympy
+
+    x, y = sympy.symbols("x y")
+    sympy.solve([x + y - 10, x - y - 2], [x, y], dict=True)
+    sympy.solve(sympy.Eq(x**2, 4), x)
+    sympy.simplify((x**2 - 1) / (x - 1))
+    sympy.Rational(1, 3).evalf()
+
+
 def _error(exc: BaseException) -> str:
     """`ZeroDivisionError: division by zero (line 3)` — the line is the program's own."""
     line = None

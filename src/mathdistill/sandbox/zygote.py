@@ -33,6 +33,9 @@ PRELOAD = ["math", "fractions", "decimal", "itertools", "collections", "datetime
 # small process is cheaper, and most programs never import sympy). Trusted names only.
 ON_DEMAND = {"sympy": ["sympy"], "numpy": ["numpy"]}
 FUNC_NEEDS = {"eot": ["sympy", "mathdistill.thoughts.eot_solver"]}
+# module -> "module:function" run once after importing it (loads lazy parts, fills caches)
+WARM_UP = {"sympy": "mathdistill.sandbox.program:warm_sympy",
+           "mathdistill.thoughts.eot_solver": "mathdistill.thoughts.eot_solver:warm_up"}
 WORKDIR = "/tmp/task"
 MAX_RESULT = 256 * 1024
 NOBODY = 65534
@@ -150,7 +153,10 @@ def _preload_for(task: dict) -> None:
     for m in new:
         try:
             importlib.import_module(m)
-        except ImportError:
+            if m in WARM_UP:
+                module, fn = WARM_UP[m].split(":")
+                getattr(importlib.import_module(module), fn)()
+        except Exception:  # a task that needs it will report the error itself
             pass
     if new:
         gc.collect()

@@ -5,7 +5,8 @@
     may = april / 2
     ans = april + may
 
-Rules: one equation per line (`a = b = c` chains); `%` and `#` start comments; unknowns are
+Rules: one equation per line (`a = b = c` chains; a leading "Step 2:" label is dropped);
+`%` and `#` start comments; unknowns are
 allowed anywhere (`x + 2*x = 30`); the target variable is `ans`. `^` is power, `2x` is
 `2*x`, `1,000` is 1000, `$`, `×`, `÷` are understood. Lines without `=` are ignored (chatter).
 Expressions are parsed with a whitelist (numbers, names, + - * / // % ** and a few
@@ -83,6 +84,7 @@ def parse_equations(text: str) -> list[tuple[int, sympy.Expr, sympy.Expr]]:
         line = re.split(r"[%#]", raw, maxsplit=1)[0].strip()
         if "=" not in line:
             continue
+        line = line.rsplit(":", 1)[-1]  # "Equation 2: x + y = 10" (no equation contains a colon)
         line = line.replace("==", "=")
         if re.search(r"[<>!]=", line):
             raise EoTError(f"line {lineno}: inequalities are not supported: {raw.strip()!r}")
@@ -131,9 +133,9 @@ def solve_text(text: str) -> str:
     # the remaining equations: check the fully known ones, solve the rest as a system
     system = []
     for lineno, a, b in pending:
-        diff = sympy.simplify((a - b).subs(known))
+        diff = (a - b).subs(known)
         if not diff.free_symbols:
-            if diff != 0:
+            if not (diff == 0 or diff.equals(0)):
                 raise EoTError(f"line {lineno}: inconsistent system ({a} = {b} does not hold)")
             continue
         system.append(diff)
@@ -148,7 +150,7 @@ def solve_text(text: str) -> str:
         values = set()
         for sol in solutions:
             v = known[target] if target in known else sol.get(target, target)
-            v = sympy.simplify(v.subs(sol).subs(known)) if hasattr(v, "subs") else v
+            v = v.subs(sol).subs(known)
             if v.free_symbols:
                 raise EoTError(f"`ans` is not determined (depends on {', '.join(sorted(map(str, v.free_symbols)))})")
             if v.is_real is False:
@@ -169,6 +171,14 @@ def solve_text(text: str) -> str:
     if value.is_real is False:
         raise EoTError(f"`ans` is not real: {value}")
     return _value_text(sympy.nsimplify(value) if value.has(sympy.Float) else value)
+
+
+def warm_up() -> None:
+    """Solve a few systems once, so that sympy's lazily imported parts and caches are loaded
+    in the sandbox worker before it forks (each task then starts warm)."""
+    for text in ("a = 2\nb = a / 3\nans = a + b", "x + y = 10\nx - y = 2\nans = x * y",
+                 "x**2 = 49\nx = 7\nans = sqrt(x) + floor(x / 2)", "2x + 3 = 11\nans = x"):
+        solve_text(text)
 
 
 def solve_in_sandbox(text: str) -> dict:
