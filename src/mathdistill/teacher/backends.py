@@ -137,13 +137,15 @@ class OpenAIBackend(Backend):
     async def complete(self, request: Request) -> Reply:
         import openai
 
-        params = dict(request.params)
+        from openai.types.chat import ChatCompletion
+
+        body = {"model": self.model, "messages": request.messages, **request.params, **self.config.extra_body}
         try:
-            resp = await self.client.chat.completions.create(
-                model=self.model,
-                messages=request.messages,
-                extra_body=self.config.extra_body or None,
-                **params,
+            # client.post (the client's documented way to call any endpoint) rather than
+            # chat.completions.create: same auth, errors and parsing, without create()'s per-call
+            # walk over the request's type hints, which costs ~2.5 ms of CPU per few-shot request
+            resp = await self.client.post(
+                "/chat/completions", body=body, cast_to=ChatCompletion, options={"security": {"bearer_auth": True}}
             )
         except openai.APIStatusError as e:
             status = e.status_code

@@ -126,7 +126,7 @@ def _print_summary(s: dict) -> None:
     )
     if s["faults"]:
         console.print("faults: " + ", ".join(f"{k} x{v}" for k, v in s["faults"].items()))
-    table = Table("thought", "rows", "replied", "correct", "yield", "kept", "problems solved")
+    table = Table("thought", "rows", "replied", "correct", "yield", "kept", "problems kept")
     for name, d in s["per_thought"].items():
         table.add_row(name, str(d["rows"]), str(d["replied"]), str(d["correct"]), f"{d['yield']:.1%}", str(d["kept"]), f"{d['problems_with_kept']}/{d['problems']}")
     console.print(table)

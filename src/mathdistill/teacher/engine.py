@@ -137,6 +137,7 @@ class Job:
     sample: int
     request: Request
     key: str
+    teacher: str = ""  # the backend's model identity
     reply: Reply | None = None
     cost: float = 0.0
     cached: bool = False
@@ -183,7 +184,7 @@ def build_jobs(problems, thoughts, backend: Backend, config: TeacherConfig, samp
                 if config.seed is not None:
                     params["seed"] = config.seed + k
                 key = request_key(backend.model, messages, params, k)
-                jobs.append(Job(p, t, k, Request(messages, params, k, p.question), key))
+                jobs.append(Job(p, t, k, Request(messages, params, k, p.question), key, backend.model))
     return jobs
 
 
@@ -348,6 +349,7 @@ def verify(jobs: list[Job], verify_cfg: VerifyConfig) -> list[dict]:
             "gold": job.problem.answer,
             "thought": job.thought.name,
             "sample": job.sample,
+            "teacher": job.teacher,
             "text": text,
             "prediction": None,
             "correct": False,
@@ -479,8 +481,10 @@ async def ateach(
     finally:
         if own_cache:
             store.close()
+    t1 = time.perf_counter()
     rows = verify(jobs, verify_config or VerifyConfig())
     summary = summarize(stats, rows, backend.model, time.perf_counter() - t0)
+    summary["verify_s"] = round(time.perf_counter() - t1, 3)
     if out_dir is not None:
         out = Path(out_dir)
         write_jsonl(out / "rationales.jsonl", rows)
