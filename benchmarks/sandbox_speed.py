@@ -33,7 +33,8 @@ OUT = Path(__file__).parent / "results" / "sandbox_speed.json"
 RUNNER = r"""
 import json, os, sys
 from mathdistill.sandbox import jail
-jail.lock_down(tmp_size_mb=256, hide=[p for p in os.environ.get("MATHDISTILL_SANDBOX_HIDE", "").split(":") if p])
+env = lambda k: [p for p in os.environ.get(k, "").split(":") if p]
+jail.lock_down(tmp_size_mb=256, hide_dirs=env("MATHDISTILL_SANDBOX_HIDE"), keep=env("MATHDISTILL_SANDBOX_KEEP"))
 os.makedirs("/tmp/task", exist_ok=True); os.chdir("/tmp/task")
 jail.set_limits(cpu_s=5, memory_mb=1024, nproc=16, fsize_mb=16)
 from mathdistill.sandbox.program import run_program
@@ -56,12 +57,11 @@ def programs(n: int) -> tuple[list[str], list[str]]:
 
 
 def fresh_one(code: str, timeout: float) -> str | None:
-    try:
-        r = subprocess.run(UNSHARE + [sys.executable, "-c", RUNNER, code], capture_output=True,
-                           timeout=timeout + 5, env=_worker_env(), cwd="/")
-        return json.loads(r.stdout or b"{}").get("value")
-    except (subprocess.TimeoutExpired, ValueError):
-        return None
+    r = subprocess.run(UNSHARE + [sys.executable, "-c", RUNNER, code], capture_output=True,
+                       timeout=timeout + 5, env=_worker_env(), cwd="/")
+    if r.returncode != 0:
+        raise RuntimeError(f"fresh subprocess failed: {r.stderr.decode()[-500:]}")
+    return json.loads(r.stdout).get("value")
 
 
 def main() -> None:
@@ -89,6 +89,9 @@ def main() -> None:
     fresh_s = time.monotonic() - t0
 
     ours_vals = [r.value for r in ours]
+    same = sum(a == b for a, b in zip(ours_vals, fresh))
+    if same != len(codes):  # both sides must do the same work
+        raise SystemExit(f"the two runners disagree on {len(codes) - same} programs")
     result = {
         "ours": {"programs": len(codes), "seconds": round(ours_s, 3),
                  "programs_per_s": round(len(codes) / ours_s, 1), "workers": args.workers,
@@ -98,7 +101,7 @@ def main() -> None:
                              "programs_per_s": round(len(codes) / fresh_s, 1), "concurrency": args.workers,
                              "correct": sum(is_equivalent(v, g) for v, g in zip(fresh, golds))},
         "ratio": round(fresh_s / ours_s, 1),
-        "same_answers": sum(a == b for a, b in zip(ours_vals, fresh)),
+        "same_answers": same,
         "isolation": {"namespaces": "user+net+mount+pid", "readonly_fs": True, "rlimits": True,
                       "scrubbed_env": True},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

@@ -113,6 +113,11 @@ def hostile(port: int) -> dict[str, tuple[str, str]]:
                         f"        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n"
                         f"os.killpg(0, signal.SIGKILL)", "SIGKILL"),
         "kill everything": ("import os, signal\nos.kill(-1, signal.SIGKILL)\nans = 1", "No such process|SIGKILL"),
+        "spoof the worker's replies": ("import os\nfd = os.open('/proc/1/fd/3', os.O_WRONLY)\n"
+                                       "os.write(fd, b'{\"id\": 0, \"value\": \"666\"}\\n')\nans = 1",
+                                       "Permission denied"),
+        "ptrace the worker": ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                              "assert libc.ptrace(16, 1, 0, 0) == 0, ctypes.get_errno()", "AssertionError: 1\\b"),
         "segfault": ("import ctypes\nctypes.string_at(0)", "SIGSEGV"),
         "recursion": ("def f(n):\n    return f(n + 1)\nans = f(0)", "RecursionError"),
         "exit without answer": ("import os\nos._exit(0)", "no result"),

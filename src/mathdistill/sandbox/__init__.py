@@ -5,7 +5,7 @@ a pool of warm workers, each task in a fresh, confined fork. See pool.py / zygot
 The pool is imported lazily so that sandbox workers themselves stay small (cheap to fork).
 """
 
-__all__ = ["Limits", "Pool", "Result", "SandboxUnavailable", "get_pool", "run_python", "shutdown"]
+__all__ = ["Limits", "Pool", "Result", "SandboxUnavailable", "get_pool", "run", "run_python", "shutdown"]
 
 
 def __getattr__(name):

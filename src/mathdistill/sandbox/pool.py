@@ -279,4 +279,9 @@ atexit.register(shutdown)
 
 def run_python(programs: Sequence[str], limits: Limits | None = None) -> list[Result]:
     """Execute untrusted PoT programs in the sandbox; each result holds the answer or an error."""
-    return get_pool().map("python", list(programs), limits)
+    return run("python", programs, limits)
+
+
+def run(func: str, args: Sequence, limits: Limits | None = None) -> list[Result]:
+    """Run sandbox function `func` ("python" or "eot") on each arg, in the process-wide pool."""
+    return get_pool().map(func, list(args), limits) if len(args) else []

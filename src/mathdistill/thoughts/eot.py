@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mathdistill.sandbox import Limits, get_pool
+from mathdistill.sandbox import Limits, run
 from mathdistill.thoughts import exemplars as ex
 from mathdistill.thoughts.base import Extracted, Thought
 from mathdistill.thoughts.text import few_shot
@@ -39,6 +39,6 @@ class EquationOfThought(Thought):
         out = [Extracted(None, "empty" if not (r or "").strip() else
                          "too long" if len(r) > MAX_CHARS else None) for r in rationales]
         todo = [i for i, e in enumerate(out) if e.error is None]
-        for i, res in zip(todo, get_pool().map("eot", [rationales[i] for i in todo], self.limits)):
+        for i, res in zip(todo, run("eot", [rationales[i] for i in todo], self.limits)):
             out[i] = Extracted(res.value, res.error)
         return out

@@ -30,8 +30,11 @@ from typing import Iterable, Sequence
 from mathdistill.answers import extract_answer, format_number, is_equivalent, parse_number
 
 FORMATS = ("cot", "pot", "eot")
-VERSION = 1  # bump when the conversion changes (invalidates the cache)
+VERSION = 2  # bump when the conversion changes (invalidates the cache)
 _NOTE = re.compile(r"<<([^=<>]*)=([^<>]*)>>")
+# arithmetic written out without a calculator note: "40 / 10 = 4 days", "$50 − $6 = $44"
+_N = r"\$?(?:\d[\d,]*(?:\.\d+)?|\.\d+)"
+_INLINE = re.compile(rf"(?<![\w.])(\(?{_N}(?:\s*[-+*/x×÷−]\s*\(?{_N}\)?)+)\s*=\s*\$?(-?(?:\d[\d,]*(?:\.\d+)?|\.\d+))(?!\.?\d)")
 _STOP = {"a", "an", "the", "of", "in", "on", "at", "to", "for", "and", "is", "are", "was", "were",
          "be", "so", "that", "this", "it", "he", "she", "they", "we", "i", "you", "his", "her",
          "their", "there", "then", "which", "will", "would", "has", "have", "had", "with", "by"}
@@ -76,9 +79,22 @@ def _value(expr: str) -> Fraction | None:
         return None
 
 
+def _notes(line: str) -> list[tuple[int, int, str, str]]:
+    """(start, end, expression, result) of each calculation in a solution line: its calculator
+    notes, or else arithmetic written out in the text whose stated result is right."""
+    notes = [(m.start(), m.end(), m.group(1), m.group(2).strip()) for m in _NOTE.finditer(line)]
+    if notes:
+        return notes
+    for m in _INLINE.finditer(line):
+        v, r = _value(m.group(1)), parse_number(m.group(2))
+        if v is not None and r is not None and _close(v, r):
+            notes.append((m.start(), m.end(), m.group(1), m.group(2)))
+    return notes
+
+
 def _expr(expr: str) -> str:
     """A note's expression as Python: no `$`, no thousands commas, `x` as `*`."""
-    s = expr.replace("$", "").replace(",", "")
+    s = expr.replace("$", "").replace(",", "").replace("−", "-").replace("÷", "/")
     s = re.sub(r"(?<=[\d)])\s*[xX×]\s*(?=[\d(.])", "*", s)
     return re.sub(r"(?<![\d.])0+(?=\d)", "", s).strip()  # 05 -> 5 (a syntax error in Python 3)
 
@@ -117,12 +133,11 @@ def _steps(problem) -> tuple[list[tuple[str, str, str]], str] | None:
     question_numbers = {parse_number(m) for m in re.findall(r"\d[\d,]*(?:\.\d+)?", problem.question)}
     steps, used, known = [], set(), []  # known: (value, variable)
     for line in _body_lines(_solution(problem)):
-        for m in _NOTE.finditer(line):
-            expr, result = m.group(1), m.group(2).strip()
+        for start, end, expr, result in _notes(line):
             value = _value(expr)
             if value is None:
                 return None
-            name = _name(line, m.start(), m.end(), result, used, len(steps) + 1)
+            name = _name(line, start, end, result, used, len(steps) + 1)
 
             def ref(tok: re.Match) -> str:
                 v = parse_number(tok.group(0))
