@@ -64,9 +64,9 @@ def test_hf_backend_in_process(student, cot, tmp_path):
     import torch
 
     model, tok = student
-    cfg = TeacherConfig(kind="hf", model="smollm2-135m", max_tokens=12)
+    cfg = TeacherConfig(kind="hf", model="smollm2-135m", max_tokens=8)
     backend = HFBackend(cfg, model=model, tokenizer=tok)
-    probs = problems(2)
+    probs = problems(1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # on a busy 2-core machine, 2 OpenMP threads generate ~30x slower
     try:
@@ -75,10 +75,10 @@ def test_hf_backend_in_process(student, cot, tmp_path):
         torch.set_num_threads(threads)
     for r in res.rows:
         assert isinstance(r["text"], str) and r["text"].strip()
-        assert r["finish_reason"] in ("stop", "length") and 0 < r["usage"]["completion_tokens"] <= 12
+        assert r["finish_reason"] in ("stop", "length") and 0 < r["usage"]["completion_tokens"] <= 8
         assert r["usage"]["prompt_tokens"] > 5
     again = teach(probs, [cot], backend, config=cfg, cache=tmp_path / "c.sqlite")
-    assert again.summary["requests"] == 0 and again.summary["cache_hits"] == 2
+    assert again.summary["requests"] == 0 and again.summary["cache_hits"] == 1
     assert [r["text"] for r in again.rows] == [r["text"] for r in res.rows]
 
 

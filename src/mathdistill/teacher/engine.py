@@ -196,7 +196,7 @@ class Engine:
         self.backend, self.config, self.cache, self.stats, self.progress = backend, config, cache, stats, progress
         self.rpm = RateLimiter(config.rpm) if config.rpm else None
         self.tpm = RateLimiter(config.tpm) if config.tpm else None
-        self.price = config.price(config.model if config.kind == "openai" else backend.model)
+        self.price = config.price(config.model or backend.model)  # prices are keyed by the configured model name
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:  # the server said when; honour it (plus a little jitter)
