@@ -5,6 +5,7 @@ ordinary programs still score correctly afterwards."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import time
@@ -16,32 +17,11 @@ import pytest
 from mathdistill.sandbox import Limits, Pool
 from mathdistill.sandbox import pool as pool_mod
 from mathdistill.thoughts import exemplars as ex
+from sandbox_helpers import descendants
 
 SECRET = "MATHDISTILL_TEST_SECRET_" + uuid.uuid4().hex
 MARK = "mathdistill-escape-" + uuid.uuid4().hex[:8]
 LIMITS = Limits(timeout=2.0, memory_mb=512)
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below `pid` (from /proc; no psutil)."""
-    children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if fields[0] == "Z":
-            continue
-        children.setdefault(int(fields[1]), []).append(int(d))
-    out, todo = set(), [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.add(c)
-            todo.append(c)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +67,7 @@ def hostile(port: int) -> dict[str, tuple[str, str]]:
         "fork storm": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
                        "timeout|CPU"),
         "memory hog": ("x = bytearray(16 * 1024**3)\nans = 1", "MemoryError"),
-        "slow memory hog": ("xs = []\nwhile True:\n    xs.append(bytearray(50 * 1024**2))", "MemoryError"),
+        "slow memory hog": ("xs = []\nwhile True:\n    xs.append(bytearray(50 * 1024**2))", "MemoryError|timeout"),
         "huge print": ("while True:\n    print('x' * 1000)", "OutputLimit"),
         "huge raw output": ("import os\nwhile True:\n    os.write(1, b'x' * 65536)", "timeout|CPU"),
         "big file": ("with open('big', 'wb') as f:\n    while True:\n        f.write(b'x' * 2**20)",
@@ -137,8 +117,6 @@ def test_hostile_corpus_is_contained(pool, listener, home_secret):
     t0 = time.monotonic()
     results = pool.map("python", codes, LIMITS)
     elapsed = time.monotonic() - t0
-    import re
-
     for (name, (code, expect)), r in zip(corpus.items(), results):
         if expect:
             assert r.error and re.search(expect, r.error), f"{name}: {r}"
