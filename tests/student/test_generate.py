@@ -1,0 +1,99 @@
+"""Batched generation on the real default student: same text as one-at-a-time HF generation,
+input order kept, stop strings, sampling, and per-call adapter choice."""
+
+from __future__ import annotations
+
+import pytest
+
+from mathdistill.io import InputError
+from mathdistill.student.chat import render_few_shot, render_prompt
+from mathdistill.student.generate import BASE, generate
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = [
+    "What is 2 + 3?",
+    "A farmer has 17 sheep and buys 5 more, then sells 8 of them at the market on Sunday. How many sheep does he have left?",
+    "Tom has 4 apples.",
+    "If a train travels 60 miles per hour for 3 hours, how far does it go?",
+    "Sara reads 12 pages a day. How many pages does she read in a week?",
+]
+
+
+def one_by_one(model, tok, prompts, max_new_tokens):
+    """Reference: plain HF greedy generation, one prompt at a time (no padding, no shared cache)."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for p in prompts:
+            enc = tok(p, return_tensors="pt", add_special_tokens=False)
+            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+            out.append(tok.decode(ids[0, enc.input_ids.shape[1]:], skip_special_tokens=True))
+    return out
+
+
+def test_batched_equals_one_by_one_in_input_order(student):
+    model, tok = student
+    prompts = [render_prompt(tok, q) for q in QUESTIONS]  # lengths deliberately unsorted
+    gens = generate(model, tok, prompts, max_new_tokens=12, batch_size=2, progress=False)
+    assert [g.text for g in gens] == one_by_one(model, tok, prompts, 12)
+    assert all(len(g.texts) == 1 and 1 <= g.num_tokens[0] <= 12 for g in gens)
+
+
+def test_shared_few_shot_prefix_gives_the_same_text(student):
+    model, tok = student
+    shots = [("What is 1 + 1?", "1 + 1 = 2.\nThe answer is 2."), ("What is 3 * 4?", "3 * 4 = 12.\nThe answer is 12.")]
+    prompts = [render_few_shot(tok, shots, q) for q in QUESTIONS[:3]]
+    gens = generate(model, tok, prompts, max_new_tokens=10, batch_size=3, progress=False)
+    assert [g.text for g in gens] == one_by_one(model, tok, prompts, 10)
+
+
+def test_stop_string_ends_and_is_cut(student):
+    model, tok = student
+    prompt = render_prompt(tok, QUESTIONS[1])
+    full = generate(model, tok, [prompt], max_new_tokens=24, batch_size=1, progress=False)[0]
+    words = full.text.split()
+    assert len(words) > 4, full.text
+    stop = " " + words[3]  # a word in the middle of the greedy output
+    cut = generate(model, tok, [prompt], max_new_tokens=24, batch_size=1, stop=[stop], progress=False)[0]
+    assert cut.text == full.text[: full.text.find(stop)]
+    assert cut.num_tokens[0] < full.num_tokens[0]
+
+
+def test_sampling_several_samples_reproducible_with_seed(student):
+    model, tok = student
+    prompts = [render_prompt(tok, q) for q in QUESTIONS[:2]]
+    a = generate(model, tok, prompts, max_new_tokens=8, batch_size=4, temperature=1.0, num_samples=3, seed=7, progress=False)
+    b = generate(model, tok, prompts, max_new_tokens=8, batch_size=4, temperature=1.0, num_samples=3, seed=7, progress=False)
+    assert [g.texts for g in a] == [g.texts for g in b]
+    assert all(len(g.texts) == 3 and len(g.num_tokens) == 3 for g in a)
+    assert len({t for g in a for t in g.texts}) > 2  # samples differ
+
+
+def test_adapter_choice_per_call(student_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from mathdistill.student.models import load_model
+
+    model, tok = load_model(student_path)  # own copy: PEFT edits the model in place
+    prompts = [render_prompt(tok, q) for q in QUESTIONS[:2]]
+    base = [g.text for g in generate(model, tok, prompts, max_new_tokens=8, batch_size=2, progress=False)]
+    torch.manual_seed(0)
+    cfg = dict(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    peft = get_peft_model(model, LoraConfig(**cfg), adapter_name="left")
+    peft.add_adapter("right", LoraConfig(**cfg))
+    peft.set_adapter("right")
+    peft.eval()
+
+    def run(adapter):
+        return [g.text for g in generate(peft, tok, prompts, max_new_tokens=8, batch_size=2, adapter=adapter, progress=False)]
+
+    out_a, out_b = run("left"), run("right")
+    assert out_a != base and out_b != base and out_a != out_b
+    assert run(BASE) == base  # adapters disabled: exactly the base model
+    assert peft.active_adapter == "right"  # the call restored the active adapter
+    assert run(None) == out_b
+    with pytest.raises(InputError, match="not loaded"):
+        run("missing")
