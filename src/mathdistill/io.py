@@ -67,15 +67,17 @@ def read_json(path: str | Path) -> Any:
         raise InputError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
 
 
-def iter_jsonl(path: str | Path, required: Iterable[str] = ()) -> Iterator[tuple[int, dict]]:
-    """Yield (line_number, row) for each non-blank line; bad JSON or a missing key names file:line."""
+def iter_jsonl(path: str | Path, required: Iterable[str] = (), skip_partial: bool = False) -> Iterator[tuple[int, dict]]:
+    """Yield (line_number, row) for each non-blank line; bad JSON or a missing key names file:line.
+
+    skip_partial: skip an unfinished last line (no newline yet), for a file another process is appending to."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
     required = tuple(required)
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
-            if not line.strip():
+            if not line.strip() or (skip_partial and not line.endswith("\n")):
                 continue
             try:
                 row = json.loads(line)
