@@ -124,3 +124,101 @@ def build_data(run: Run, thoughts: list[str]) -> Path:
 
 def teach_summaries(run: Run) -> dict[str, dict]:
     return {p.parent.name: read_json(p) for p in sorted(run.path("teach").glob("*/summary.json"))}
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train(run: Run, data: Path, adapter: str = "student", frozen: dict[str, str] | None = None):
+    """Fine-tune the student on `data` into train/<adapter>/ (resumes from its last checkpoint)."""
+    from mathdistill.student.train import TrainConfig, train as run_training
+
+    cfg = run.cfg
+    t = cfg.train
+    tcfg = TrainConfig(
+        model=cfg.student.model, adapter_name=adapter, full=t.full, frozen_adapters=frozen or {},
+        epochs=t.epochs, max_steps=t.max_steps, lr=t.lr, lora_r=t.lora_r, lora_alpha=t.lora_alpha,
+        lora_dropout=t.lora_dropout, batch_size=t.batch_size, grad_accum=t.grad_accum,
+        max_seq_len=t.max_seq_len, warmup=t.warmup_ratio, seed=cfg.seed, save_steps=t.save_steps,
+    )
+    out = run.path("train", adapter)
+    result = run_training(tcfg, data, out)
+    write_json(out / "train_summary.json", {
+        "seconds": result.seconds, "steps": result.global_step, "examples": result.examples,
+        "tokens": result.completion_tokens, "train_loss": result.train_loss, "resumed_from": result.resumed_from,
+    })
+    return result
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _vote_rows(per_thought: dict[str, list[dict]], preference: list[str]) -> list[dict]:
+    """ETD inference: per problem, a majority vote over every format's answers (all samples)."""
+    from mathdistill.answers import is_equivalent
+    from mathdistill.methods.vote import vote
+
+    rows = []
+    first = next(iter(per_thought.values()))
+    for i, base in enumerate(first):
+        answers = {t: rs[i].get("predictions") or [rs[i]["prediction"]] for t, rs in per_thought.items()}
+        pred, winner = vote(answers, preference)
+        rows.append({"id": base["id"], "question": base["question"], "gold": base["gold"],
+                     "output": per_thought[winner][i]["output"] if winner else first[i]["output"],
+                     "prediction": pred, "correct": pred is not None and is_equivalent(pred, base["gold"]),
+                     "chosen_format": winner, "answers": answers})
+    return rows
+
+
+def evaluate(run: Run, adapter: str | None, label: str = "") -> list[dict]:
+    """Evaluate the student (train/<adapter>, or the base model when None) on every eval split,
+    in each format and combined by vote; writes eval/<dataset>/<variant>/ and returns result rows."""
+    from mathdistill.eval import evaluate as run_eval, wilson_ci
+    from mathdistill.student.adapters import load_with_adapters
+
+    cfg = run.cfg
+    e = cfg.eval
+    variants = e.thoughts or cfg.thoughts
+    adapters = {adapter: run.path("train", adapter)} if adapter else None
+    model, tok = load_with_adapters(cfg.student.model, adapters)
+    root = run.path("eval", label) if label else run.path("eval")
+    out_rows = []
+    for split in cfg.data.eval:
+        problems = problems_for(cfg, split)
+        per_thought = {}
+        for thought in variants:
+            res = run_eval(model, tok, problems, thought=thought, max_new_tokens=e.max_new_tokens,
+                           batch_size=e.batch_size, temperature=e.temperature, samples=e.samples,
+                           seed=cfg.seed, adapter=adapter or None, out_dir=root / split.dataset / thought,
+                           dataset=split.dataset, split=split.split, model_name=cfg.student.model)
+            per_thought[thought] = res.rows
+            out_rows.append({"variant": thought, **res.metrics})
+            console.print(f"{split.dataset} {thought}: {res.metrics['accuracy']:.1%} of {res.metrics['n']}")
+        if e.vote and len(variants) > 1:
+            rows = _vote_rows(per_thought, e.preference)
+            n, correct = len(rows), sum(r["correct"] for r in rows)
+            metrics = {"dataset": split.dataset, "split": split.split, "n": n, "correct": correct,
+                       "accuracy": correct / n, "ci95": list(wilson_ci(correct, n)), "variant": "vote",
+                       "formats": variants, "preference": e.preference,
+                       "chosen": dict(Counter(r["chosen_format"] for r in rows))}
+            write_jsonl(root / split.dataset / "vote" / "predictions.jsonl", rows)
+            write_json(root / split.dataset / "vote" / "metrics.json", metrics)
+            out_rows.append(metrics)
+            console.print(f"{split.dataset} vote: {metrics['accuracy']:.1%} of {n}")
+    return out_rows
+
+
+def write_results(run: Run, eval_rows: list[dict], train_seconds: float | None, method: str | None = None) -> None:
+    """results.json: one row per (dataset, variant) with accuracy and 95% CI."""
+    method = method or run.cfg.method
+    rows = [{"method": method, "dataset": r["dataset"], "variant": r["variant"], "n": r["n"],
+             "correct": r["correct"], "accuracy": r["accuracy"], "ci95": r["ci95"],
+             "train_seconds": train_seconds} for r in eval_rows]
+    write_json(run.path("results.json"),
+               {"run": run.cfg.name, "method": method, "student": run.cfg.student.model, "rows": rows})
+
+
+def report(run: Run) -> Path:
+    from mathdistill.report import write_report
+
+    return write_report([run.dir], run.path("report"))

@@ -1,0 +1,105 @@
+"""The quickstart recipe end to end at a tiny budget: killed in the middle of training, re-run,
+it resumes (no teacher stage redone, training continues from its checkpoint) and writes the report."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TINY = [
+    "data.train.limit=8",
+    "train.max_steps=6",
+    "train.batch_size=4",
+    "train.max_seq_len=256",
+    "train.save_steps=1",
+    "data.eval=[{dataset: gsm8k, split: test, limit: 3}, {dataset: svamp, split: test, limit: 3}]",
+    "eval.max_new_tokens=48",
+    "eval.batch_size=6",
+]
+
+
+def _cmd(runs_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "mathdistill.cli", "run", str(ROOT / "recipes" / "quickstart.yaml"),
+            "name=qs", f"runs_dir={runs_dir}", *TINY]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quickstart_killed_mid_training_resumes_and_reports(tmp_path, data_dir, student_path):
+    env = {**os.environ, "MATHDISTILL_DATA": str(data_dir)}
+    run_dir = tmp_path / "runs" / "qs"
+    ckpts = run_dir / "train" / "student" / "checkpoints"
+    proc = subprocess.Popen(_cmd(tmp_path / "runs"), cwd=tmp_path, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    try:
+        # kill as soon as a complete checkpoint (trainer_state.json written) exists
+        while time.time() < deadline and proc.poll() is None:
+            if any((c / "trainer_state.json").exists() for c in ckpts.glob("checkpoint-*")):
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, f"run ended before it could be killed:\n{proc.stdout.read()}"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (run_dir / "stages" / "train.done").exists()
+    teach_markers = {p.name: p.stat().st_mtime_ns for p in (run_dir / "stages").glob("teach-*.done")}
+    assert sorted(teach_markers) == ["teach-cot.done", "teach-eot.done", "teach-pot.done"]
+    rationales_mtime = (run_dir / "teach" / "cot" / "rationales.jsonl").stat().st_mtime_ns
+
+    second = subprocess.run(_cmd(tmp_path / "runs"), cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert second.returncode == 0, second.stdout + second.stderr
+    log = second.stdout + second.stderr
+    # teacher stages were not redone: markers and their outputs untouched, and said so
+    assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "stages").glob("teach-*.done")} == teach_markers
+    assert (run_dir / "teach" / "cot" / "rationales.jsonl").stat().st_mtime_ns == rationales_mtime
+    assert "stage teach-cot: done earlier, skipped" in log
+    # training continued from the checkpoint and ended at max_steps
+    summary = json.loads((run_dir / "train" / "student" / "train_summary.json").read_text())
+    assert summary["resumed_from"] is not None and summary["resumed_from"] >= 1
+    assert summary["steps"] == 6
+    assert (run_dir / "train" / "student" / "adapter_config.json").exists()
+    # evaluation in every format plus the vote, results and report
+    results = json.loads((run_dir / "results.json").read_text())
+    variants = {(r["dataset"], r["variant"]) for r in results["rows"]}
+    assert variants == {(d, v) for d in ("gsm8k", "svamp") for v in ("cot", "pot", "eot", "vote")}
+    for r in results["rows"]:
+        assert r["n"] == 3 and 0.0 <= r["accuracy"] <= 1.0 and len(r["ci95"]) == 2
+    html = (run_dir / "report" / "index.html").read_text()
+    assert "quickstart" in html or "qs" in html
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["finished"] and len(manifest["resumed"]) == 1 and manifest["versions"]["torch"]
+
+    # a third run finds everything done and changes nothing
+    third = subprocess.run(_cmd(tmp_path / "runs"), cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert third.returncode == 0
+    assert "stage train: done earlier, skipped" in third.stderr + third.stdout
+
+
+def test_resuming_with_another_config_is_refused(tmp_path, data_dir):
+    env = {**os.environ, "MATHDISTILL_DATA": str(data_dir)}
+    base = [sys.executable, "-m", "mathdistill.cli", "run", str(ROOT / "recipes" / "quickstart.yaml"),
+            "name=x", f"runs_dir={tmp_path}"]
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "config.yaml").write_text("name: x\nmethod: etd\n")
+    out = subprocess.run(base, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "holds a run with a different config" in out.stderr
+
+
+def test_unknown_recipe_key_is_named(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "mathdistill.cli", "run", str(ROOT / "recipes" / "quickstart.yaml"),
+                          "trian.max_steps=3"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "key 'trian': unknown key" in out.stderr
