@@ -192,13 +192,14 @@ def test_token_rate_limit_spaces_requests(fake_server, cot, tmp_path):
 
 def test_key_only_from_env_and_never_written(fake_server, cot, tmp_path, monkeypatch):
     secret = "sk-test-DO-NOT-WRITE-7c1e9a"
-    server = fake_server()
+    server = fake_server(script=lambda body: ["401"] if index_of(body) == 0 else [])  # its error echoes the key
     cfg = config(server, key_env="MD_TEST_TEACHER_KEY", headers={"X-Project": "mathdistill"})
     with pytest.raises(InputError, match="MD_TEST_TEACHER_KEY"):
         make_backend(cfg)  # env var not set: a clear error, no request
     monkeypatch.setenv("MD_TEST_TEACHER_KEY", secret)
     out = tmp_path / "out"
-    teach(problems(3), [cot], make_backend(cfg), config=cfg, out_dir=out)
+    res = teach(problems(3), [cot], make_backend(cfg), config=cfg, out_dir=out)
+    assert res.rows[0]["error"] == "HTTP 401: scripted 401 for Bearer <key>"
     assert all(e["headers"].get("authorization") == f"Bearer {secret}" for e in server.log)
     assert all(e["headers"].get("x-project") == "mathdistill" for e in server.log)
     files = [p for p in out.rglob("*") if p.is_file()]

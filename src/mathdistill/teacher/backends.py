@@ -136,7 +136,6 @@ class OpenAIBackend(Backend):
 
     async def complete(self, request: Request) -> Reply:
         import openai
-
         from openai.types.chat import ChatCompletion
 
         body = {"model": self.model, "messages": request.messages, **request.params, **self.config.extra_body}
@@ -151,14 +150,15 @@ class OpenAIBackend(Backend):
             status = e.status_code
             if status in RETRY_STATUS or status >= 500:
                 raise TransientError(f"HTTP {status}", parse_retry_after(e.response.headers)) from None
-            raise PermanentError(f"HTTP {status}: {_short(e.message)}") from None
+            detail = e.body.get("message") if isinstance(e.body, dict) and e.body.get("message") else e.message
+            raise PermanentError(f"HTTP {status}: {self._scrub(detail)}") from None
         except openai.APITimeoutError:
             raise TransientError(f"timeout after {self.config.timeout:g}s") from None
         except openai.APIConnectionError as e:
-            raise TransientError(f"connection error: {_short(str(e.__cause__ or e))}") from None
+            raise TransientError(f"connection error: {self._scrub(e.__cause__ or e)}") from None
         except (ValueError, TypeError, KeyError, openai.APIResponseValidationError) as e:
             # unparseable body (bad JSON, wrong shape): a glitch on the wire or the server
-            raise TransientError(f"malformed reply: {_short(str(e))}") from None
+            raise TransientError(f"malformed reply: {self._scrub(e)}") from None
         try:
             choice = resp.choices[0]
             text = choice.message.content
@@ -175,15 +175,17 @@ class OpenAIBackend(Backend):
             }
         return Reply(text or "", finish, usage)
 
+    def _scrub(self, message) -> str:
+        """A short error message with the key cut out (some servers echo what they were sent)."""
+        text = " ".join(str(message).split())
+        if len(self._key) >= 8:
+            text = text.replace(self._key, "<key>")
+        return text if len(text) <= 200 else text[:197] + "..."
+
     async def aclose(self) -> None:
         if self._client is not None and self._loop is asyncio.get_running_loop():
             await self._client.close()
         self._client, self._loop = None, None
-
-
-def _short(s: str, n: int = 200) -> str:
-    s = " ".join(str(s).split())
-    return s if len(s) <= n else s[: n - 3] + "..."
 
 
 # ---------------------------------------------------------------------------- replay

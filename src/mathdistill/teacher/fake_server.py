@@ -201,7 +201,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif action.split(":")[0].isdigit():
             status, _, retry_after = action.partition(":")
             headers = {"Retry-After": retry_after} if retry_after else {}
-            self._send(int(status), json.dumps({"error": {"message": f"scripted {status}", "type": "fake"}}).encode(), headers)
+            # like some real servers, echo what authorised the request (tests check it is scrubbed)
+            message = f"scripted {status} for {self.headers.get('Authorization', 'no key')}"
+            self._send(int(status), json.dumps({"error": {"message": message, "type": "fake"}}).encode(), headers)
         elif action == "hang":
             fake._stop.wait(fake.hang_s)
             self.close_connection = True
