@@ -22,6 +22,7 @@ from mathdistill.thoughts.eot_solver import EoTError, solve_text
     ("ans = 1 / 3", "1/3"),
     ("ans * 4 = 10", "2.5"),
     ("Equation 1: x + 1 = 3\nAnswer: ans = x", "2"),
+    ("a = 4\nSo she eats 4 * 3 = 12 eggs.\nans = 3a\nSo the answer is ans = 12.", "12"),  # chatter skipped
     ("ans = sqrt(16) + max(2, 3)", "7"),
     ("x ** 2 = 49\nx = 7\nans = x", "7"),  # the second equation picks the root
     ("x = 5\nx = 5\nans = x", "5"),  # a repeated, consistent definition is fine

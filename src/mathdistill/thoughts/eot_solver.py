@@ -6,9 +6,9 @@
     ans = april + may
 
 Rules: one equation per line (`a = b = c` chains; a leading "Step 2:" label is dropped);
-`%` and `#` start comments; unknowns are
-allowed anywhere (`x + 2*x = 30`); the target variable is `ans`. `^` is power, `2x` is
-`2*x`, `1,000` is 1000, `$`, `×`, `÷` are understood. Lines without `=` are ignored (chatter).
+`%` and `#` start comments; unknowns are allowed anywhere (`x + 2*x = 30`); the target
+variable is `ans`. `^` is power, `2x` is `2*x`, `1,000` is 1000, `$`, `×`, `÷` are understood.
+Lines without `=` and sentences (two words in a row, or non-ASCII text) are skipped as chatter.
 Expressions are parsed with a whitelist (numbers, names, + - * / // % ** and a few
 functions) — never `eval`. Errors say what is wrong: unparsable line, no `ans`, no solution
 (inconsistent), several values for `ans`, or `ans` not determined.
@@ -38,6 +38,9 @@ _BINOPS = {
     ast.Div: lambda a, b: a / b, ast.Pow: lambda a, b: a**b, ast.BitXor: lambda a, b: a**b,
     ast.FloorDiv: lambda a, b: sympy.floor(a / b), ast.Mod: lambda a, b: sympy.Mod(a, b),
 }
+
+
+_PROSE = re.compile(r"[A-Za-z_]\w*\s+[A-Za-z_]\w*|[^\x00-\x7f×÷−·]")
 
 
 class EoTError(ValueError):
@@ -85,6 +88,8 @@ def parse_equations(text: str) -> list[tuple[int, sympy.Expr, sympy.Expr]]:
         if "=" not in line:
             continue
         line = line.rsplit(":", 1)[-1]  # "Equation 2: x + y = 10" (no equation contains a colon)
+        if _PROSE.search(line):  # "So she eats 48 * 3 = 156 eggs": a sentence, not an equation
+            continue
         line = line.replace("==", "=")
         if re.search(r"[<>!]=", line):
             raise EoTError(f"line {lineno}: inequalities are not supported: {raw.strip()!r}")
