@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--mount", "--pid", "--fork",
            "--kill-child", "--mount-proc"]
 STARTUP_TIMEOUT = 60.0  # sympy import on a loaded machine
-GRACE = 10.0  # extra seconds the parent waits beyond a task's own timeout before replacing a worker
+GRACE = 30.0  # extra seconds the parent waits beyond a task's own timeout before replacing a worker
 MAX_LINE = 1 << 20
 
 
@@ -112,10 +112,13 @@ class Worker:
                                      stderr=subprocess.DEVNULL, env=_worker_env(), cwd="/",
                                      start_new_session=True, close_fds=True)
         line = self._read_line(STARTUP_TIMEOUT)
-        info = json.loads(line) if line else {"ready": False, "error": "no handshake"}
-        if not info.get("ready"):
+        try:
+            info = json.loads(line) if line else {"ready": False, "error": "no handshake"}
+        except ValueError:
+            info = {"ready": False, "error": f"bad handshake {line[:100]!r}"}
+        if not isinstance(info, dict) or not info.get("ready"):
             self.kill()
-            raise SandboxUnavailable(f"sandbox worker did not start: {info.get('error')}")
+            raise SandboxUnavailable(f"sandbox worker did not start: {info.get('error') if isinstance(info, dict) else info}")
         self.info = info
 
     def _read_line(self, timeout: float) -> bytes | None:

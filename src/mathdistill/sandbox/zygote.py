@@ -49,6 +49,7 @@ def _resolve(name: str):
 def _child(task: dict, wfd: int, devnull: int, isolated: bool) -> None:
     """In the forked task process: confine, run, write the JSON result to `wfd`, exit."""
     os.setsid()  # own session: killpg(0) reaches nobody else
+    jail.prctl(jail.PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the worker
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.dup2(wfd, 3)
