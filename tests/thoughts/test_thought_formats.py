@@ -126,6 +126,7 @@ def test_l2m_steps():
     ("```python\nx = 2\nans = x * 3\n```\nThe answer is 6.", "x = 2\nans = x * 3"),
     ("Here is the program:\nx = 2\nans = x * 3\nThe answer is 6.", "x = 2\nans = x * 3"),
     (">>> x = 2\n>>> ans = x * 3", "x = 2\nans = x * 3"),
+    ("[PoT]\nx = 2\nans = x * 3", "x = 2\nans = x * 3"),  # a self-chosen format's tag
     ("```python\nx = 2\nans = x * 3", "x = 2\nans = x * 3"),  # truncated generation
     ("Sure!\n```py\na = 1\n```\nand\n```python\nans = a + 1\n```\n```output\n2\n```", "a = 1\nans = a + 1"),
 ])

@@ -27,8 +27,11 @@ def _looks_like_prose(line: str) -> bool:
 
 
 def extract_code(text: str) -> str:
-    """The program in a model's output: fenced blocks if any, minus prose lines at either end."""
-    code = strip_fences(text, langs=("", "python", "py", "python3"))
+    """The program in a model's output: fenced blocks if any, minus prose lines at either end
+    (and minus a leading format tag such as "[PoT]", written by self-choosing students)."""
+    from mathdistill.thoughts import strip_tag
+
+    code = strip_fences(strip_tag(text), langs=("", "python", "py", "python3"))
     lines = [re.sub(r"^(>>>|\.\.\.) ?", "", ln) for ln in code.splitlines()]
     for _ in range(len(lines)):
         try:
