@@ -126,7 +126,7 @@ def test_samples_seeds_and_dedupe(fake_server, cot, tmp_path):
     assert sorted(b["seed"] for b in bodies) == [0] * 4 + [1] * 4 + [2] * 4 and {b["temperature"] for b in bodies} == {0.8}
     # the fake teacher writes the same text for every sample: normalised dedupe keeps one per problem
     assert sum(r["kept"] for r in res.rows) == 4 and sum(r["correct"] for r in res.rows) == 12
-    assert sum(r.get("duplicate", False) for r in res.rows) == 8
+    assert sum(r["duplicate"] for r in res.rows) == 8
     again = run(server, probs, cot, tmp_path, samples=3, temperature=0.8, verify=VerifyConfig(dedupe="none"))
     assert sum(r["kept"] for r in again.rows) == 12 and server.count() == 12
     capped = run(server, probs, cot, tmp_path, samples=3, temperature=0.8,
@@ -220,3 +220,18 @@ def test_out_dir_rows_follow_the_contract(fake_server, cot, tmp_path):
     assert rows[0]["usage"]["prompt_tokens"] > 0 and rows[0]["thought"] == "cot"
     summary = json.loads((out / "teach_summary.json").read_text())
     assert summary["requests"] == 2 and summary["per_thought"]["cot"]["yield"] == 1.0
+
+
+def test_keep_rules(fake_server, cot, tmp_path):
+    def reply(body):  # right on even problems, wrong on odd ones
+        i = index_of(body)
+        return f"The answer is {i + 4 if i % 2 == 0 else i + 5}"
+
+    server = fake_server(reply=reply, script=lambda body: ["length"] if index_of(body) == 0 else [])
+    probs = problems(4)  # p0 cut at max_tokens, p1 and p3 wrong, p2 right
+    kept = {}
+    for keep in ("correct", "usable", "all"):
+        res = run(server, probs, cot, tmp_path, verify=VerifyConfig(keep=keep))
+        kept[keep] = [r["problem_id"] for r in res.rows if r["kept"]]
+    assert kept == {"correct": ["p2"], "usable": ["p1", "p2", "p3"], "all": ["p0", "p1", "p2", "p3"]}
+    assert server.count() == 4  # verification rules never re-ask the teacher

@@ -359,6 +359,7 @@ def verify(jobs: list[Job], verify_cfg: VerifyConfig) -> list[dict]:
             "cached": job.cached,
             "error": error,
             "kept": False,
+            "duplicate": False,
         }
         rows.append(row)
         if error is None and text is not None:
@@ -382,7 +383,7 @@ def _keep(rows: list[dict], cfg: VerifyConfig) -> None:
     count: dict[tuple, int] = {}
     for row in rows:
         usable = row["text"] is not None and row["finish_reason"] != "length" and row["error"] is None
-        ok = {"correct": row["correct"], "usable": usable or row["correct"], "all": row["text"] is not None}[cfg.keep]
+        ok = {"correct": row["correct"], "usable": usable, "all": row["text"] is not None}[cfg.keep]
         if not ok:
             continue
         group = (row["problem_id"], row["thought"])
