@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from mathdistill.io import InputError
+from mathdistill.io import InputError, write_json
 
 
 def _headers(values: list[str]) -> dict[str, str]:
@@ -102,9 +102,6 @@ def teach_command(
     names = [t.name for t in thoughts]
     problems = data.load(dataset, split=split, data_dir=data_dir, limit=limit)
     backend = make_backend(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    from mathdistill.io import write_json
-
     write_json(out / "teach_config.json", {"dataset": dataset, "split": split, "limit": limit, "thoughts": names, "samples": samples, "teacher": cfg.public_dict()})
     result = teach(
         problems, thoughts, backend, config=cfg, samples=samples, out_dir=out, cache=cache,
