@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from mathdistill.io import InputError
@@ -32,3 +35,24 @@ def load_with_adapters(model: str, adapters: dict[str, str | Path] | None = None
     peft_model.set_adapter(next(iter(adapters)))
     peft_model.eval()
     return peft_model, tok
+
+
+def merge(model: str, adapter_dir: str | Path, out_dir: str | Path) -> Path:
+    """Merge the adapter in `adapter_dir` into `model`; save a standalone model (+ tokenizer) in `out_dir`."""
+    from mathdistill.student.models import mark_end_of_turn
+
+    out = Path(out_dir)
+    peft_model, tok = load_with_adapters(model, {"merged": adapter_dir}, dtype="float32")
+    merged = peft_model.merge_and_unload()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        merged.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        mark_end_of_turn(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

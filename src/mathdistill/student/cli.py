@@ -1,7 +1,84 @@
-"""`mathdistill train` (owned by the training work)."""
+"""`mathdistill train`: fine-tune a student (LoRA or full) on prompt/completion rows.
+
+Runs as is under `accelerate launch [--config_file configs/accelerate/...] -m mathdistill.cli train ...`.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Optional
 
-def train_command() -> None:
-    raise NotImplementedError("mathdistill train is not built yet")
+import typer
+
+from mathdistill.io import InputError
+
+
+def _named_dirs(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--with-adapter expects NAME=DIR, got '{item}'")
+        out[name] = path
+    return out
+
+
+def train_command(
+    model: str = typer.Option(..., "--model", help="HF id, local folder, .gguf file or alias (smollm2-135m)."),
+    data: Path = typer.Option(..., "--data", help="JSONL with 'prompt' (user message) and 'completion' per row."),
+    out: Path = typer.Option(..., "--out", help="Folder for the PEFT adapter (or full model), logs, checkpoints."),
+    adapter_name: str = typer.Option("default", "--adapter-name", help="Name of the adapter being trained."),
+    epochs: float = typer.Option(1.0, "--epochs"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps; overrides --epochs."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate [2e-4 LoRA, 2e-5 full]."),
+    lora_r: int = typer.Option(16, "--lora-r"),
+    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help="[2 x rank]"),
+    lora_dropout: float = typer.Option(0.05, "--lora-dropout"),
+    target_modules: str = typer.Option("all-linear", "--target-modules", help="Comma list or all-linear."),
+    full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
+    with_adapter: Optional[list[str]] = typer.Option(
+        None, "--with-adapter", help="NAME=DIR: an adapter loaded frozen beside the one trained (repeatable)."
+    ),
+    batch_size: int = typer.Option(8, "--batch-size", help="Examples per device per optimizer step."),
+    grad_accum: int = typer.Option(1, "--grad-accum"),
+    max_seq_len: int = typer.Option(1024, "--max-seq-len"),
+    packing: str = typer.Option("padding_free", "--packing", help="padding_free | bfd | none"),
+    warmup: float = typer.Option(0.03, "--warmup", help="Ratio of steps if < 1, else steps."),
+    seed: int = typer.Option(0, "--seed"),
+    save_steps: int = typer.Option(50, "--save-steps", help="Checkpoint every N steps."),
+    precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16 | fp16"),
+    resume: Optional[bool] = typer.Option(
+        None, "--resume/--fresh", help="Default: resume when OUT has a checkpoint. --resume: insist. --fresh: start over."
+    ),
+) -> None:
+    from mathdistill.student.train import TrainConfig, train
+
+    targets = target_modules if target_modules == "all-linear" else [t.strip() for t in target_modules.split(",") if t.strip()]
+    try:
+        config = TrainConfig(
+            model=model,
+            adapter_name=adapter_name,
+            full=full,
+            frozen_adapters=_named_dirs(with_adapter),
+            epochs=epochs,
+            max_steps=max_steps,
+            lr=lr,
+            lora_r=lora_r,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            target_modules=targets,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            max_seq_len=max_seq_len,
+            packing=packing,
+            warmup=warmup,
+            seed=seed,
+            save_steps=save_steps,
+            precision=precision,
+            resume=resume,
+        )
+    except ValueError as e:  # pydantic validation
+        raise InputError(str(e)) from None
+    result = train(config, data, out)
+    typer.echo(json.dumps(result.model_dump(mode="json")))

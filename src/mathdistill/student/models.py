@@ -134,3 +134,25 @@ def load_model(name: str | Path, dtype: str = "auto", device: str | None = None)
     model.to(device)
     model.eval()
     return model, load_tokenizer(name)
+
+
+def mark_end_of_turn(model_dir: str | Path) -> None:
+    """Add the chat end-of-turn token to the eos ids of a saved model's generation config, so plain
+    `generate` stops at the end of the assistant turn. (Written before the caller marks the folder done.)"""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from mathdistill.student.chat import end_of_turn
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    eot_id = tok.convert_tokens_to_ids(end_of_turn(tok))
+    if not isinstance(eot_id, int) or eot_id == tok.unk_token_id:
+        return  # end of turn is several tokens: nothing to add
+    try:
+        gen = GenerationConfig.from_pretrained(model_dir)
+    except OSError:
+        gen = GenerationConfig()
+    ids = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+    ids = [i for i in ids if i is not None]
+    if eot_id not in ids:
+        gen.eos_token_id = [eot_id, *ids]
+        gen.save_pretrained(model_dir)

@@ -1,0 +1,147 @@
+"""Training: data checks, tokenization, loss falls on real GSM8K rationales, full fine-tuning."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mathdistill.io import InputError
+from mathdistill.student.train import TrainConfig, is_trained, load_rows, tokenize_rows, train
+
+TINY = dict(max_seq_len=256, save_steps=100, warmup=0, logging_steps=1)
+
+
+def write(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def gsm8k_rows(data_dir, n, offset=0):
+    """(question, reference CoT rationale) rows from GSM8K train solutions."""
+    from mathdistill.data import load
+    from mathdistill.thoughts.reference import convert
+
+    rows = []
+    for p in load("gsm8k", split="train", data_dir=data_dir, limit=4 * (n + offset))[offset:]:
+        text = convert(p, "cot")
+        if text:
+            rows.append({"prompt": p.question, "completion": text})
+        if len(rows) == n:
+            return rows
+    raise AssertionError("not enough reference rationales")
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+
+def test_bad_rows_are_named_by_file_and_line(tmp_path):
+    f = write(tmp_path / "d.jsonl", [{"prompt": "q", "completion": "a"}, {"prompt": "q2"}])
+    with pytest.raises(InputError, match=r"d.jsonl:2: missing key 'completion'"):
+        load_rows(f)
+    f = write(tmp_path / "d.jsonl", [{"completion": "a"}])
+    with pytest.raises(InputError, match=r"d.jsonl:1: missing key 'prompt'"):
+        load_rows(f)
+    f = write(tmp_path / "d.jsonl", [{"prompt": "q", "completion": 3}])
+    with pytest.raises(InputError, match=r"d.jsonl:1: 'completion' must be a string"):
+        load_rows(f)
+    f = write(tmp_path / "d.jsonl", [{"prompt": "q", "completion": "a"}, "{not json"])
+    with pytest.raises(InputError, match=r"d.jsonl:2: invalid JSON"):
+        load_rows(f)
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(InputError, match=r"empty.jsonl: no training rows"):
+        load_rows(tmp_path / "empty.jsonl")
+    with pytest.raises(InputError, match=r"missing.jsonl: file not found"):
+        load_rows(tmp_path / "missing.jsonl")
+    with pytest.raises(InputError, match=r"row 0: 'completion' is empty"):
+        load_rows([{"prompt": "q", "completion": "  "}])
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    f = write(tmp_path / "d.jsonl", [{"prompt": "q", "completion": "a"}])
+    with pytest.raises(InputError, match="unknown model 'no-such-model'"):
+        train(TrainConfig(model="no-such-model", max_steps=1), f, tmp_path / "out")
+    assert not is_trained(tmp_path / "out")
+
+
+def test_cli_bad_input_exits_2_with_message(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    cmd = [sys.executable, "-m", "mathdistill.cli", "train", "--model", "smollm2-135m",
+           "--data", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "empty.jsonl: no training rows" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------ tokenization
+
+
+def test_tokenize_rows_matches_eval_prompt_and_ends_turn(student):
+    from mathdistill.student.chat import render_prompt
+
+    _, tok = student
+    rows = [{"prompt": "What is 2+3?", "completion": "2+3 = 5\n#### 5"}, {"prompt": "x " * 400, "completion": "y"}]
+    examples, dropped = tokenize_rows(tok, rows, max_seq_len=128)
+    assert dropped == 1 and len(examples) == 1  # the second prompt alone is longer than 128 tokens
+    ids, mask = examples[0]["input_ids"], examples[0]["completion_mask"]
+    prompt_ids = tok(render_prompt(tok, "What is 2+3?"), add_special_tokens=False)["input_ids"]
+    n = len(prompt_ids)
+    assert ids[:n] == prompt_ids and mask[:n] == [0] * n  # exactly what eval feeds the model; no loss on it
+    assert all(mask[n:]) and tok.decode(ids[n:]) == "2+3 = 5\n#### 5<|im_end|>"  # the student learns to stop
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+def _mean_loss(model, tok, rows):
+    """Mean completion-token loss of `model` over `rows` (one row at a time)."""
+    import torch
+
+    examples, _ = tokenize_rows(tok, rows, 512)
+    total = count = 0.0
+    model.eval()
+    with torch.no_grad():
+        for e in examples:
+            ids = torch.tensor([e["input_ids"]])
+            labels = ids.clone()
+            labels[0, torch.tensor(e["completion_mask"]) == 0] = -100
+            n = int((labels[0, 1:] != -100).sum())
+            total += float(model(input_ids=ids, labels=labels).loss) * n
+            count += n
+    return total / count
+
+
+@pytest.mark.slow
+def test_loss_falls_on_gsm8k_reference_rationales(tmp_path, data_dir, student_path):
+    """Held-out GSM8K loss drops after one short pass over 48 reference rationales; logs are kept."""
+    from mathdistill.student.adapters import load_with_adapters
+
+    train_rows, held_out = gsm8k_rows(data_dir, 48), gsm8k_rows(data_dir, 8, offset=200)
+    base, tok = load_with_adapters(student_path)
+    before = _mean_loss(base, tok, held_out)
+    del base
+    out = tmp_path / "cot"
+    result = train(TrainConfig(model=student_path, max_steps=6, lr=1e-3, **TINY), train_rows, out)
+    assert result.global_step == 6 and is_trained(out)
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    tuned, tok = load_with_adapters(student_path, {"cot": out})
+    after = _mean_loss(tuned, tok, held_out)
+    assert after < before - 0.1, (before, after)
+
+
+@pytest.mark.slow
+def test_full_fine_tuning_writes_a_standalone_model(tmp_path, student_path):
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    rows = [{"prompt": f"Say the number {i}.", "completion": f"{i}"} for i in range(4)]
+    out = tmp_path / "full"
+    result = train(TrainConfig(model=student_path, full=True, max_steps=1, batch_size=4, **TINY), rows, out)
+    assert result.full and result.global_step == 1 and is_trained(out)
+    assert not (out / "adapter_config.json").exists() and not (out / "checkpoints").exists()
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.num_parameters() > 100_000_000
+    assert 2 in GenerationConfig.from_pretrained(out).eos_token_id  # <|im_end|> ends generation
