@@ -161,13 +161,15 @@ def evaluate(
     dataset: str | None = None,
     split: str = "test",
     model_name: str | None = None,
+    prompts: Sequence[str] | None = None,
     progress: bool = True,
 ) -> EvalResult:
     """Generate, score and summarise `problems` (a list of `mathdistill.data.Problem`).
 
     `exemplars` overrides the k-shot exemplars (else `few_shot_exemplars(thought, shots)`);
     `adapter` is passed to `generate` (a PeftModel adapter name, "base", or None = as is);
-    `model_name` identifies the weights in metrics and in the resume key.
+    `model_name` identifies the weights in metrics and in the resume key. `prompts` (one
+    already-rendered prompt per problem) replaces the thought's prompts and the exemplars.
     """
     from mathdistill import thoughts
     from mathdistill.student.generate import generate
@@ -180,15 +182,21 @@ def evaluate(
         raise InputError(str(e)) from None
     if shots < 0:
         raise InputError("--shots must be >= 0")
-    if exemplars is None:
+    if prompts is not None:
+        if len(prompts) != len(problems):
+            raise InputError(f"{len(prompts)} prompts for {len(problems)} problems")
+        exemplars = []
+    elif exemplars is None:
         exemplars = few_shot_exemplars(thought, shots, data_dir, exclude=[p.question for p in problems])
     exemplars = list(exemplars)
     if stop is None and exemplars and not getattr(tokenizer, "chat_template", None):
         stop = ["\n\n"]  # plain-text k-shot prompts separate exemplars with a blank line
     dataset = dataset or problems[0].source
     model_name = model_name or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
-    prompts = build_prompts(tokenizer, thought, [p.question for p in problems], exemplars)
+    custom = prompts is not None
+    prompts = list(prompts) if custom else build_prompts(tokenizer, thought, [p.question for p in problems], exemplars)
     settings = {
+        "prompts": hashlib.sha256("\x00".join(prompts).encode()).hexdigest() if custom else None,
         "model": model_name, "adapter": adapter, "dataset": dataset, "split": split, "thought": thought,
         "exemplars": [(u, a) for _, u, a in exemplars], "max_new_tokens": max_new_tokens,
         "temperature": temperature, "top_p": top_p if temperature > 0 else 1.0, "samples": samples,

@@ -9,6 +9,10 @@ What makes it fast on a CPU:
   * rows are sorted by length (longest first) and left-padded, so batches hold similar lengths;
   * a batch ends as soon as every row in it hit EOS or a stop string (checked on the decoded
     tail of each row only).
+  * while decoding, that prefix's keys/values are stored once, not once per row: a small
+    attention function (`_shared_prefix_attention`) attends to the shared prefix with one matmul
+    for the whole batch and to each row's own tokens separately, and merges the two softmaxes.
+    With a 4-shot GSM8K prompt (~650 shared tokens) this is most of the decoding time saved.
 Generation itself is Hugging Face `model.generate` (greedy, or temperature / top-p sampling).
 
 Adapters: `adapter="name"` runs that adapter of a PeftModel for this call (and restores the
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -85,6 +90,139 @@ def _adapter_context(model, adapter: str | None):
             model.set_adapter(previous)
 
     return switch()
+
+
+# --- shared-prefix attention ------------------------------------------------------------
+
+ATTENTION = "mathdistill_shared_prefix"
+
+
+@functools.cache
+def _shared_prefix_layer():
+    """The cache layer class (built on first use: transformers is imported lazily)."""
+    import torch
+    from transformers.cache_utils import CacheLayerMixin
+
+    class SharedPrefixLayer(CacheLayerMixin):
+        """KV cache of one layer: the batch-wide prefix once ([1, H, P, D]) plus each row's own
+        tokens in a preallocated buffer. Returns the rows' own keys with the prefix attached."""
+
+        is_sliding = False
+        is_compileable = False
+
+        def __init__(self, keys, values, capacity: int):
+            super().__init__()
+            self.prefix_keys, self.prefix_values, self.capacity, self.length = keys, values, capacity, 0
+
+        def lazy_initialization(self, key_states, value_states) -> None:
+            b, h, _, d = key_states.shape
+            self.dtype, self.device = key_states.dtype, key_states.device
+            self.keys = torch.empty((b, h, self.capacity, d), dtype=key_states.dtype, device=key_states.device)
+            self.values = torch.empty_like(self.keys)
+            self.is_initialized = True
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            n = self.length + key_states.shape[2]
+            self.keys[:, :, self.length : n] = key_states
+            self.values[:, :, self.length : n] = value_states
+            self.length = n
+            keys = self.keys[:, :, :n]
+            keys.shared_prefix = (self.prefix_keys, self.prefix_values)  # read by _shared_prefix_attention
+            return keys, self.values[:, :, :n]
+
+        def get_seq_length(self) -> int:
+            return self.prefix_keys.shape[2] + self.length
+
+        def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+            return self.get_seq_length() + query_length, 0
+
+        def get_max_length(self) -> int:
+            return -1
+
+    return SharedPrefixLayer
+
+
+def _shared_prefix_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """Attention over [shared prefix | own tokens] without copying the prefix per row.
+
+    query [B, Hq, S, D]; key/value [B, Hkv, T, D] (own tokens) carrying `shared_prefix`
+    ([1, Hkv, P, D] each); attention_mask: bool [B, 1, S, P + T] (True = attend) or None
+    (= causal). The prefix is visible to every query, so its scores for all B*S queries are one
+    batched matmul per KV head; the two partial softmaxes are merged by their maxima and sums.
+    """
+    import torch
+
+    prefix = getattr(key, "shared_prefix", None)
+    if prefix is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    pk, pv = prefix
+    b, hq, s, d = query.shape
+    hkv, t, p = key.shape[1], key.shape[2], pk.shape[2]
+    g = hq // hkv
+    scale = scaling if scaling is not None else d**-0.5
+    dtype = query.dtype
+    q = query.float().reshape(b, hkv, g * s, d)  # rows (group, position) per KV head
+    # the shared prefix: [Hkv, B*G*S, P]
+    qp = q.transpose(0, 1).reshape(hkv, b * g * s, d)
+    sp = torch.bmm(qp, pk[0].float().transpose(1, 2)).mul_(scale)
+    mp = sp.amax(-1, keepdim=True)
+    ep = torch.exp_(sp.sub_(mp))
+    lp = ep.sum(-1, keepdim=True)
+    op = torch.bmm(ep, pv[0].float())
+
+    def rows(x):  # [Hkv, B*G*S, n] -> [B, Hkv, G*S, n]
+        return x.view(hkv, b, g * s, x.shape[-1]).transpose(0, 1)
+
+    op, mp, lp = rows(op), rows(mp), rows(lp)
+    # each row's own tokens: [B, Hkv, G*S, T]
+    ss = torch.matmul(q, key.float().transpose(-1, -2)).mul_(scale)
+    if attention_mask is not None:
+        own = attention_mask[..., p:]
+        if own.dtype == torch.bool:
+            own = own[:, :, None].expand(b, 1, g, s, t).reshape(b, 1, g * s, t)
+            ss = ss.masked_fill(~own, float("-inf"))
+        else:
+            ss = ss + own[:, :, None].expand(b, 1, g, s, t).reshape(b, 1, g * s, t).float()
+    elif s > 1:
+        causal = torch.ones(s, t, dtype=torch.bool, device=q.device).tril(t - s)
+        ss = ss.masked_fill(~causal.repeat(g, 1), float("-inf"))
+    m = torch.maximum(mp, ss.amax(-1, keepdim=True))  # finite: the prefix is never masked
+    es = torch.exp(ss - m)
+    wp = torch.exp(mp - m)
+    out = (op * wp + torch.matmul(es, value.float())) / (lp * wp + es.sum(-1, keepdim=True))
+    return out.reshape(b, hq, s, d).transpose(1, 2).contiguous().to(dtype), None
+
+
+def _register_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(ATTENTION, _shared_prefix_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)
+
+
+def _can_share_prefix(model, prefix_cache) -> bool:
+    """Full-attention layers only (no sliding windows / linear attention), sdpa or eager attention."""
+    from transformers.cache_utils import DynamicLayer
+
+    impl = getattr(model.config, "_attn_implementation", None)
+    return impl in ("sdpa", "eager", ATTENTION) and all(type(layer) is DynamicLayer for layer in prefix_cache.layers)
+
+
+@contextlib.contextmanager
+def _attention(model, name: str):
+    """Run `model` with attention implementation `name` for the duration."""
+    config = model.config
+    previous = config._attn_implementation
+    config._attn_implementation = name
+    try:
+        yield
+    finally:
+        config._attn_implementation = previous
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -154,16 +292,18 @@ def generate(
     seed: int | None = None,
     progress: bool = True,
     on_result: Callable[[int, Generation], None] | None = None,
+    share_prefix: bool = True,
 ) -> list[Generation]:
     """Complete each already-rendered prompt; return one `Generation` per prompt, in input order.
 
     temperature 0 is greedy decoding; > 0 samples (with `top_p`, no top-k). `num_samples`
     completions per prompt. `stop` strings end a completion and are cut from its text.
     `on_result(i, generation)` is called as soon as all samples of prompt `i` are done (at the
-    end of its batch), e.g. to save partial results.
+    end of its batch), e.g. to save partial results. `share_prefix=False` copies the shared
+    prefix's KV cache into every row instead of using the shared-prefix attention (same text).
     """
     import torch
-    from transformers import DynamicCache, StoppingCriteriaList
+    from transformers import Cache, DynamicCache, StoppingCriteriaList
 
     if max_new_tokens < 1 or batch_size < 1 or num_samples < 1:
         raise InputError("max_new_tokens, batch_size and num_samples must all be >= 1")
@@ -198,10 +338,13 @@ def generate(
     t0 = time.perf_counter()
     with _adapter_context(model, adapter), torch.inference_mode(), _progress(len(rows), progress) as bar:
         task = bar.add_task("generate", total=len(rows), speed="")
-        prefix_cache = None
+        prefix_cache, shared_attention = None, False
         if shared:
             prefix_cache = DynamicCache(config=model.config)
             model(input_ids=torch.tensor([tokens[0][:shared]], device=device), past_key_values=prefix_cache, use_cache=True)
+            shared_attention = share_prefix and _can_share_prefix(model, prefix_cache)
+            if shared_attention:
+                _register_attention()
         for b in range(0, len(rows), batch_size):
             batch = rows[b : b + batch_size]
             suffixes = [tokens[i][shared:] for i, _ in batch]
@@ -216,15 +359,23 @@ def generate(
                 mask[r, :shared] = 1
                 mask[r, width - len(s) :] = 1
             kwargs = dict(gen_kwargs)
-            if prefix_cache is not None:
+            attention = contextlib.nullcontext()
+            if prefix_cache is not None and shared_attention:
+                capacity = width - shared + max_new_tokens
+                kwargs["past_key_values"] = Cache(
+                    layers=[_shared_prefix_layer()(l.keys, l.values, capacity) for l in prefix_cache.layers]
+                )
+                attention = _attention(model, ATTENTION)
+            elif prefix_cache is not None:
                 cache = copy.deepcopy(prefix_cache)
                 cache.batch_repeat_interleave(len(batch))
                 kwargs["past_key_values"] = cache
             finish = _Finish(tokenizer, width, eos, stop, lambda n: bar.advance(task, n))
-            out = model.generate(
-                input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                stopping_criteria=StoppingCriteriaList([finish]), **kwargs,
-            )
+            with attention:
+                out = model.generate(
+                    input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                    stopping_criteria=StoppingCriteriaList([finish]), **kwargs,
+                )
             new = out[:, width:].cpu()
             for r, (i, k) in enumerate(batch):
                 n = (finish.length or [None] * len(batch))[r] or new.shape[1]
