@@ -138,6 +138,9 @@ def _usage(body: dict, text: str) -> dict:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # headers and body go out in two writes; with Nagle on, the body waits for the client's
+    # delayed ACK (~40 ms per request). Real servers (uvicorn, llama.cpp, vLLM) set TCP_NODELAY too.
+    disable_nagle_algorithm = True
     fake: FakeServer
 
     def log_message(self, *args):  # quiet
