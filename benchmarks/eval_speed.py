@@ -84,13 +84,6 @@ def matmul_flops(n: int = 1536, seconds: float = 3.0) -> float:
     return best
 
 
-def common_prefix(seqs: list[list[int]]) -> int:
-    first, n = seqs[0], min(len(s) for s in seqs) - 1
-    for s in seqs[1:]:
-        n = next((i for i in range(n) if s[i] != first[i]), n)
-    return n
-
-
 def flops_summary(seconds, processed, logical, params, peak, n, generated):
     return {
         "seconds": round(seconds, 2),
@@ -126,6 +119,7 @@ def main() -> None:
     from mathdistill.eval import evaluate
     from mathdistill.paths import data_dir
     from mathdistill.student.chat import render_few_shot
+    from mathdistill.student.generate import _common_prefix
     from mathdistill.student.models import load_model
     from mathdistill.thoughts import get
 
@@ -143,7 +137,7 @@ def main() -> None:
     exemplars = [(user(p.question), p.extra["solution"]) for p in shots]
     prompts = [render_few_shot(tok, exemplars, user(p.question)) for p in problems]
     prompt_tokens = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    shared = common_prefix(prompt_tokens)
+    shared = _common_prefix(prompt_tokens)  # what generate() runs once for the whole call
 
     # --- ours: the full evaluator (prompts given, generation, scoring) ---
     load["ours"] = os.getloadavg()

@@ -122,3 +122,24 @@ def test_cli_bad_input_is_a_clear_error(tmp_path, data_dir):
     proc = run_cli("--dataset", "svamp", "--adapter", str(tmp_path), "--out", str(tmp_path / "x"),
                    "--data-dir", str(data_dir), cwd=tmp_path)
     assert proc.returncode == 2 and "adapter_config.json" in proc.stderr
+
+
+@pytest.mark.slow
+def test_cli_adapter_changes_the_model(student, student_path, tmp_path, data_dir):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from mathdistill.student.models import load_model
+
+    model, tok = load_model(student_path)  # own copy: PEFT edits it in place
+    torch.manual_seed(0)
+    lora = LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, lora).save_pretrained(tmp_path / "adapter")
+    problems = data.load("svamp", data_dir=data_dir, limit=2)
+    base = evaluate(*student, problems, max_new_tokens=8, progress=False)
+    proc = run_cli("--dataset", "svamp", "--limit", "2", "--max-new-tokens", "8", "--adapter", str(tmp_path / "adapter"),
+                   "--data-dir", str(data_dir), "--out", str(tmp_path / "eval"), "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["output"] for r in rows] != [r["output"] for r in base.rows]
+    assert str((tmp_path / "adapter").resolve()) in json.loads((tmp_path / "eval" / "metrics.json").read_text())["model"]

@@ -36,9 +36,9 @@ def one_by_one(model, tok, prompts, max_new_tokens):
 def test_batched_equals_one_by_one_in_input_order(student):
     model, tok = student
     prompts = [render_prompt(tok, q) for q in QUESTIONS]  # lengths deliberately unsorted
-    gens = generate(model, tok, prompts, max_new_tokens=12, batch_size=2, progress=False)
-    assert [g.text for g in gens] == one_by_one(model, tok, prompts, 12)
-    assert all(len(g.texts) == 1 and 1 <= g.num_tokens[0] <= 12 for g in gens)
+    gens = generate(model, tok, prompts, max_new_tokens=8, batch_size=2, progress=False)
+    assert [g.text for g in gens] == one_by_one(model, tok, prompts, 8)
+    assert all(len(g.texts) == 1 and 1 <= g.num_tokens[0] <= 8 for g in gens)
 
 
 def test_shared_few_shot_prefix_gives_the_same_text(student):
@@ -97,3 +97,26 @@ def test_adapter_choice_per_call(student_path):
     assert run(None) == out_b
     with pytest.raises(InputError, match="not loaded"):
         run("missing")
+
+
+def test_long_runners_continue_in_a_later_batch_with_the_same_text(student, monkeypatch):
+    """A batch whose last row is still running while others wait hands it on (preemption):
+    it continues from its tokens so far, and the text is what one-by-one generation gives."""
+    from mathdistill.student import generate as gen
+
+    model, tok = student
+    seen = []
+
+    class Spy(gen._Finish):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            seen.append(self)
+
+    monkeypatch.setattr(gen, "_Finish", Spy)
+    monkeypatch.setattr(gen, "PREEMPT_MIN_STEPS", 2)
+    prompts = [render_prompt(tok, q) for q in QUESTIONS]
+    # batch 1 (8 longest rows): 6 stop at a comma within a few tokens, 2 run on -> handed on
+    gens = generate(model, tok, prompts * 3, max_new_tokens=10, batch_size=8, stop=[","], progress=False)
+    assert any(f.preempted for f in seen)
+    want = [t.split(",")[0] for t in one_by_one(model, tok, prompts, 10)]
+    assert [g.text for g in gens] == want * 3

@@ -8,7 +8,9 @@ What makes it fast on a CPU:
     through the model once; each batch starts from a copy of that KV cache;
   * rows are sorted by length (longest first) and left-padded, so batches hold similar lengths;
   * a batch ends as soon as every row in it hit EOS or a stop string (checked on the decoded
-    tail of each row only).
+    tail of each row only); when only a few long runners are left while other prompts wait,
+    the batch stops early and those rows continue (from their tokens so far) in a later batch,
+    so batches stay full instead of decoding 2 rows for 200 steps;
   * while decoding, that prefix's keys/values are stored once, not once per row: a small
     attention function (`_shared_prefix_attention`) attends to the shared prefix with one matmul
     for the whole batch and to each row's own tokens separately, and merges the two softmaxes.
@@ -22,6 +24,7 @@ active one after), `adapter=BASE` ("base") runs the base model with adapters dis
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import functools
@@ -37,6 +40,7 @@ BASE = "base"  #: adapter sentinel: the base model with every adapter disabled
 DEFAULT_MAX_NEW_TOKENS = 320
 DEFAULT_BATCH_SIZE = 16
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward pass
+PREEMPT_MIN_STEPS = 32  # a batch runs at least this many steps before handing its last rows on
 
 
 @dataclass
@@ -239,33 +243,44 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
 
 
 class _Finish:
-    """Stopping criterion: marks a row done at EOS or when its tail contains a stop string;
-    records how many tokens each row generated and reports finished rows to `on_done`."""
+    """Stopping criterion for one batch.
 
-    def __init__(self, tokenizer, start: int, eos: list[int], stop: Sequence[str], on_done: Callable[[int], None]):
-        self.tokenizer, self.start, self.eos, self.stop, self.on_done = tokenizer, start, set(eos), list(stop), on_done
+    Row r is finished at EOS, at a stop string in what it generated (`gen_start[r]` is where its
+    generated text starts in the batch's input, earlier segments included), or when it used up
+    its token `budget[r]`. Once at least PREEMPT_MIN_STEPS steps are done and no more than `preempt_at`
+    rows are still running, the whole batch stops early (`preempted`): the running rows go back
+    to the queue and continue in a later, fuller batch.
+    """
+
+    def __init__(self, tokenizer, width, gen_start, budget, eos, stop, on_done, preempt_at=0):
+        self.tokenizer, self.width, self.gen_start, self.budget = tokenizer, width, gen_start, budget
+        self.eos, self.stop, self.on_done = set(eos), list(stop), on_done
+        self.preempt_at = preempt_at
         self.tail = max((len(s) for s in self.stop), default=0) + 2  # tokens are >= 1 character
-        self.length: list[int | None] | None = None
+        self.length: list[int | None] = [None] * len(budget)  # tokens generated in this batch, once done
+        self.preempted = False
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
         rows, cur = input_ids.shape
-        if self.length is None:
-            self.length = [None] * rows
-        done = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
+        steps = cur - self.width
         last = input_ids[:, -1].tolist()
         for i in range(rows):
-            if self.length[i] is None:
-                hit = last[i] in self.eos
-                if not hit and self.stop:
-                    tail = self.tokenizer.decode(input_ids[i, max(self.start, cur - self.tail) :])
-                    hit = any(s in tail for s in self.stop)
-                if hit:
-                    self.length[i] = cur - self.start
-                    self.on_done(1)
-            done[i] = self.length[i] is not None
-        return done
+            if self.length[i] is not None:
+                continue
+            hit = last[i] in self.eos or steps >= self.budget[i]
+            if not hit and self.stop:
+                tail = self.tokenizer.decode(input_ids[i, max(self.gen_start[i], cur - self.tail) :])
+                hit = any(s in tail for s in self.stop)
+            if hit:
+                self.length[i] = steps
+                self.on_done(1)
+        running = sum(n is None for n in self.length)
+        if running and steps >= PREEMPT_MIN_STEPS and running <= self.preempt_at:
+            self.preempted = True
+            return torch.ones(rows, dtype=torch.bool, device=input_ids.device)
+        return torch.tensor([n is not None for n in self.length], dtype=torch.bool, device=input_ids.device)
 
 
 def _progress(total: int, enabled: bool):
@@ -324,20 +339,21 @@ def generate(
         gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
 
     tokens = [_tokenize(tokenizer, p) for p in prompts]
-    rows = [(i, k) for i in range(len(prompts)) for k in range(num_samples)]
     shared = _common_prefix(tokens)
     if shared < MIN_SHARED_PREFIX:
         shared = 0
-    # longest first: the slowest batch runs while the ETA still has time to settle
-    rows.sort(key=lambda r: -len(tokens[r[0]]))
-
+    # queue of rows (prompt, sample, tokens generated so far), longest prompt first: the slowest
+    # batch runs while the ETA still has time to settle
+    queue = collections.deque(
+        (i, k, []) for i in sorted(range(len(prompts)), key=lambda i: -len(tokens[i])) for k in range(num_samples)
+    )
     texts: list[list[str | None]] = [[None] * num_samples for _ in prompts]
     counts: list[list[int]] = [[0] * num_samples for _ in prompts]
     left = [num_samples] * len(prompts)
     generated = 0
     t0 = time.perf_counter()
-    with _adapter_context(model, adapter), torch.inference_mode(), _progress(len(rows), progress) as bar:
-        task = bar.add_task("generate", total=len(rows), speed="")
+    with _adapter_context(model, adapter), torch.inference_mode(), _progress(len(queue), progress) as bar:
+        task = bar.add_task("generate", total=len(queue), speed="")
         prefix_cache, shared_attention = None, False
         if shared:
             prefix_cache = DynamicCache(config=model.config)
@@ -345,9 +361,9 @@ def generate(
             shared_attention = share_prefix and _can_share_prefix(model, prefix_cache)
             if shared_attention:
                 _register_attention()
-        for b in range(0, len(rows), batch_size):
-            batch = rows[b : b + batch_size]
-            suffixes = [tokens[i][shared:] for i, _ in batch]
+        while queue:
+            batch = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
+            suffixes = [tokens[i][shared:] + done for i, _, done in batch]
             width = shared + max(len(s) for s in suffixes)
             input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -358,10 +374,11 @@ def generate(
                 input_ids[r, width - len(s) :] = torch.tensor(s)
                 mask[r, :shared] = 1
                 mask[r, width - len(s) :] = 1
-            kwargs = dict(gen_kwargs)
+            budget = [max_new_tokens - len(done) for _, _, done in batch]
+            kwargs = dict(gen_kwargs, max_new_tokens=max(budget))
             attention = contextlib.nullcontext()
             if prefix_cache is not None and shared_attention:
-                capacity = width - shared + max_new_tokens
+                capacity = width - shared + max(budget)
                 kwargs["past_key_values"] = Cache(
                     layers=[_shared_prefix_layer()(l.keys, l.values, capacity) for l in prefix_cache.layers]
                 )
@@ -370,20 +387,27 @@ def generate(
                 cache = copy.deepcopy(prefix_cache)
                 cache.batch_repeat_interleave(len(batch))
                 kwargs["past_key_values"] = cache
-            finish = _Finish(tokenizer, width, eos, stop, lambda n: bar.advance(task, n))
+            finish = _Finish(
+                tokenizer, width, [width - len(done) for _, _, done in batch], budget, eos, stop,
+                lambda n: bar.advance(task, n),
+                # hand the last few long runners to a later, fuller batch while others wait
+                preempt_at=batch_size // 4 if len(queue) >= batch_size // 2 else 0,
+            )
             with attention:
                 out = model.generate(
                     input_ids=input_ids.to(device), attention_mask=mask.to(device),
                     stopping_criteria=StoppingCriteriaList([finish]), **kwargs,
                 )
-            new = out[:, width:].cpu()
-            for r, (i, k) in enumerate(batch):
-                n = (finish.length or [None] * len(batch))[r] or new.shape[1]
-                if finish.length is None or finish.length[r] is None:
-                    bar.advance(task, 1)  # ran to max_new_tokens
-                text = tokenizer.decode(new[r, :n], skip_special_tokens=True)
-                texts[i][k], counts[i][k] = _cut_at_stop(text, stop), n
-                generated += n
+            new = out[:, width:].cpu().tolist()
+            for r, (i, k, done) in enumerate(batch):
+                n = finish.length[r]
+                if n is None:  # preempted: continue later from here
+                    queue.append((i, k, done + new[r]))
+                    continue
+                ids = done + new[r][:n]
+                text = tokenizer.decode(ids, skip_special_tokens=True)
+                texts[i][k], counts[i][k] = _cut_at_stop(text, stop), len(ids)
+                generated += len(ids)
                 left[i] -= 1
                 if left[i] == 0 and on_result is not None:
                     on_result(i, Generation(list(texts[i]), list(counts[i])))
