@@ -238,7 +238,7 @@ def evaluate(
     # score every sample of every problem in one batch (PoT programs run in parallel)
     flat = [(p, t) for p in problems for t in done[p.id]["texts"]]
     scored = fmt.score_batch([t for _, t in flat], [p.answer for p, _ in flat])
-    rows, pos, generated_now = [], 0, 0
+    rows, pos = [], 0
     for p in problems:
         texts, ntoks = done[p.id]["texts"], done[p.id]["num_tokens"]
         s = scored[pos : pos + len(texts)]
