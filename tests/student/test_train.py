@@ -116,15 +116,15 @@ def _mean_loss(model, tok, rows):
 
 @pytest.mark.slow
 def test_loss_falls_on_gsm8k_reference_rationales(tmp_path, data_dir, student_path):
-    """Held-out GSM8K loss drops after one short pass over 48 reference rationales; logs are kept."""
+    """Held-out GSM8K loss drops after one pass over 24 reference rationales; per-step logs are kept."""
     from mathdistill.student.adapters import load_with_adapters
 
-    train_rows, held_out = gsm8k_rows(data_dir, 48), gsm8k_rows(data_dir, 8, offset=200)
+    train_rows, held_out = gsm8k_rows(data_dir, 24), gsm8k_rows(data_dir, 8, offset=200)
     base, tok = load_with_adapters(student_path)
     before = _mean_loss(base, tok, held_out)
     del base
     out = tmp_path / "cot"
-    result = train(TrainConfig(model=student_path, max_steps=6, lr=1e-3, **TINY), train_rows, out)
+    result = train(TrainConfig(model=student_path, max_steps=6, batch_size=4, lr=1e-3, **TINY), train_rows, out)
     assert result.global_step == 6 and is_trained(out)
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6]
@@ -145,3 +145,36 @@ def test_full_fine_tuning_writes_a_standalone_model(tmp_path, student_path):
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.num_parameters() > 100_000_000
     assert 2 in GenerationConfig.from_pretrained(out).eos_token_id  # <|im_end|> ends generation
+
+
+@pytest.mark.slow
+def test_trl_batches_are_padding_free_completion_only_and_exact(tmp_path, student_path):
+    """The batches TRL builds from our rows: one flat row, loss only on completions, and the same
+    logits as running each example alone (no attention across examples)."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from mathdistill.student.train import _build_model, _sft_config
+
+    cfg = TrainConfig(model=student_path, batch_size=3, micro_batch_size=3, max_steps=1)
+    model, tok = _build_model(cfg)
+    rows = [{"prompt": f"What is {a} + {b}?", "completion": f"{a} + {b} = {a + b}"} for a, b in [(1, 2), (30, 4), (5, 600)]]
+    examples, _ = tokenize_rows(tok, rows, 128)
+    trainer = SFTTrainer(model=model, args=_sft_config(cfg, tmp_path), train_dataset=Dataset.from_list(examples),
+                         processing_class=tok)
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch  # padding-free: no pad tokens at all
+    diffs = []
+    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist() + [batch["input_ids"].shape[1]]
+    model.eval()
+    with torch.no_grad():
+        flat = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        for s, e in zip(starts, starts[1:]):
+            ids = batch["input_ids"][0, s:e]
+            ex = next(x for x in examples if x["input_ids"] == ids.tolist())
+            labels = batch["labels"][0, s:e].tolist()
+            assert labels == [i if m else -100 for i, m in zip(ex["input_ids"], ex["completion_mask"])]
+            alone = model(input_ids=ids[None], use_cache=False).logits[0]
+            diffs.append((flat[s:e] - alone).abs().max().item())
+    assert len(diffs) == 3 and max(diffs) < 1e-3

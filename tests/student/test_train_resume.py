@@ -50,17 +50,19 @@ def test_sigkilled_run_resumes_and_matches_an_uninterrupted_one(tmp_path, studen
     assert [r["step"] for r in state["log_history"] if "loss" in r] == list(range(1, STEPS + 1))
 
     # optimizer, scheduler, RNG and data position were restored: same losses as a run never stopped
+    same = TrainConfig(model=student_path, max_steps=STEPS, save_steps=SAVE, batch_size=2, max_seq_len=128, lr=1e-3,
+                       warmup=0)  # what the command line above asks for
     straight = tmp_path / "straight"
-    train(TrainConfig(model=student_path, max_steps=STEPS, save_steps=100, batch_size=2, max_seq_len=128, lr=1e-3,
-                      warmup=0), data, straight)
+    train(same.model_copy(update={"save_steps": 100}), data, straight)
     losses = [[r["loss"] for r in json.loads((d / "trainer_state.json").read_text())["log_history"] if "loss" in r]
               for d in (out, straight)]
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
 
-    # the adapter loads with plain PEFT; a re-run returns at once
+    # a finished run is detected: running it again returns at once
+    assert train(same, data, out).skipped
+
+    # the adapter loads with plain PEFT
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(student_path), str(out))
-    third = subprocess.run(cmd(data, out, student_path), capture_output=True, text=True, timeout=300)
-    assert third.returncode == 0 and json.loads(third.stdout.strip().splitlines()[-1])["skipped"] is True

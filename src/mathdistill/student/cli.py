@@ -40,8 +40,11 @@ def train_command(
     with_adapter: Optional[list[str]] = typer.Option(
         None, "--with-adapter", help="NAME=DIR: an adapter loaded frozen beside the one trained (repeatable)."
     ),
-    batch_size: int = typer.Option(8, "--batch-size", help="Examples per device per optimizer step."),
-    grad_accum: int = typer.Option(1, "--grad-accum"),
+    batch_size: int = typer.Option(8, "--batch-size", help="Examples per device per step."),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="Steps accumulated into one optimizer update."),
+    micro_batch_size: Optional[int] = typer.Option(
+        None, "--micro-batch-size", help="Examples per forward pass [1 on CPU, --batch-size on GPU]."
+    ),
     max_seq_len: int = typer.Option(1024, "--max-seq-len"),
     packing: str = typer.Option("padding_free", "--packing", help="padding_free | bfd | none"),
     warmup: float = typer.Option(0.03, "--warmup", help="Ratio of steps if < 1, else steps."),
@@ -52,8 +55,14 @@ def train_command(
         None, "--resume/--fresh", help="Default: resume when OUT has a checkpoint. --resume: insist. --fresh: start over."
     ),
 ) -> None:
+    import logging
+
     from mathdistill.student.train import TrainConfig, train
 
+    notes = logging.getLogger("mathdistill")  # our notes (resuming, dropped rows, skipping) on stderr
+    notes.setLevel(logging.INFO)
+    if not notes.handlers:
+        notes.addHandler(logging.StreamHandler())
     targets = target_modules if target_modules == "all-linear" else [t.strip() for t in target_modules.split(",") if t.strip()]
     try:
         config = TrainConfig(
@@ -70,6 +79,7 @@ def train_command(
             target_modules=targets,
             batch_size=batch_size,
             grad_accum=grad_accum,
+            micro_batch_size=micro_batch_size,
             max_seq_len=max_seq_len,
             packing=packing,
             warmup=warmup,
