@@ -110,6 +110,9 @@ def hostile(port: int) -> dict[str, tuple[str, str]]:
 def test_hostile_corpus_is_contained(pool, listener, home_secret):
     home = Path(os.path.expanduser("~"))
     corpus = hostile(listener.getsockname()[1])
+    # processes of this test session that are not this pool's (e.g. the process-wide pool earlier tests used)
+    mine = {w.proc.pid for w in pool.workers if w.proc}
+    others = descendants(os.getpid()) - mine - {c for w in mine for c in descendants(w)}
     # interleave ordinary programs: they run in the same pool, at the same time
     ordinary = list(zip(ex.POT, ex.ANSWERS))
     programs = list(corpus.values())
@@ -133,7 +136,7 @@ def test_hostile_corpus_is_contained(pool, listener, home_secret):
     with pytest.raises(OSError):  # nobody connected to our listener
         listener.accept()
     # no process left behind: only each worker's `unshare` and its PID 1 remain
-    live = descendants(os.getpid())
+    live = descendants(os.getpid()) - others
     workers = {w.proc.pid for w in pool.workers if w.proc}
     zygotes = {c for w in workers for c in descendants(w)}
     assert live == workers | zygotes and len(zygotes) == len(workers), (live, workers, zygotes)
