@@ -98,3 +98,21 @@ def iter_jsonl(path: str | Path, required: Iterable[str] = (), skip_partial: boo
 
 def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
     return [row for _, row in iter_jsonl(path, required)]
+
+
+def read_yaml_mapping(path: str | Path, what: str = "a mapping of keys") -> dict:
+    """A YAML (or JSON) file that must hold a mapping; errors name the file and line."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise InputError(f"{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected {what}")
+    return data

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mathdistill.io import InputError
+from mathdistill.io import InputError, read_yaml_mapping
 
 
 class Strict(BaseModel):
@@ -161,14 +161,7 @@ def load_config(path: str | Path | None, overrides: list[str] = (), base: dict |
         source = str(path)
         if not path.exists():
             raise InputError(f"recipe not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise InputError(f"{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
-        if not isinstance(raw, dict):
-            raise InputError(f"{path}: a recipe must be a mapping of keys")
+        raw = read_yaml_mapping(path, "a recipe: a mapping of keys")
     for item in overrides:
         if "=" not in item:
             raise InputError(f"override '{item}' is not key=value")

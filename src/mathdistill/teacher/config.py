@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mathdistill.io import InputError
+from mathdistill.io import InputError, read_yaml_mapping
 
 
 class Price(BaseModel):
@@ -93,17 +93,8 @@ class TeacherConfig(BaseModel):
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> "TeacherConfig":
         """Read YAML/JSON, apply non-None overrides, validate; errors name the file and key."""
-        import yaml
-
         path = Path(path)
-        if not path.exists():
-            raise InputError(f"{path}: file not found")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise InputError(f"{path}: invalid YAML ({e})") from None
-        if not isinstance(data, dict):
-            raise InputError(f"{path}: expected a mapping of teacher settings")
+        data = read_yaml_mapping(path, "a mapping of teacher settings")
         data.update({k: v for k, v in overrides.items() if v is not None})
         return build(data, where=str(path))
 
