@@ -37,7 +37,7 @@ def test_two_process_ddp_on_cpu_saves_one_adapter(tmp_path, student_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on a small machine
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"out_dir"')]
     assert len(results) == 2 and all(r["global_step"] == 2 for r in results)  # both ranks ran the same steps
     assert is_trained(out) and (out / "adapter_model.safetensors").exists()
     # 8 rows / (2 processes x 2 rows per step) = 2 steps per epoch: the data was split across both ranks
