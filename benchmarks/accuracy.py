@@ -31,9 +31,9 @@ METHOD_THOUGHTS = {"cot": ["cot"], "eotd": ["eot"], "pot": ["pot"], "etd": ["cot
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--train-problems", type=int, default=400)
+    ap.add_argument("--train-problems", type=int, default=200)
     ap.add_argument("--eval-limit", type=int, default=300)
-    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--methods", default="base,cot,eotd,pot,etd")

@@ -24,23 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from mathdistill.thoughts.reference import training_rows
+
 RESULTS = Path(__file__).resolve().parent / "results" / "train_speed.json"
 BATCH = 8  # TRL's default per-device batch size; ours uses the same
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear")
-
-
-def rows(n: int) -> list[dict]:
-    from mathdistill.data import load
-    from mathdistill.thoughts.reference import convert
-
-    out = []
-    for p in load("gsm8k", split="train", limit=4 * n):
-        text = convert(p, "cot")
-        if text:
-            out.append({"prompt": p.question, "completion": text})
-        if len(out) == n:
-            return out
-    raise SystemExit("not enough reference rationales")
 
 
 def matmul_flops(n: int = 2048, reps: int = 5) -> float:
@@ -122,7 +110,7 @@ def main() -> None:
         import logging
 
         logging.disable(logging.WARNING)
-        data = rows(args.examples)
+        data = training_rows(args.examples)
         run = run_ours if args.side == "ours" else run_trl
         print(json.dumps(run(args.model, data, steps)))
         return

@@ -10,6 +10,7 @@ import pytest
 
 from mathdistill.io import InputError
 from mathdistill.student.train import TrainConfig, is_trained, load_rows, tokenize_rows, train
+from mathdistill.thoughts.reference import training_rows
 
 TINY = dict(max_seq_len=256, save_steps=100, warmup=0, logging_steps=1)
 
@@ -17,21 +18,6 @@ TINY = dict(max_seq_len=256, save_steps=100, warmup=0, logging_steps=1)
 def write(path, rows):
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     return path
-
-
-def gsm8k_rows(data_dir, n, offset=0):
-    """(question, reference CoT rationale) rows from GSM8K train solutions."""
-    from mathdistill.data import load
-    from mathdistill.thoughts.reference import convert
-
-    rows = []
-    for p in load("gsm8k", split="train", data_dir=data_dir, limit=4 * (n + offset))[offset:]:
-        text = convert(p, "cot")
-        if text:
-            rows.append({"prompt": p.question, "completion": text})
-        if len(rows) == n:
-            return rows
-    raise AssertionError("not enough reference rationales")
 
 
 # ------------------------------------------------------------------------------------ bad input
@@ -119,7 +105,7 @@ def test_loss_falls_on_gsm8k_reference_rationales(tmp_path, data_dir, student_pa
     """Held-out GSM8K loss drops after one pass over 24 reference rationales; per-step logs are kept."""
     from mathdistill.student.adapters import load_with_adapters
 
-    train_rows, held_out = gsm8k_rows(data_dir, 24), gsm8k_rows(data_dir, 8, offset=200)
+    train_rows, held_out = training_rows(24, data_dir=data_dir), training_rows(8, offset=200, data_dir=data_dir)
     base, tok = load_with_adapters(student_path)
     before = _mean_loss(base, tok, held_out)
     del base

@@ -21,12 +21,11 @@ def test_shipped_accelerate_configs_parse(name):
 
     cfg = load_config_from_file(str(CONFIGS / f"{name}.yaml"))
     assert cfg.num_machines == 1 and cfg.num_processes >= 2
-    assert (cfg.distributed_type.value == "MULTI_CPU") == (name == "cpu_ddp")
+    # MULTI_CPU (or use_cpu) makes `accelerate launch` start a single process unless mpirun is set up
+    assert cfg.distributed_type.value != "MULTI_CPU" and not cfg.use_cpu
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="known bug, issue 5: the 2-process run exits 0 but only one rank reports a result "
-                   "and it shows epoch 0.5, i.e. the data does not look split across ranks; under investigation")
 def test_two_process_ddp_on_cpu_saves_one_adapter(tmp_path, student_path):
     rows = [{"prompt": f"What is {a} minus {b}?", "completion": f"{a} - {b} = {a - b}."} for a, b in
             [(9, 2), (8, 3), (7, 5), (6, 1), (9, 9), (5, 4), (8, 8), (7, 2)]]

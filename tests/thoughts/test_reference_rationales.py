@@ -52,3 +52,15 @@ def test_errors():
         reference.convert(p, "pot")
     with pytest.raises(ValueError, match="no reference conversion"):
         reference.convert(p, "l2m")
+
+
+def test_training_rows_are_prompt_completion_pairs_from_gsm8k_train(data_dir):
+    rows = reference.training_rows(4, data_dir=data_dir)
+    later = reference.training_rows(4, offset=100, data_dir=data_dir)
+    first = load("gsm8k", "train", data_dir=data_dir, limit=1)[0]
+    assert rows[0] == {"prompt": first.question, "completion": reference.convert(first, "cot")}
+    assert all(r["completion"].endswith(".") and "The answer is" in r["completion"] for r in rows)
+    assert not {r["prompt"] for r in rows} & {r["prompt"] for r in later}
+    assert reference.training_rows(2, "pot", data_dir=data_dir)[0]["completion"].rstrip().splitlines()[-1].startswith("ans = ")
+    with pytest.raises(ValueError, match="fewer than 9000"):
+        reference.training_rows(9000, data_dir=data_dir)

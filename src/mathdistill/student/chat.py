@@ -53,3 +53,11 @@ def render_completion(tokenizer, text: str) -> str:
     """Assistant `text` as a training target: the text followed by the end-of-turn token."""
     eot = end_of_turn(tokenizer)
     return text if text.endswith(eot) else text + eot
+
+
+def prompt_token_ids(tokenizer, prompt: str) -> list[int]:
+    """Token ids of a rendered prompt, exactly as generation feeds them (and training masks them):
+    a chat-templated prompt already starts with BOS, so the tokenizer must not add a second one."""
+    bos = getattr(tokenizer, "bos_token", None)
+    special = not (bos and prompt.startswith(bos))
+    return tokenizer(prompt, add_special_tokens=special)["input_ids"]

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from mathdistill.io import InputError
+from mathdistill.student.chat import prompt_token_ids
 
 __all__ = ["Generation", "generate", "BASE", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_BATCH_SIZE"]
 
@@ -53,13 +54,6 @@ class Generation:
     @property
     def text(self) -> str:
         return self.texts[0]
-
-
-def _tokenize(tokenizer, prompt: str) -> list[int]:
-    # a chat-templated prompt already starts with BOS: don't let the tokenizer add a second one
-    bos = getattr(tokenizer, "bos_token", None)
-    special = not (bos and prompt.startswith(bos))
-    return tokenizer(prompt, add_special_tokens=special)["input_ids"]
 
 
 def _common_prefix(seqs: list[list[int]]) -> int:
@@ -338,7 +332,7 @@ def generate(
     if sampling:
         gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
 
-    tokens = [_tokenize(tokenizer, p) for p in prompts]
+    tokens = [prompt_token_ids(tokenizer, p) for p in prompts]
     shared = _common_prefix(tokens)
     if shared < MIN_SHARED_PREFIX:
         shared = 0

@@ -127,10 +127,10 @@ def tokenize_rows(tokenizer, rows: list[dict], max_seq_len: int) -> tuple[list[d
 
     Returns the examples and how many rows were dropped because their prompt alone fills `max_seq_len`.
     """
-    from mathdistill.student.chat import render_completion, render_prompt
-    from mathdistill.student.generate import _tokenize as prompt_tokens  # the very tokens eval generates from
+    from mathdistill.student.chat import prompt_token_ids, render_completion, render_prompt
 
-    p_ids = [prompt_tokens(tokenizer, render_prompt(tokenizer, r["prompt"])) for r in rows]
+    # the very prompt tokens eval generates from
+    p_ids = [prompt_token_ids(tokenizer, render_prompt(tokenizer, r["prompt"])) for r in rows]
     completions = [render_completion(tokenizer, r["completion"]) for r in rows]
     c_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
     examples, dropped = [], 0

@@ -502,4 +502,14 @@ def teach(problems, thoughts, backend: Backend, **kwargs) -> TeachResult:
         finally:
             await backend.aclose()  # connections die with this loop; the backend stays usable
 
-    return asyncio.run(main())
+    return run_loop(main())
+
+
+def run_loop(coro):
+    """Run `coro` in a fresh event loop: uvloop's when installed (the client's per-request CPU is
+    what delays each burst of replies at high concurrency; uvloop cuts the loop's share), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)

@@ -185,6 +185,21 @@ def convert(problem, thought: str) -> str | None:
     return "\n".join(out)
 
 
+def training_rows(n: int, thought: str = "cot", offset: int = 0, data_dir=None) -> list[dict]:
+    """The first `n` {prompt: question, completion: converted gold solution} rows of GSM8K train,
+    after skipping `offset` problems: small real training sets for tests and benchmarks."""
+    from mathdistill.data import load
+
+    rows = []
+    for p in load("gsm8k", split="train", data_dir=data_dir, limit=4 * (n + offset))[offset:]:
+        text = convert(p, thought)
+        if text:
+            rows.append({"prompt": p.question, "completion": text})
+        if len(rows) == n:
+            return rows
+    raise ValueError(f"fewer than {n} GSM8K train problems convert to {thought} after the first {offset}")
+
+
 def _verify(problems: Sequence, thought: str, texts: list[str | None]) -> list[str | None]:
     from mathdistill.thoughts import get
 
