@@ -143,3 +143,11 @@ def test_cli_adapter_changes_the_model(student, student_path, tmp_path, data_dir
     rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert [r["output"] for r in rows] != [r["output"] for r in base.rows]
     assert str((tmp_path / "adapter").resolve()) in json.loads((tmp_path / "eval" / "metrics.json").read_text())["model"]
+
+
+def test_self_consistency_vote_counts_equivalent_answers_as_one():
+    from mathdistill.eval import _vote
+
+    assert _vote(["7", "5", "5.0", None], [False, True, True, False]) == ("5", True)
+    assert _vote(["7", "5"], [False, True]) == ("7", False)  # a tie goes to the earliest sample
+    assert _vote([None, None], [False, False]) == (None, False)

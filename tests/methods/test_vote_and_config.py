@@ -2,7 +2,7 @@ import pytest
 
 from mathdistill.io import InputError
 from mathdistill.methods.config import load_config
-from mathdistill.methods.vote import vote
+from mathdistill.answers import vote
 
 PREF = ["pot", "eot", "cot"]
 

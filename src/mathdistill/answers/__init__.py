@@ -12,6 +12,7 @@ import math
 import re
 import threading
 from fractions import Fraction
+from typing import Sequence
 
 __all__ = [
     "extract_answer",
@@ -20,6 +21,7 @@ __all__ = [
     "parse_number",
     "is_equivalent",
     "format_number",
+    "vote",
 ]
 
 # A number as people write it: optional sign, optional currency, thousands separators,
@@ -247,3 +249,31 @@ def is_equivalent(pred: str | int | float | None, gold: str | int | float | None
         return True
     # expressions, or a number against an expression ("\\frac{\\sqrt{2}}{2}" vs "0.7071")
     return _math_verify(pred_s, gold_s)
+
+
+def vote(answers: dict[str, Sequence[str | None]], preference: Sequence[str]) -> tuple[str | None, str | None]:
+    """Majority vote over the answers of every format (each may carry several samples).
+
+    Equivalent answers (`5` and `5.0`) count as one. Ties go to the answer given by the
+    earliest format in `preference`; formats that produced no answer (failed to parse,
+    execute or solve) do not vote. Returns (answer, format whose answer won) or (None, None).
+    """
+    order = list(preference) + [t for t in answers if t not in preference]
+    groups: list[list] = []  # [representative, count, best preference rank, format]
+    for fmt, values in answers.items():
+        rank = order.index(fmt)
+        for value in values:
+            if value is None:
+                continue
+            for g in groups:
+                if is_equivalent(value, g[0]):
+                    g[1] += 1
+                    if rank < g[2]:
+                        g[2], g[3] = rank, fmt
+                    break
+            else:
+                groups.append([value, 1, rank, fmt])
+    if not groups:
+        return None, None
+    best = max(groups, key=lambda g: (g[1], -g[2]))
+    return best[0], best[3]

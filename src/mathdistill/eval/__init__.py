@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -128,16 +127,14 @@ def _as_list(x) -> list[int]:
 
 
 def _vote(preds: list[str | None], corrects: list[bool]) -> tuple[str | None, bool]:
-    """Majority answer among samples (ties: the earliest) and whether it is correct."""
-    from mathdistill.answers import normalize_answer
+    """Majority answer among samples (equivalent answers count as one; ties: the earliest sample)
+    and whether the thought's own scoring called it correct."""
+    from mathdistill.answers import is_equivalent, vote
 
-    keys = [normalize_answer(p) if p is not None else None for p in preds]
-    counts = Counter(k for k in keys if k is not None)
-    if not counts:
+    pred, _ = vote({"samples": preds}, ["samples"])
+    if pred is None:
         return None, False
-    best = max(counts.values())
-    i = next(j for j, k in enumerate(keys) if k is not None and counts[k] == best)
-    return preds[i], corrects[i]
+    return pred, next(ok for p, ok in zip(preds, corrects) if p is not None and is_equivalent(p, pred))
 
 
 def evaluate(
