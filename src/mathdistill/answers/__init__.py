@@ -3,7 +3,8 @@
 `extract_answer` finds the final answer a model wrote ("The answer is 18", "#### 18",
 "\\boxed{18}", "A: 18", or the last number). `is_equivalent` compares a prediction with a
 gold answer: numerically with a tolerance when both are numbers (`1,000`, `$5`, `5.00`,
-`5 apples`, `1/2`), otherwise with math-verify (LaTeX / symbolic expressions).
+`5 apples`, `1/2`), otherwise with math-verify (LaTeX / symbolic expressions). `vote` takes
+the majority of several answers (ETD's formats, or self-consistency samples) by that equivalence.
 """
 
 from __future__ import annotations
