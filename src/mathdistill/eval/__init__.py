@@ -129,12 +129,12 @@ def _as_list(x) -> list[int]:
 def _vote(preds: list[str | None], corrects: list[bool]) -> tuple[str | None, bool]:
     """Majority answer among samples (equivalent answers count as one; ties: the earliest sample)
     and whether the thought's own scoring called it correct."""
-    from mathdistill.answers import is_equivalent, vote
+    from mathdistill.answers import vote
 
     pred, _ = vote({"samples": preds}, ["samples"])
     if pred is None:
         return None, False
-    return pred, next(ok for p, ok in zip(preds, corrects) if p is not None and is_equivalent(p, pred))
+    return pred, corrects[preds.index(pred)]  # the winner is one of the samples: its own verdict
 
 
 def evaluate(

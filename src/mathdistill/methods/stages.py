@@ -155,8 +155,7 @@ def train(run: Run, data: Path, adapter: str = "student", frozen: dict[str, str]
 
 def _vote_rows(per_thought: dict[str, list[dict]], preference: list[str]) -> list[dict]:
     """ETD inference: per problem, a majority vote over every format's answers (all samples)."""
-    from mathdistill.answers import is_equivalent
-    from mathdistill.answers import vote
+    from mathdistill.answers import is_equivalent, vote
 
     rows = []
     first = next(iter(per_thought.values()))
