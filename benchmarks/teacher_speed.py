@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=500)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--latency", type=float, default=0.2)
-    ap.add_argument("--repeats", type=int, default=3, help="report the median run")
+    ap.add_argument("--repeats", type=int, default=5, help="report the median run")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 

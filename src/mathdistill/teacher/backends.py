@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import os
 import threading
 import time
@@ -104,6 +105,47 @@ def parse_retry_after(headers) -> float | None:
 RETRY_STATUS = {408, 429}  # plus every 5xx
 
 
+@functools.cache
+def _tls_context():
+    """One TLS context per process: loading the CA bundle costs ~40 ms, once per client otherwise."""
+    try:
+        import httpx2 as httpx  # the HTTP library of openai >= 2.x
+    except ImportError:
+        import httpx
+
+    return httpx.create_ssl_context()
+
+
+def _http_client():
+    """The openai client's own aiohttp transport when aiohttp is installed, else its httpx default.
+
+    At high concurrency the client's per-request CPU delays each burst of replies on the one event
+    loop; the aiohttp transport needs less of it (benchmarks/teacher.md)."""
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        return None
+    from openai import DefaultAioHttpClient
+
+    return DefaultAioHttpClient(verify=_tls_context())
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    while e.__cause__ is not None:
+        e = e.__cause__
+    return e
+
+
+def _is_aiohttp_disconnect(e: BaseException) -> bool:
+    """A connection the server closed (or reset), which the client's aiohttp transport reports as
+    a connect timeout; a real timeout is a TimeoutError."""
+    try:
+        import aiohttp
+    except ImportError:
+        return False
+    return isinstance(e, aiohttp.ClientConnectionError) and not isinstance(e, TimeoutError)
+
+
 class OpenAIBackend(Backend):
     def __init__(self, config: TeacherConfig):
         self._key = "none"  # local servers ignore it; the client insists on one
@@ -129,6 +171,7 @@ class OpenAIBackend(Backend):
                     default_headers=self.config.headers or None,
                     timeout=self.config.timeout,
                     max_retries=0,  # the engine retries, counts and backs off
+                    http_client=_http_client(),
                 ),
                 loop,
             )
@@ -152,7 +195,10 @@ class OpenAIBackend(Backend):
                 raise TransientError(f"HTTP {status}", parse_retry_after(e.response.headers)) from None
             detail = e.body.get("message") if isinstance(e.body, dict) and e.body.get("message") else e.message
             raise PermanentError(f"HTTP {status}: {self._scrub(detail)}") from None
-        except openai.APITimeoutError:
+        except openai.APITimeoutError as e:
+            cause = _root_cause(e)
+            if _is_aiohttp_disconnect(cause):  # the aiohttp transport maps every lost connection to a timeout
+                raise TransientError(f"connection error: {self._scrub(cause)}") from None
             raise TransientError(f"timeout after {self.config.timeout:g}s") from None
         except openai.APIConnectionError as e:
             raise TransientError(f"connection error: {self._scrub(e.__cause__ or e)}") from None
