@@ -146,3 +146,25 @@ def test_config_file_overrides_and_errors(tmp_path):
     f.write_text("kind: openai\nurl: http://127.0.0.1:9/v1\n")
     with pytest.raises(InputError, match="needs both url and model"):
         TC.from_file(f)
+
+
+def test_transport_choice_and_missing_aiohttp(monkeypatch):
+    import asyncio
+
+    from mathdistill.teacher.backends import OpenAIBackend
+
+    async def client_of(transport):
+        backend = OpenAIBackend(TeacherConfig(url="http://127.0.0.1:9/v1", model="m", transport=transport))
+        try:
+            return type(backend.client._client).__name__.lower()
+        finally:
+            await backend.aclose()
+
+    assert "aiohttp" in asyncio.run(client_of("auto"))  # installed with openai[aiohttp]
+    assert "aiohttp" not in asyncio.run(client_of("httpx"))
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # as if not installed
+    assert "aiohttp" not in asyncio.run(client_of("auto"))
+    with pytest.raises(InputError, match="aiohttp is not installed"):
+        asyncio.run(client_of("aiohttp"))
+    with pytest.raises(Exception, match="transport"):
+        TeacherConfig(url="http://x/v1", model="m", transport="curl")

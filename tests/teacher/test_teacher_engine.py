@@ -42,10 +42,11 @@ FAULTS = {
 }
 
 
-def test_faults_are_retried_and_accounted(fake_server, cot, tmp_path):
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])  # the client's two transports fail differently
+def test_faults_are_retried_and_accounted(fake_server, cot, tmp_path, transport):
     server = fake_server(script=lambda body: FAULTS.get(index_of(body), []), hang_s=10)
     probs = problems(12)
-    res = run(server, probs, cot, tmp_path)
+    res = run(server, probs, cot, tmp_path, transport=transport)
     s, rows = res.summary, {r["problem_id"]: r for r in res.rows}
 
     assert len(res.rows) == 12 and set(rows) == {p.id for p in probs}

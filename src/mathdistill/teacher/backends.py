@@ -116,14 +116,17 @@ def _tls_context():
     return httpx.create_ssl_context()
 
 
-def _http_client():
-    """The openai client's own aiohttp transport when aiohttp is installed, else its httpx default.
-
-    At high concurrency the client's per-request CPU delays each burst of replies on the one event
-    loop; the aiohttp transport needs less of it (benchmarks/teacher.md)."""
+def _http_client(transport: str = "auto"):
+    """The openai client's own aiohttp transport (`auto`: when aiohttp is installed), else None: its
+    httpx default. At high concurrency the client's per-request CPU delays each burst of replies
+    on the one event loop; the aiohttp transport needs less of it (benchmarks/teacher.md)."""
+    if transport == "httpx":
+        return None
     try:
         import aiohttp  # noqa: F401
     except ImportError:
+        if transport == "aiohttp":
+            raise InputError("teacher transport aiohttp: aiohttp is not installed (pip install 'openai[aiohttp]')") from None
         return None
     from openai import DefaultAioHttpClient
 
@@ -171,7 +174,7 @@ class OpenAIBackend(Backend):
                     default_headers=self.config.headers or None,
                     timeout=self.config.timeout,
                     max_retries=0,  # the engine retries, counts and backs off
-                    http_client=_http_client(),
+                    http_client=_http_client(self.config.transport),
                 ),
                 loop,
             )

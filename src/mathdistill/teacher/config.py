@@ -40,6 +40,8 @@ class TeacherConfig(BaseModel):
     key_env: str | None = None  # NAME of the env var holding the key, never the key
     headers: dict[str, str] = Field(default_factory=dict)
     extra_body: dict = Field(default_factory=dict)  # passed through to the server as-is
+    # the openai client's HTTP transport: aiohttp (less CPU per request) when installed, else httpx
+    transport: Literal["auto", "aiohttp", "httpx"] = "auto"
     # replay: recorded rationales (JSON list of {instruction, output}); sample k comes from file k
     replay: list[Path] = Field(default_factory=list)
     # accounting: model name -> price; unknown models cost 0
