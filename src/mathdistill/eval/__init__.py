@@ -97,7 +97,7 @@ def _key(settings: dict) -> str:
 
 
 def _cached(out_dir: Path, key: str, ids: set[str]) -> dict[str, dict]:
-    """Generations already made with the same settings: {problem id: {"texts", "num_tokens"}}."""
+    """Generations already made with the same settings: {problem id: {"texts", "num_tokens", "looped"}}."""
     found: dict[str, dict] = {}
     metrics, preds = out_dir / "metrics.json", out_dir / "predictions.jsonl"
     if metrics.exists() and preds.exists():
@@ -108,7 +108,10 @@ def _cached(out_dir: Path, key: str, ids: set[str]) -> dict[str, dict]:
         if same:
             for _, row in iter_jsonl(preds):
                 if row.get("id") in ids:
-                    found[row["id"]] = {"texts": row.get("outputs") or [row["output"]], "num_tokens": _as_list(row.get("num_tokens"))}
+                    texts = row.get("outputs") or [row["output"]]
+                    looped = row.get("looped", False)
+                    found[row["id"]] = {"texts": texts, "num_tokens": _as_list(row.get("num_tokens")),
+                                        "looped": looped if isinstance(looped, list) else [looped] * len(texts)}
     partial = out_dir / PARTIAL
     if partial.exists():
         with partial.open(encoding="utf-8") as f:
@@ -118,7 +121,8 @@ def _cached(out_dir: Path, key: str, ids: set[str]) -> dict[str, dict]:
                 except json.JSONDecodeError:
                     continue  # a line cut short by a kill
                 if row.get("key") == key and row.get("id") in ids:
-                    found[row["id"]] = {"texts": row["texts"], "num_tokens": row["num_tokens"]}
+                    found[row["id"]] = {"texts": row["texts"], "num_tokens": row["num_tokens"],
+                                        "looped": row.get("looped") or [False] * len(row["texts"])}
     return found
 
 
@@ -160,6 +164,7 @@ def evaluate(
     model_name: str | None = None,
     prompts: Sequence[str] | None = None,
     progress: bool = True,
+    loop_stop: bool = False,
 ) -> EvalResult:
     """Generate, score and summarise `problems` (a list of `mathdistill.data.Problem`).
 
@@ -167,6 +172,8 @@ def evaluate(
     `adapter` is passed to `generate` (a PeftModel adapter name, "base", or None = as is);
     `model_name` identifies the weights in metrics and in the resume key. `prompts` (one
     already-rendered prompt per problem) replaces the thought's prompts and the exemplars.
+    `loop_stop` ends completions that repeat themselves early (`student.generate.ends_in_loop`);
+    metrics count them (`loop_stopped`).
     """
     from mathdistill import thoughts
     from mathdistill.student.generate import generate
@@ -199,6 +206,8 @@ def evaluate(
         "temperature": temperature, "top_p": top_p if temperature > 0 else 1.0, "samples": samples,
         "seed": seed if temperature > 0 else None, "stop": list(stop or []),
     }
+    if loop_stop:  # only when on, so results saved before the option existed still resume
+        settings["loop_stop"] = True
     key = _key(settings)
     out = Path(out_dir) if out_dir is not None else None
     by_id = {p.id: p for p in problems}
@@ -214,7 +223,7 @@ def evaluate(
 
     def save(j: int, g) -> None:
         pid = problems[todo[j]].id
-        done[pid] = {"texts": g.texts, "num_tokens": g.num_tokens}
+        done[pid] = {"texts": g.texts, "num_tokens": g.num_tokens, "looped": g.looped}
         if partial_file is not None:
             partial_file.write(json.dumps({"key": key, "id": pid, **done[pid]}, ensure_ascii=False) + "\n")
             partial_file.flush()
@@ -225,7 +234,7 @@ def evaluate(
             generate(
                 model, tokenizer, [prompts[i] for i in todo], max_new_tokens=max_new_tokens, batch_size=batch_size,
                 temperature=temperature, top_p=top_p, num_samples=samples, stop=stop, adapter=adapter,
-                seed=seed, progress=progress, on_result=save,
+                seed=seed, progress=progress, on_result=save, loop_stop=loop_stop,
             )
     finally:
         if partial_file is not None:
@@ -237,17 +246,18 @@ def evaluate(
     scored = fmt.score_batch([t for _, t in flat], [p.answer for p, _ in flat])
     rows, pos = [], 0
     for p in problems:
-        texts, ntoks = done[p.id]["texts"], done[p.id]["num_tokens"]
+        texts, ntoks, looped = done[p.id]["texts"], done[p.id]["num_tokens"], done[p.id].get("looped") or []
         s = scored[pos : pos + len(texts)]
         pos += len(texts)
         row = {"id": p.id, "question": p.question, "gold": p.answer, "output": texts[0]}
         if len(texts) == 1:
-            row.update(prediction=s[0].prediction, correct=bool(s[0].correct), error=s[0].error, num_tokens=ntoks[0])
+            row.update(prediction=s[0].prediction, correct=bool(s[0].correct), error=s[0].error, num_tokens=ntoks[0],
+                       looped=bool(looped and looped[0]))
         else:
             pred, ok = _vote([x.prediction for x in s], [bool(x.correct) for x in s])
             row.update(prediction=pred, correct=ok, error=None if pred is not None else s[0].error,
                        outputs=texts, predictions=[x.prediction for x in s],
-                       corrects=[bool(x.correct) for x in s], num_tokens=ntoks)
+                       corrects=[bool(x.correct) for x in s], num_tokens=ntoks, looped=[bool(x) for x in looped])
         rows.append(row)
     generated_now = sum(sum(done[problems[i].id]["num_tokens"]) for i in todo)
 
@@ -258,7 +268,8 @@ def evaluate(
         "model": model_name, "adapter": adapter, "thought": thought, "shots": len(exemplars),
         "exemplar_ids": [pid for pid, _, _ in exemplars], "max_new_tokens": max_new_tokens,
         "temperature": temperature, "top_p": settings["top_p"], "samples": samples, "seed": settings["seed"],
-        "stop": settings["stop"], "batch_size": batch_size,
+        "stop": settings["stop"], "batch_size": batch_size, "loop_stop": loop_stop,
+        "loop_stopped": sum(sum(done[p.id].get("looped") or []) for p in problems),
         "generated": len(todo), "reused": n - len(todo), "seconds": round(seconds, 3),
         "generated_tokens": generated_now,
         "problems_per_second": len(todo) / seconds if todo and seconds > 0 else None,

@@ -29,12 +29,14 @@ def eval_command(
     seed: int = typer.Option(0, "--seed"),
     stop: Optional[list[str]] = typer.Option(None, "--stop", help="Stop string (repeatable)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    loop_stop: bool = typer.Option(False, "--loop-stop/--no-loop-stop",
+                                   help="End a completion that repeats one block 3 times in a row (saves time; off by default)."),
 ) -> None:
     """Write OUT/predictions.jsonl and OUT/metrics.json; the last stdout line is the metrics JSON."""
     from mathdistill import data
     from mathdistill.eval import evaluate
     from mathdistill.io import InputError
-    from mathdistill.student.adapters import load_with_adapters
+    from mathdistill.student.adapters import load_merged
 
     if limit is not None and limit < 1:
         raise InputError("--limit must be >= 1")
@@ -46,11 +48,11 @@ def eval_command(
         weights = adapter / "adapter_model.safetensors"
         stamp = int(weights.stat().st_mtime) if weights.exists() else 0
         name = f"{model}+{adapter.resolve()}@{stamp}"
-    m, tok = load_with_adapters(model, {"adapter": adapter} if adapter is not None else None)
+    m, tok = load_merged(model, adapter)
     result = evaluate(
         m, tok, problems, thought=thought, shots=shots, data_dir=data_dir, max_new_tokens=max_new_tokens,
         batch_size=batch_size, temperature=temperature, top_p=top_p, samples=samples, seed=seed, stop=stop,
-        out_dir=out, dataset=dataset, split=split, model_name=name, progress=progress,
+        out_dir=out, dataset=dataset, split=split, model_name=name, progress=progress, loop_stop=loop_stop,
     )
     mt = result.metrics
     lo, hi = mt["ci95"]

@@ -109,6 +109,8 @@ class EvalSection(Strict):
     temperature: float = 0.0
     max_new_tokens: int = 256
     batch_size: int = 16
+    #: end a completion that repeats one block 3 times in a row (student.generate.ends_in_loop)
+    loop_stop: bool = True
     base: bool = False  # also evaluate the untrained student
 
 

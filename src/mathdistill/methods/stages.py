@@ -173,13 +173,13 @@ def evaluate(run: Run, adapter: str | None, label: str = "") -> list[dict]:
     """Evaluate the student (train/<adapter>, or the base model when None) on every eval split,
     in each format and combined by vote; writes eval/<dataset>/<variant>/ and returns result rows."""
     from mathdistill.eval import evaluate as run_eval, wilson_ci
-    from mathdistill.student.adapters import load_with_adapters
+    from mathdistill.student.adapters import load_merged
 
     cfg = run.cfg
     e = cfg.eval
     variants = e.thoughts or cfg.thoughts
-    adapters = {adapter: run.path("train", adapter)} if adapter else None
-    model, tok = load_with_adapters(cfg.student.model, adapters)
+    # the adapter merged into the weights: same text, no adapter layers to run
+    model, tok = load_merged(cfg.student.model, run.path("train", adapter) if adapter else None)
     root = run.path("eval", label) if label else run.path("eval")
     out_rows = []
     for split in cfg.data.eval:
@@ -188,8 +188,9 @@ def evaluate(run: Run, adapter: str | None, label: str = "") -> list[dict]:
         for thought in variants:
             res = run_eval(model, tok, problems, thought=thought, max_new_tokens=e.max_new_tokens,
                            batch_size=e.batch_size, temperature=e.temperature, samples=e.samples,
-                           seed=cfg.seed, adapter=adapter or None, out_dir=root / split.dataset / thought,
-                           dataset=split.dataset, split=split.split, model_name=cfg.student.model)
+                           seed=cfg.seed, out_dir=root / split.dataset / thought, loop_stop=e.loop_stop,
+                           dataset=split.dataset, split=split.split,
+                           model_name=f"{cfg.student.model}+{adapter}" if adapter else cfg.student.model)
             per_thought[thought] = res.rows
             out_rows.append({"variant": thought, **res.metrics})
             console.print(f"{split.dataset} {thought}: {res.metrics['accuracy']:.1%} of {res.metrics['n']}")

@@ -35,13 +35,18 @@ from typing import Callable, Sequence
 from mathdistill.io import InputError
 from mathdistill.student.chat import prompt_token_ids
 
-__all__ = ["Generation", "generate", "BASE", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_BATCH_SIZE"]
+__all__ = ["Generation", "generate", "ends_in_loop", "BASE", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_BATCH_SIZE"]
 
 BASE = "base"  #: adapter sentinel: the base model with every adapter disabled
 DEFAULT_MAX_NEW_TOKENS = 320
 DEFAULT_BATCH_SIZE = 16
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward pass
 PREEMPT_MIN_STEPS = 32  # a batch runs at least this many steps before handing its last rows on
+PREEMPT_FRACTION = 0.25  # ... once no more than this fraction of its rows are still running
+# loop stop: a row whose last tokens are one block repeated LOOP_REPEATS times back to back
+# (block <= LOOP_MAX_PERIOD tokens, repeats spanning >= LOOP_MIN_SPAN tokens) is finished: greedy
+# decoding that repeats itself like that runs to the token limit. Checked every LOOP_EVERY steps.
+LOOP_REPEATS, LOOP_MAX_PERIOD, LOOP_MIN_SPAN, LOOP_EVERY = 3, 64, 48, 4
 
 
 @dataclass
@@ -50,6 +55,7 @@ class Generation:
 
     texts: list[str] = field(default_factory=list)
     num_tokens: list[int] = field(default_factory=list)
+    looped: list[bool] = field(default_factory=list)  # stopped by the loop stop
 
     @property
     def text(self) -> str:
@@ -231,6 +237,21 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return ids
 
 
+def ends_in_loop(ids: Sequence[int], repeats: int = LOOP_REPEATS, max_period: int = LOOP_MAX_PERIOD,
+                 min_span: int = LOOP_MIN_SPAN) -> bool:
+    """Whether `ids` ends with one block of <= max_period tokens repeated `repeats` times in a
+    row, the repeats covering at least `min_span` tokens."""
+    ids = list(ids)
+    n = len(ids)
+    for p in range(1, max_period + 1):
+        span = max(repeats * p, min_span)
+        if span > n:
+            break
+        if ids[n - span + p :] == ids[n - span : n - p]:  # periodic with period p over the span
+            return True
+    return False
+
+
 def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
     cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
     return text[: min(cuts)] if cuts else text
@@ -241,15 +262,17 @@ class _Finish:
 
     Row r is finished at EOS, at a stop string in what it generated (`gen_start[r]` is where its
     generated text starts in the batch's input, earlier segments included), or when it used up
-    its token `budget[r]`. Once at least PREEMPT_MIN_STEPS steps are done and no more than `preempt_at`
+    its token `budget[r]`, or (`loop_stop`) when what it generated ends in a loop (`ends_in_loop`).
+    Once at least PREEMPT_MIN_STEPS steps are done and no more than `preempt_at`
     rows are still running, the whole batch stops early (`preempted`): the running rows go back
     to the queue and continue in a later, fuller batch.
     """
 
-    def __init__(self, tokenizer, width, gen_start, budget, eos, stop, on_done, preempt_at=0):
+    def __init__(self, tokenizer, width, gen_start, budget, eos, stop, on_done, preempt_at=0, loop_stop=False):
         self.tokenizer, self.width, self.gen_start, self.budget = tokenizer, width, gen_start, budget
         self.eos, self.stop, self.on_done = set(eos), list(stop), on_done
-        self.preempt_at = preempt_at
+        self.preempt_at, self.loop_stop = preempt_at, loop_stop
+        self.looped = [False] * len(budget)
         self.tail = max((len(s) for s in self.stop), default=0) + 2  # tokens are >= 1 character
         self.length: list[int | None] = [None] * len(budget)  # tokens generated in this batch, once done
         self.preempted = False
@@ -267,6 +290,8 @@ class _Finish:
             if not hit and self.stop:
                 tail = self.tokenizer.decode(input_ids[i, max(self.gen_start[i], cur - self.tail) :])
                 hit = any(s in tail for s in self.stop)
+            if not hit and self.loop_stop and steps % LOOP_EVERY == 0:
+                hit = self.looped[i] = ends_in_loop(input_ids[i, self.gen_start[i] :].tolist())
             if hit:
                 self.length[i] = steps
                 self.on_done(1)
@@ -302,6 +327,7 @@ def generate(
     progress: bool = True,
     on_result: Callable[[int, Generation], None] | None = None,
     share_prefix: bool = True,
+    loop_stop: bool = False,
 ) -> list[Generation]:
     """Complete each already-rendered prompt; return one `Generation` per prompt, in input order.
 
@@ -310,6 +336,8 @@ def generate(
     `on_result(i, generation)` is called as soon as all samples of prompt `i` are done (at the
     end of its batch), e.g. to save partial results. `share_prefix=False` copies the shared
     prefix's KV cache into every row instead of using the shared-prefix attention (same text).
+    `loop_stop=True` ends a completion that repeats itself (see `ends_in_loop`) instead of letting
+    it run to `max_new_tokens`; `Generation.looped` says which ones.
     """
     import torch
     from transformers import Cache, DynamicCache, StoppingCriteriaList
@@ -343,6 +371,7 @@ def generate(
     )
     texts: list[list[str | None]] = [[None] * num_samples for _ in prompts]
     counts: list[list[int]] = [[0] * num_samples for _ in prompts]
+    looped: list[list[bool]] = [[False] * num_samples for _ in prompts]
     left = [num_samples] * len(prompts)
     generated = 0
     t0 = time.perf_counter()
@@ -385,7 +414,8 @@ def generate(
                 tokenizer, width, [width - len(done) for _, _, done in batch], budget, eos, stop,
                 lambda n: bar.advance(task, n),
                 # hand the last few long runners to a later, fuller batch while others wait
-                preempt_at=batch_size // 4 if len(queue) >= batch_size // 2 else 0,
+                preempt_at=int(batch_size * PREEMPT_FRACTION) if len(queue) >= batch_size // 2 else 0,
+                loop_stop=loop_stop,
             )
             with attention:
                 out = model.generate(
@@ -400,11 +430,11 @@ def generate(
                     continue
                 ids = done + new[r][:n]
                 text = tokenizer.decode(ids, skip_special_tokens=True)
-                texts[i][k], counts[i][k] = _cut_at_stop(text, stop), len(ids)
+                texts[i][k], counts[i][k], looped[i][k] = _cut_at_stop(text, stop), len(ids), finish.looped[r]
                 generated += len(ids)
                 left[i] -= 1
                 if left[i] == 0 and on_result is not None:
-                    on_result(i, Generation(list(texts[i]), list(counts[i])))
+                    on_result(i, Generation(list(texts[i]), list(counts[i]), list(looped[i])))
             speed = generated / max(time.perf_counter() - t0, 1e-9)
             bar.update(task, speed=f"{speed:.0f} tok/s")
-    return [Generation(list(t), list(c)) for t, c in zip(texts, counts)]
+    return [Generation(list(t), list(c), list(lp)) for t, c, lp in zip(texts, counts, looped)]
