@@ -170,3 +170,46 @@ def test_shutdown_leaves_no_process():
     assert len(ours) == (4 if p.isolated else 2)  # per worker: `unshare` + the namespace PID 1
     p.close()
     assert not (descendants(os.getpid()) & ours)
+
+
+def test_package_under_tmp_stays_isolated_and_read_only(tmp_path):
+    """A checkout under /tmp (CI clones, scratch venvs) is hidden by the worker's private /tmp
+    unless bound back: the sandbox must still start isolated, import its code, keep that code
+    read-only, and wipe everything a task wrote around it."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    import mathdistill
+
+    if not str(tmp_path).startswith("/tmp/"):
+        pytest.skip("needs a temporary folder under /tmp")
+    src = tmp_path / "checkout" / "src"
+    shutil.copytree(Path(mathdistill.__file__).parent, src / "mathdistill",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    script = f"""
+import json
+from mathdistill.sandbox.pool import Pool
+p = Pool(workers=1)
+pkg = {str(src / "mathdistill")!r}
+write = "open(" + repr(pkg + "/evil.py") + ", 'w').write('x')\\nans = 1"
+litter = "import os\\nopen('/tmp/litter.txt', 'w').write('x')\\nans = len(os.listdir('/tmp'))"
+count = "import os\\nans = sorted(os.listdir('/tmp'))"
+res = p.map("python", [write, litter, count])
+print(json.dumps({{"isolated": p.isolated, "kept": p.info.get("tmp_kept"),
+                   "results": [[r.value, r.error] for r in res]}}))
+p.close()
+"""
+    env = {**os.environ, "PYTHONPATH": str(src), "MATHDISTILL_SANDBOX": "strict"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    if "namespaces" in proc.stderr.lower() and proc.returncode:
+        pytest.skip("Linux namespaces unavailable here")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["isolated"] and out["kept"] == [str(src)]
+    (wrote, err), _, (listing, _) = out["results"]
+    assert wrote is None and "Read-only" in err  # the code is visible but not writable
+    assert not (src / "mathdistill" / "evil.py").exists()
+    assert "litter.txt" not in listing  # what the previous task wrote was wiped
+    assert src.relative_to("/tmp").parts[0] in listing  # the kept code's ancestors survive the wipe

@@ -6,7 +6,8 @@ still holds every capability *inside* them. `lock_down` then:
 
   1. makes every mount read-only, nosuid and nodev (one recursive `mount_setattr`, so no
      write reaches the host filesystem and no device node can be opened),
-  2. mounts a private, size-limited tmpfs on /tmp (the only writable place; wiped per task),
+  2. mounts a private, size-limited tmpfs on /tmp (the only writable place; wiped per task;
+     code folders that live under /tmp are bound back into it, read-only),
      and empty read-only tmpfs over $HOME and /run (hides tokens, caches and host sockets);
      folders under $HOME that Python needs (e.g. ~/.pyenv) are mounted back, read-only,
   3. drops every capability for good (bounding set, securebits NOROOT, no_new_privs), so
@@ -95,10 +96,20 @@ def drop_capabilities() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
-def lock_down(tmp_size_mb: int, hide_dirs: list[str], keep: list[str] = ()) -> dict:
-    """Steps 1-3 of the module docstring. Returns what was done (reported to the parent)."""
+def lock_down(tmp_size_mb: int, hide_dirs: list[str], keep: list[str] = (), tmp_keep: list[str] = ()) -> dict:
+    """Steps 1-3 of the module docstring. Returns what was done (reported to the parent).
+
+    `tmp_keep`: folders under /tmp (code: a checkout or venv there) bound back, read-only, into
+    the private /tmp at the same paths."""
     readonly("/")
+    # handles on the kept folders before the new /tmp covers them, bound back from /proc/self/fd
+    fds = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p in tmp_keep if os.path.isdir(p)]
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size_mb}m,mode=1777")
+    for path, fd in fds:
+        os.makedirs(path, exist_ok=True)
+        mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        readonly(path)
+        os.close(fd)
     hidden = []
     for path in hide_dirs:
         path = os.path.realpath(path)
@@ -109,7 +120,7 @@ def lock_down(tmp_size_mb: int, hide_dirs: list[str], keep: list[str] = ()) -> d
     drop_capabilities()
     prctl(PR_SET_DUMPABLE, 0)  # tasks (same uid) cannot ptrace or read this worker's memory
     return {"readonly_root": True, "private_tmp_mb": tmp_size_mb, "hidden": hidden,
-            "capabilities": "dropped"}
+            "tmp_kept": [p for p, _ in fds], "capabilities": "dropped"}
 
 
 def set_limits(cpu_s: int, memory_mb: int, nproc: int, fsize_mb: int, nofile: int = 64) -> None:

@@ -75,7 +75,8 @@ def _worker_env() -> dict:
     """The worker's environment: nothing from ours but what Python needs to find the package.
 
     It also names what the worker hides ($HOME, /run) and which folders under $HOME Python
-    needs back (e.g. ~/.pyenv, a project checked out in $HOME)."""
+    needs back (e.g. ~/.pyenv, a project checked out in $HOME), and the code folders under /tmp
+    that must show through the worker's private /tmp (read-only)."""
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "PYTHONDONTWRITEBYTECODE": "1",
            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -90,6 +91,10 @@ def _worker_env() -> dict:
                 keep.add(os.path.join(home, os.path.relpath(p, home).split(os.sep)[0]))
     env["MATHDISTILL_SANDBOX_HIDE"] = ":".join(hide)
     env["MATHDISTILL_SANDBOX_KEEP"] = ":".join(sorted(keep))
+    # code that lives under /tmp (a checkout or a venv there) would vanish under the private /tmp
+    tmp_code = {os.path.realpath(p) for p in [*sys.path, sys.prefix, sys.exec_prefix] if p}
+    env["MATHDISTILL_SANDBOX_TMP_KEEP"] = ":".join(
+        sorted(p for p in tmp_code if p.startswith("/tmp" + os.sep) and os.path.isdir(p)))
     return env
 
 

@@ -123,8 +123,17 @@ def _children() -> list[int]:
         return []
 
 
-def _wipe_tmp() -> None:
-    for entry in os.scandir("/tmp"):
+TMP_KEEP: list[str] = []  # read-only code folders bound into the private /tmp: never wiped
+
+
+def _wipe_tmp(path: str = "/tmp") -> None:
+    for entry in os.scandir(path):
+        if entry.path in TMP_KEEP:
+            continue
+        if entry.is_dir(follow_symlinks=False) and any(k.startswith(entry.path + os.sep) for k in TMP_KEEP):
+            os.chmod(entry.path, 0o755)
+            _wipe_tmp(entry.path)  # an ancestor of kept code: empty it around the code
+            continue
         if entry.is_dir(follow_symlinks=False):
             for root, dirs, _ in os.walk(entry.path):  # a task may have chmod-ed dirs to 000
                 for d in dirs:
@@ -237,7 +246,8 @@ def main() -> None:
         if isolated:
             hide = [p for p in (os.environ.get("MATHDISTILL_SANDBOX_HIDE") or "").split(":") if p]
             keep = [p for p in (os.environ.get("MATHDISTILL_SANDBOX_KEEP") or "").split(":") if p]
-            info.update(jail.lock_down(tmp_size_mb=256, hide_dirs=hide, keep=keep))
+            TMP_KEEP[:] = [p for p in (os.environ.get("MATHDISTILL_SANDBOX_TMP_KEEP") or "").split(":") if p]
+            info.update(jail.lock_down(tmp_size_mb=256, hide_dirs=hide, keep=keep, tmp_keep=TMP_KEEP))
         else:
             jail.prctl(jail.PR_SET_CHILD_SUBREAPER, 1)
             global WORKDIR
