@@ -172,7 +172,7 @@ def test_shutdown_leaves_no_process():
     assert not (descendants(os.getpid()) & ours)
 
 
-def test_package_under_tmp_stays_isolated_and_read_only(tmp_path):
+def test_package_under_tmp_stays_isolated_and_read_only(pool, tmp_path):  # pool: skips without namespaces
     """A checkout under /tmp (CI clones, scratch venvs) is hidden by the worker's private /tmp
     unless bound back: the sandbox must still start isolated, import its code, keep that code
     read-only, and wipe everything a task wrote around it."""
@@ -203,11 +203,9 @@ p.close()
 """
     env = {**os.environ, "PYTHONPATH": str(src), "MATHDISTILL_SANDBOX": "strict"}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
-    if "namespaces" in proc.stderr.lower() and proc.returncode:
-        pytest.skip("Linux namespaces unavailable here")
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["isolated"] and out["kept"] == [str(src)]
+    assert out["isolated"] and str(src) in out["kept"]
     (wrote, err), _, (listing, _) = out["results"]
     assert wrote is None and "Read-only" in err  # the code is visible but not writable
     assert not (src / "mathdistill" / "evil.py").exists()

@@ -109,7 +109,7 @@ RETRY_STATUS = {408, 429}  # plus every 5xx
 def _tls_context():
     """One TLS context per process: loading the CA bundle costs ~40 ms, once per client otherwise."""
     try:
-        import httpx2 as httpx  # the HTTP library of openai >= 2.x
+        import httpx2 as httpx  # the HTTP library of recent openai releases
     except ImportError:
         import httpx
 
