@@ -71,7 +71,8 @@ def main() -> None:
 
     ideal = args.requests * args.latency / args.concurrency
     by = {t: sorted((r for r in runs if r["transport"] == t), key=lambda r: r["wall_s"]) for t in args.transports}
-    median = by[args.transports[0]][args.repeats // 2]  # the headline: the first transport listed
+    mid = args.repeats // 2
+    median = by[args.transports[0]][mid]  # the headline: the first transport listed
     out = {
         "transport": args.transports[0],
         "wall_s": median["wall_s"],
@@ -82,8 +83,7 @@ def main() -> None:
         "latency_s": args.latency,
         "verify_s": median["verify_s"],
         "runs": runs,
-        "median_by_transport": {t: {"wall_s": r[args.repeats // 2]["wall_s"],
-                                    "fraction_of_ideal": round(ideal / r[args.repeats // 2]["wall_s"], 3)}
+        "median_by_transport": {t: {"wall_s": r[mid]["wall_s"], "fraction_of_ideal": round(ideal / r[mid]["wall_s"], 3)}
                                 for t, r in by.items()},
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],

@@ -246,13 +246,13 @@ def evaluate(
     scored = fmt.score_batch([t for _, t in flat], [p.answer for p, _ in flat])
     rows, pos = [], 0
     for p in problems:
-        texts, ntoks, looped = done[p.id]["texts"], done[p.id]["num_tokens"], done[p.id].get("looped") or []
+        texts, ntoks, looped = done[p.id]["texts"], done[p.id]["num_tokens"], done[p.id]["looped"]
         s = scored[pos : pos + len(texts)]
         pos += len(texts)
         row = {"id": p.id, "question": p.question, "gold": p.answer, "output": texts[0]}
         if len(texts) == 1:
             row.update(prediction=s[0].prediction, correct=bool(s[0].correct), error=s[0].error, num_tokens=ntoks[0],
-                       looped=bool(looped and looped[0]))
+                       looped=bool(looped[0]))
         else:
             pred, ok = _vote([x.prediction for x in s], [bool(x.correct) for x in s])
             row.update(prediction=pred, correct=ok, error=None if pred is not None else s[0].error,
@@ -269,7 +269,7 @@ def evaluate(
         "exemplar_ids": [pid for pid, _, _ in exemplars], "max_new_tokens": max_new_tokens,
         "temperature": temperature, "top_p": settings["top_p"], "samples": samples, "seed": settings["seed"],
         "stop": settings["stop"], "batch_size": batch_size, "loop_stop": loop_stop,
-        "loop_stopped": sum(sum(done[p.id].get("looped") or []) for p in problems),
+        "loop_stopped": sum(sum(done[p.id]["looped"]) for p in problems),
         "generated": len(todo), "reused": n - len(todo), "seconds": round(seconds, 3),
         "generated_tokens": generated_now,
         "problems_per_second": len(todo) / seconds if todo and seconds > 0 else None,
