@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+import torch
 
 from mathdistill.student.train import TrainConfig, is_trained, train
 
@@ -29,7 +31,10 @@ def test_sigkilled_run_resumes_and_matches_an_uninterrupted_one(tmp_path, studen
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     out = tmp_path / "run"
-    first = subprocess.Popen(cmd(data, out, student_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # one thread everywhere: multi-threaded CPU reductions may sum in a different order in another
+    # process, which is enough to move the losses compared below by ~1e-4 relative
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    first = subprocess.Popen(cmd(data, out, student_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     checkpoint = out / "checkpoints" / f"checkpoint-{SAVE}" / "trainer_state.json"
     deadline = time.monotonic() + 300
     while not checkpoint.exists():
@@ -40,7 +45,7 @@ def test_sigkilled_run_resumes_and_matches_an_uninterrupted_one(tmp_path, studen
     first.wait()
     assert first.returncode == -signal.SIGKILL and not is_trained(out)
 
-    again = subprocess.run(cmd(data, out, student_path), capture_output=True, text=True, timeout=600)
+    again = subprocess.run(cmd(data, out, student_path), capture_output=True, text=True, timeout=600, env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     result = json.loads(again.stdout.strip().splitlines()[-1])
     assert result["resumed_from"] in range(SAVE, STEPS, SAVE) and result["global_step"] == STEPS
@@ -53,7 +58,12 @@ def test_sigkilled_run_resumes_and_matches_an_uninterrupted_one(tmp_path, studen
     same = TrainConfig(model=student_path, max_steps=STEPS, save_steps=SAVE, batch_size=2, max_seq_len=128, lr=1e-3,
                        warmup=0)  # what the command line above asks for
     straight = tmp_path / "straight"
-    train(same.model_copy(update={"save_steps": 100}), data, straight)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(same.model_copy(update={"save_steps": 100}), data, straight)
+    finally:
+        torch.set_num_threads(threads)
     losses = [[r["loss"] for r in json.loads((d / "trainer_state.json").read_text())["log_history"] if "loss" in r]
               for d in (out, straight)]
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
