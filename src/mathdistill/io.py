@@ -62,26 +62,45 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     return n
 
 
-def read_json(path: str | Path) -> Any:
+def check_file(path: str | Path) -> Path:
+    """`path` as a Path if it is an existing file; else an InputError saying what is there instead."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; expected a file")
+    return path
+
+
+def check_output_file(path: str | Path) -> Path:
+    """`path` as a Path if a file can be written there (it is no folder, and no file is in the way of its folder)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; expected a file name to write")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise InputError(f"{path}: cannot be written, {parent} is a file")
+    return path
+
+
+def read_json(path: str | Path) -> Any:
+    path = check_file(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise InputError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file") from None
 
 
 def iter_jsonl(path: str | Path, required: Iterable[str] = (), skip_partial: bool = False) -> Iterator[tuple[int, dict]]:
     """Yield (line_number, row) for each non-blank line; bad JSON or a missing key names file:line.
 
     skip_partial: skip an unfinished last line (no newline yet), for a file another process is appending to."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
+    path = check_file(path)
     required = tuple(required)
     with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+        for lineno, line in enumerate(_lines(f, path), 1):
             if not line.strip() or (skip_partial and not line.endswith("\n")):
                 continue
             try:
@@ -96,6 +115,13 @@ def iter_jsonl(path: str | Path, required: Iterable[str] = (), skip_partial: boo
             yield lineno, row
 
 
+def _lines(f, path: Path) -> Iterator[str]:
+    try:
+        yield from f
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file") from None
+
+
 def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
     return [row for _, row in iter_jsonl(path, required)]
 
@@ -104,9 +130,7 @@ def read_yaml_mapping(path: str | Path, what: str = "a mapping of keys") -> dict
     """A YAML (or JSON) file that must hold a mapping; errors name the file and line."""
     import yaml
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
+    path = check_file(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
@@ -116,3 +140,23 @@ def read_yaml_mapping(path: str | Path, what: str = "a mapping of keys") -> dict
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected {what}")
     return data
+
+
+_SHA_MEMO: dict[tuple, str] = {}
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 hex digest of a file's bytes (memoised within a process per path, inode, size, mtime and
+    ctime: a rewrite that keeps size and mtime still changes the ctime)."""
+    import hashlib
+
+    path = Path(path)
+    st = path.stat()
+    memo = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if memo not in _SHA_MEMO:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+        _SHA_MEMO[memo] = h.hexdigest()
+    return _SHA_MEMO[memo]

@@ -3,7 +3,9 @@ end-to-end `mathdistill eval` run of the default student."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -91,29 +93,34 @@ def run_cli(*args, cwd):
 
 
 @pytest.mark.slow
-def test_cli_end_to_end_on_8_gsm8k_problems(tmp_path, data_dir):
+def test_cli_end_to_end_on_4_gsm8k_problems(tmp_path, data_dir):
     out = tmp_path / "eval"
-    args = ["--model", "smollm2-135m", "--dataset", "gsm8k", "--limit", "8", "--max-new-tokens", "128",
-            "--batch-size", "8", "--data-dir", str(data_dir), "--out", str(out), "--no-progress"]
-    proc = run_cli(*args, cwd=tmp_path)
+    args = ["--model", "smollm2-135m", "--dataset", "gsm8k", "--limit", "4", "--max-new-tokens", "32",
+            "--batch-size", "4", "--data-dir", str(data_dir), "--out", str(out), "--threads", "1"]
+    proc = run_cli(*args, cwd=tmp_path)  # with the progress bar: it goes to stderr
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "generate" in proc.stderr and "4/4" in proc.stderr
+    [line] = proc.stdout.splitlines()  # stdout carries the result only
+    assert set(json.loads(line)) == {"dataset", "n", "correct", "accuracy", "ci95"}
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    gold = data.load("gsm8k", data_dir=data_dir, limit=8)
+    gold = data.load("gsm8k", data_dir=data_dir, limit=4)
     assert [r["id"] for r in rows] == [p.id for p in gold]
     for r, p in zip(rows, gold):
         assert {"id", "question", "gold", "output", "prediction", "correct"} <= set(r)
         assert r["question"] == p.question and r["gold"] == p.answer
         assert isinstance(r["output"], str) and r["output"].strip()
-        assert isinstance(r["correct"], bool) and 0 < r["num_tokens"] <= 128
+        assert isinstance(r["correct"], bool) and 0 < r["num_tokens"] <= 32
     m = json.loads((out / "metrics.json").read_text())
-    assert m["dataset"] == "gsm8k" and m["n"] == 8
-    assert m["correct"] == sum(r["correct"] for r in rows) and m["accuracy"] == m["correct"] / 8
-    assert len(m["ci95"]) == 2 and m["ci95"] == pytest.approx(list(wilson_ci(m["correct"], 8)))
-    assert json.loads(proc.stdout.strip().splitlines()[-1])["n"] == 8
+    assert m["dataset"] == "gsm8k" and m["n"] == 4
+    assert m["correct"] == sum(r["correct"] for r in rows) and m["accuracy"] == m["correct"] / 4
+    assert len(m["ci95"]) == 2 and m["ci95"] == pytest.approx(list(wilson_ci(m["correct"], 4)))
+    assert json.loads(line)["n"] == 4
+    assert m["model"] == "smollm2-135m" and len(m["weights"]["model"]["sha256"]) == 64  # the GGUF file's
     assert not (out / PARTIAL).exists()
     # the same command again: nothing is regenerated
     again = run_cli(*args, cwd=tmp_path)
-    assert again.returncode == 0 and json.loads((out / "metrics.json").read_text())["reused"] == 8
+    assert again.returncode == 0 and json.loads((out / "metrics.json").read_text())["reused"] == 4
+    assert len(again.stdout.splitlines()) == 1
 
 
 def test_cli_bad_input_is_a_clear_error(tmp_path, data_dir):
@@ -124,25 +131,89 @@ def test_cli_bad_input_is_a_clear_error(tmp_path, data_dir):
     assert proc.returncode == 2 and "adapter_config.json" in proc.stderr
 
 
-@pytest.mark.slow
-def test_cli_adapter_changes_the_model(student, student_path, tmp_path, data_dir):
+def save_lora(model_path, folder, seed):
+    """A random (non-zero) LoRA adapter for the model, saved in `folder` (over whatever is there)."""
     import torch
     from peft import LoraConfig, get_peft_model
 
     from mathdistill.student.models import load_model
 
-    model, tok = load_model(student_path)  # own copy: PEFT edits it in place
-    torch.manual_seed(0)
+    model, _ = load_model(model_path)  # own copy: PEFT edits it in place
+    torch.manual_seed(seed)
     lora = LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(model, lora).save_pretrained(tmp_path / "adapter")
+    get_peft_model(model, lora).save_pretrained(folder)
+
+
+@pytest.mark.slow
+def test_cli_adapter_changes_the_model_and_a_retrained_one_is_evaluated_again(student, student_path, tmp_path, data_dir):
+    adapter, out = tmp_path / "adapter", tmp_path / "eval"
+    save_lora(student_path, adapter, seed=0)
     problems = data.load("svamp", data_dir=data_dir, limit=2)
     base = evaluate(*student, problems, max_new_tokens=8, progress=False)
-    proc = run_cli("--dataset", "svamp", "--limit", "2", "--max-new-tokens", "8", "--adapter", str(tmp_path / "adapter"),
-                   "--data-dir", str(data_dir), "--out", str(tmp_path / "eval"), "--no-progress", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
-    assert [r["output"] for r in rows] != [r["output"] for r in base.rows]
-    assert str((tmp_path / "adapter").resolve()) in json.loads((tmp_path / "eval" / "metrics.json").read_text())["model"]
+    args = ["--dataset", "svamp", "--limit", "2", "--max-new-tokens", "8", "--adapter", str(adapter),
+            "--data-dir", str(data_dir), "--out", str(out), "--no-progress", "--threads", "1"]
+
+    def run():
+        proc = run_cli(*args, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+        return [r["output"] for r in rows], json.loads((out / "metrics.json").read_text())
+
+    first, m = run()
+    assert first != [r["output"] for r in base.rows] and m["generated"] == 2
+    assert str(adapter.resolve()) in m["model"]
+    # retrained in the same folder, file times kept (as a copy with `cp -p` / rsync keeps them)
+    weights = adapter / "adapter_model.safetensors"
+    stamp = weights.stat()
+    save_lora(student_path, adapter, seed=1)
+    os.utime(weights, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    second, m = run()
+    assert m["generated"] == 2 and m["reused"] == 0 and second != first
+
+
+@pytest.mark.slow
+def test_library_evaluate_keys_the_cache_by_the_weights_in_memory(student_path, tmp_path, data_dir):
+    """A caller that names the model the same way after retraining (the recipe's `model+adapter`)
+    and passes no `weights`: the tensors themselves decide."""
+    from mathdistill.student.adapters import load_merged
+
+    adapter, out = tmp_path / "adapter", tmp_path / "eval"
+    problems = data.load("svamp", data_dir=data_dir, limit=2)
+    kw = dict(max_new_tokens=6, batch_size=2, out_dir=out, progress=False, model_name="smollm2-135m+adapter")
+    save_lora(student_path, adapter, seed=0)
+    assert evaluate(*load_merged(student_path, adapter), problems, **kw).metrics["generated"] == 2
+    save_lora(student_path, adapter, seed=1)
+    model, tok = load_merged(student_path, adapter)
+    assert evaluate(model, tok, problems, **kw).metrics["generated"] == 2
+    assert evaluate(model, tok, problems, **kw).metrics["reused"] == 2
+
+
+def test_weights_identity_follows_the_bytes_not_the_path(tmp_path):
+    from mathdistill.eval import weights_identity
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"r": 8}')
+    weights = adapter / "adapter_model.safetensors"
+    weights.write_bytes(b"A" * 64)
+    (adapter / "README.md").write_text("model card")
+    first = weights_identity("HuggingFaceTB/SmolLM2-135M-Instruct", adapter)
+    assert set(first["adapter_sha256"]) == {"adapter_config.json", "adapter_model.safetensors"}
+    assert first["model"]["origin"] == "HuggingFaceTB/SmolLM2-135M-Instruct"  # a hub id: its name (and cached revision)
+    stamp = weights.stat()
+    weights.write_bytes(b"B" * 65)  # (sha256_file memoises by path, size and mtime within a process)
+    os.utime(weights, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert weights_identity("HuggingFaceTB/SmolLM2-135M-Instruct", adapter) != first
+    (adapter / "README.md").write_text("another card")  # not weights: no change
+    assert weights_identity("HuggingFaceTB/SmolLM2-135M-Instruct", adapter) == weights_identity(
+        "HuggingFaceTB/SmolLM2-135M-Instruct", adapter)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"M")
+    ident = weights_identity(str(model))
+    assert ident["model"]["sha256"] == hashlib.sha256(b"M").hexdigest() and "adapter_sha256" not in ident
+    assert str(tmp_path) not in json.dumps(ident)  # where it sits on this machine is not part of it
 
 
 def test_self_consistency_vote_counts_equivalent_answers_as_one():

@@ -53,3 +53,37 @@ def test_config_bad_yaml_names_line(tmp_path):
     recipe.write_text("name: x\ntrain: [unclosed\n")
     with pytest.raises(InputError, match=r"r.yaml:\d+: invalid YAML"):
         load_config(recipe)
+
+
+def test_recipes_lists_every_method_with_its_keys(capsys, monkeypatch):
+    import json
+    import sys
+
+    from mathdistill import cli
+
+    monkeypatch.setattr(sys, "argv", ["mathdistill", "recipes", "--json"])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert {"base", "cot", "eotd", "etd"} <= set(listing)
+    keys = {m: {k["key"]: k["default"] for k in v["keys"]} for m, v in listing.items()}
+    assert keys["cot"]["thoughts"] == '["cot"]' and keys["etd"]["thoughts"] == '["cot", "pot", "eot"]'
+    assert keys["eotd"]["thoughts"] == '["eot"]' and keys["etd"]["eval.vote"] == "true"
+    assert "train.lr" in keys["cot"] and "teach.samples" in keys["cot"]
+    assert "train.lr" not in keys["base"] and "eval.max_new_tokens" in keys["base"]  # base trains nothing
+
+
+def test_method_configs_inherit_the_shared_one():
+    from mathdistill.methods import METHODS
+    from mathdistill.methods.config import DistillConfig, RecipeConfig
+
+    assert all(issubclass(m.config, RecipeConfig) for m in METHODS.values())
+    assert all(issubclass(METHODS[m].config, DistillConfig) for m in ("cot", "eotd", "pot", "etd"))
+    from mathdistill.methods.config import EvalConfig
+
+    etd = METHODS["etd"].config
+    assert set(etd.model_fields) == set(DistillConfig.model_fields)  # no new top-level keys
+    etd_eval = etd.model_fields["eval"].annotation
+    assert issubclass(etd_eval, EvalConfig) and set(etd_eval.model_fields) - set(EvalConfig.model_fields) == {
+        "vote", "preference"}

@@ -7,9 +7,7 @@ import pytest
 
 from mathdistill.io import InputError
 from mathdistill.student.chat import render_few_shot, render_prompt
-from mathdistill.student.generate import BASE, generate
-
-pytestmark = pytest.mark.slow
+from mathdistill.student.generate import BASE, _progress, generate
 
 QUESTIONS = [
     "What is 2 + 3?",
@@ -18,6 +16,26 @@ QUESTIONS = [
     "If a train travels 60 miles per hour for 3 hours, how far does it go?",
     "Sara reads 12 pages a day. How many pages does she read in a week?",
 ]
+
+
+def test_progress_bar_goes_to_stderr(capsys):
+    with _progress(2, True) as bar:
+        task = bar.add_task("generate", total=2, speed="")
+        bar.advance(task, 2)
+    out, err = capsys.readouterr()
+    assert out == "" and "generate" in err and "2/2" in err
+
+
+@pytest.mark.parametrize("setting,value,message", [
+    ("batch_size", 0, r"batch_size must be an integer >= 1 \(got 0\)"),
+    ("num_samples", -1, r"num_samples must be an integer >= 1"),
+    ("max_new_tokens", 0, r"max_new_tokens must be an integer >= 1"),
+    ("temperature", -1.0, r"temperature must be >= 0"),
+    ("top_p", 0.0, r"top_p must be in \(0, 1\]"),
+])
+def test_bad_settings_fail_before_the_model_is_used(setting, value, message):
+    with pytest.raises(InputError, match=message):
+        generate(None, None, ["a prompt"], **{setting: value})  # no model needed to say so
 
 
 def one_by_one(model, tok, prompts, max_new_tokens):
@@ -33,6 +51,7 @@ def one_by_one(model, tok, prompts, max_new_tokens):
     return out
 
 
+@pytest.mark.slow
 def test_batched_equals_one_by_one_in_input_order(student):
     model, tok = student
     prompts = [render_prompt(tok, q) for q in QUESTIONS]  # lengths deliberately unsorted
@@ -41,6 +60,7 @@ def test_batched_equals_one_by_one_in_input_order(student):
     assert all(len(g.texts) == 1 and 1 <= g.num_tokens[0] <= 8 for g in gens)
 
 
+@pytest.mark.slow
 def test_shared_few_shot_prefix_gives_the_same_text(student):
     model, tok = student
     shots = [("What is 1 + 1?", "1 + 1 = 2.\nThe answer is 2."), ("What is 3 * 4?", "3 * 4 = 12.\nThe answer is 12.")]
@@ -49,6 +69,7 @@ def test_shared_few_shot_prefix_gives_the_same_text(student):
     assert [g.text for g in gens] == one_by_one(model, tok, prompts, 10)
 
 
+@pytest.mark.slow
 def test_stop_string_ends_and_is_cut(student):
     model, tok = student
     prompt = render_prompt(tok, QUESTIONS[1])
@@ -61,6 +82,7 @@ def test_stop_string_ends_and_is_cut(student):
     assert cut.num_tokens[0] < full.num_tokens[0]
 
 
+@pytest.mark.slow
 def test_sampling_several_samples_reproducible_with_seed(student):
     model, tok = student
     prompts = [render_prompt(tok, q) for q in QUESTIONS[:2]]
@@ -71,6 +93,7 @@ def test_sampling_several_samples_reproducible_with_seed(student):
     assert len({t for g in a for t in g.texts}) > 2  # samples differ
 
 
+@pytest.mark.slow
 def test_adapter_choice_per_call(student_path):
     import torch
     from peft import LoraConfig, get_peft_model
@@ -99,6 +122,7 @@ def test_adapter_choice_per_call(student_path):
         run("missing")
 
 
+@pytest.mark.slow
 def test_long_runners_continue_in_a_later_batch_with_the_same_text(student, monkeypatch):
     """A batch whose last row is still running while others wait hands it on (preemption):
     it continues from its tokens so far, and the text is what one-by-one generation gives."""

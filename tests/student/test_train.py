@@ -118,6 +118,16 @@ def test_loss_falls_on_gsm8k_reference_rationales(tmp_path, data_dir, student_pa
     after = _mean_loss(tuned, tok, held_out)
     assert after < before - 0.1, (before, after)
 
+    # provenance: the adapter loads here, and its record and card name the GGUF, its quantisation and origin
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == student_path
+    base = json.loads((out / "mathdistill.json").read_text())["base_model"]
+    assert base["file"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf") and len(base["sha256"]) == 64
+    assert base["quantisation"] == "Q4_1 GGUF dequantised to float32 by transformers"
+    assert base["origin"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\n")
+    assert base["sha256"] in card and "Q4_1 GGUF dequantised" in card
+
 
 @pytest.mark.slow
 def test_full_fine_tuning_writes_a_standalone_model(tmp_path, student_path):
@@ -132,6 +142,8 @@ def test_full_fine_tuning_writes_a_standalone_model(tmp_path, student_path):
     assert model.num_parameters() > 100_000_000
     eos = GenerationConfig.from_pretrained(out).eos_token_id
     assert 2 in (eos if isinstance(eos, list) else [eos])  # <|im_end|> ends generation
+    card = (out / "README.md").read_text()
+    assert "# Full fine-tune" in card and "HuggingFaceTB/SmolLM2-135M-Instruct" in card
 
 
 @pytest.mark.slow

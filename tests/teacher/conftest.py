@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mathdistill.teacher.fake_server import FakeServer
+from fake_server import FakeServer
 from teacher_helpers import solve
 
 

@@ -55,6 +55,10 @@ def test_replay_bad_file_names_the_record(tmp_path):
     notlist.write_text("{}")
     with pytest.raises(InputError, match="expected a JSON list"):
         make_backend(TeacherConfig(kind="replay", replay=[notlist]))
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    with pytest.raises(InputError, match="empty.json: no recorded rationales in it"):
+        make_backend(TeacherConfig(kind="replay", replay=[empty]))
 
 
 @pytest.mark.slow
@@ -139,7 +143,7 @@ def test_config_file_overrides_and_errors(tmp_path):
     f.write_text("url: http://127.0.0.1:9/v1\nmodel: m\nheaders: {X-Org: abc}\nprices: {m: {prompt: 0.5, completion: 1.5}}\nconcurrency: 4\n")
     cfg = TC.from_file(f, concurrency=16, temperature=None)
     assert cfg.concurrency == 16 and cfg.price("m").cost({"prompt_tokens": 2_000_000, "completion_tokens": 1_000_000}) == 2.5
-    assert cfg.public_dict()["headers"] == {"X-Org": "<hidden>"}
+    assert cfg.public_dict()["headers"] == {"X-Org": "<redacted>"}
     f.write_text("url: http://127.0.0.1:9/v1\nmodel: m\nconcurency: 4\n")
     with pytest.raises(InputError, match=r"teacher.yaml: concurency: Extra inputs"):
         TC.from_file(f)

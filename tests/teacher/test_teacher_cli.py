@@ -144,7 +144,7 @@ def test_key_comes_from_env_and_is_never_written(fake_server, data_dir, tmp_path
     for p in files:
         assert secret.encode() not in p.read_bytes(), p
     config = json.loads((out / "teach_config.json").read_text())
-    assert config["teacher"]["key_env"] == "MD_CLI_TEACHER_KEY" and config["teacher"]["headers"] == {"X-Team": "<hidden>"}
+    assert config["teacher"]["key_env"] == "MD_CLI_TEACHER_KEY" and config["teacher"]["headers"] == {"X-Team": "<redacted>"}
 
     env.pop("MD_CLI_TEACHER_KEY")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)

@@ -25,6 +25,29 @@ def test_convert_first_problem(train):
     assert reference.convert(train[0], "eot").startswith("% Natalia sold")
 
 
+def test_each_format_class_writes_its_reference(train):
+    assert reference.reference_formats() == reference.FORMATS == ("cot", "pot", "eot")
+    p = train[0]
+    assert thoughts.get("pot").reference(p) == (
+        "# Natalia sold 48/2 = 24 clips in May.\nclips_in_may = 48 / 2\n"
+        "# Natalia sold 48+24 = 72 clips altogether in April and May.\nclips_altogether = 48 + clips_in_may\n"
+        "ans = clips_altogether")
+    assert thoughts.get("cot").reference(p) == (
+        "Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips altogether in April and May.\n"
+        "The answer is 72.")
+    for q in train[:10]:  # pot and eot: the same steps, each with its own comment mark
+        pot, eot = thoughts.get("pot").reference(q), thoughts.get("eot").reference(q)
+        assert (pot is None) == (eot is None)
+        if pot is not None:
+            assert [ln for ln in pot.splitlines() if not ln.startswith("# ")] == \
+                   [ln for ln in eot.splitlines() if not ln.startswith("% ")]
+        for name in reference.FORMATS:
+            assert reference.convert(q, name) == thoughts.get(name).reference(q)
+    for name in set(thoughts.NAMES) - set(reference.FORMATS):
+        with pytest.raises(NotImplementedError):
+            thoughts.get(name).reference(p)
+
+
 def test_coverage_and_every_kept_rationale_scores(train, tmp_path, monkeypatch):
     monkeypatch.setenv("MATHDISTILL_CACHE", str(tmp_path))
     cov = reference.coverage(train)

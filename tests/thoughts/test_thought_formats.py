@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mathdistill import thoughts
+from mathdistill.data import Problem
 from mathdistill.thoughts import exemplars as ex
 from mathdistill.thoughts.keypoints import parse as parse_keypoints
 from mathdistill.thoughts.l2m import parse_steps
@@ -28,6 +29,26 @@ def test_registry():
     assert thoughts.detect("no tag here") is None
     with pytest.raises(ValueError, match="unknown thought"):
         thoughts.get("tot")
+
+
+def test_tags_come_from_the_classes():
+    assert not hasattr(thoughts, "TRIGGERS")  # one source: each class's `trigger`
+    for name in thoughts.NAMES:
+        cls = thoughts.thought_class(name)
+        assert cls.name == name
+        assert thoughts.detect(f"  {cls.trigger.upper()} 2 + 3") == name  # leading space, any case
+        assert thoughts.strip_tag(f"{cls.trigger}\nans = 5") == "ans = 5"
+    assert thoughts.strip_tag("ans = 5 [PoT]") == "ans = 5 [PoT]"  # only a leading tag counts
+
+
+def test_teacher_context_is_the_formats_own():
+    solution = "She sold 48/2=<<48/2=24>>24 clips.\n#### 24"
+    gsm8k = Problem("g", "How many clips?", "24", "gsm8k", {"solution": solution})
+    svamp = Problem("s", "How many clips?", "24", "svamp", {})
+    assert thoughts.get("knowledge").teacher_context(gsm8k) == {"rationale": solution}
+    assert thoughts.get("knowledge").teacher_context(svamp) is None
+    for name in set(thoughts.NAMES) - {"knowledge"}:
+        assert thoughts.get(name).teacher_context(gsm8k) is None, name
 
 
 @pytest.mark.parametrize("name", thoughts.NAMES)

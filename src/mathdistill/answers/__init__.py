@@ -1,10 +1,33 @@
 """Final-answer extraction from free text, and answer equivalence.
 
 `extract_answer` finds the final answer a model wrote ("The answer is 18", "#### 18",
-"\\boxed{18}", "A: 18", or the last number). `is_equivalent` compares a prediction with a
-gold answer: numerically with a tolerance when both are numbers (`1,000`, `$5`, `5.00`,
-`5 apples`, `1/2`), otherwise with math-verify (LaTeX / symbolic expressions). `vote` takes
-the majority of several answers (ETD's formats, or self-consistency samples) by that equivalence.
+"\\boxed{18}", "A: 18", or the last number). `is_equivalent(pred, gold)` compares a prediction
+with a gold answer; `vote` takes the majority of several answers (ETD's formats, or
+self-consistency samples).
+
+The equivalence rule. When both sides are plain numbers (`1,000`, `$5`, `5.00`, `5 apples`,
+`1/2`, `\\frac{1}{2}`, `50%`), the prediction's exact value p is compared with the gold's
+normalised form g (`normalize_answer`, which is what the data loaders store, so a gold means the
+same before and after loading: trailing zeros carry no precision, `3.50` is read as `3.5` and
+`3.0` as the integer 3, and at most 10 significant digits are kept):
+
+- integer gold: equal when |p - g| <= 1e-9 * max(1, |g|), so PoT's `17.999999999999996` is 18
+  while 123460 is not 123456; and two whole numbers are equal only when identical, also where
+  1e-9 * |g| >= 1 (GSM-Hard golds reach 1e11: 109844510500 is not 109844510400).
+- decimal gold: p rounded (half away from zero) to the gold's decimal places must equal it:
+  gold `0.33` accepts `0.333` and `1/3` and refuses `0.34` and `0.3`; gold `3.5` accepts `3.50`
+  and `7/2` (and, being one decimal, also `3.46`). A gold written as a float repr
+  (`14053029.666666666`) is read to 10 significant digits (`14053029.67`), so it accepts the
+  exact value and the same float computed in another order, not just its own last digits.
+- fraction gold (`1/3`, `\\frac{14}{3}`, or a float the loaders recognise as one, GSM-Hard's
+  388147.4117647059 = `6598506/17`): the exact value, the same 1e-9 relative tolerance for float
+  noise (`0.3333333333333333` is 1/3; `0.333`, `0.33` and `4.666667` are not). `2/4` = `1/2` = `0.5`.
+- percentages: `%` (or "percent") is a unit that is dropped, `50%` is the number 50: it equals
+  50 either way round, and never 0.5. Gold answers ask for the number in percent.
+
+Anything else (LaTeX, expressions, text) goes through math-verify, after a whitespace- and
+case-insensitive text comparison. `vote` counts two answers as one only when each is equivalent
+to the other as gold (equal values: `0.5` and `1/2`, `50%` and `50`; `0.33` and `1/3` stay two).
 """
 
 from __future__ import annotations
@@ -12,6 +35,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+from decimal import Decimal
 from fractions import Fraction
 from typing import Sequence
 
@@ -108,12 +132,26 @@ def parse_number(s: str | None) -> Fraction | float | None:
         return None
 
 
+def _float_value(v: float) -> Fraction:
+    """The number a float result stands for: the shortest decimal within 4 units in its last
+    place, or the simplest fraction (denominator up to 1000) within that or 1e-10 (data files
+    round to 10 decimals), whichever has the smaller denominator: 17.999999999999996 -> 18,
+    0.1 + 0.2 -> 3/10, 12.333333333333334 -> 37/3, 0.3333333333 -> 1/3, 4795436.8 -> 23977184/5,
+    2.0107e-06 -> 20107/10**10."""
+    exact, tol = Fraction(v), Fraction(4 * math.ulp(v))
+    dec = next(d for d in (Fraction(f"{v:.{s}g}") for s in range(1, 18)) if abs(d - exact) <= tol)
+    frac = exact.limit_denominator(1000)
+    near = abs(frac - exact) <= max(tol, Fraction(1, 10**10)) and (frac != 0 or v == 0)
+    return frac if near and frac.denominator < dec.denominator else dec
+
+
 def format_number(v: Fraction | float | int) -> str:
-    """Canonical text of a number: integers without decimals, others as a short decimal."""
+    """Canonical text of a number: integers without decimals, others as a short decimal (at most
+    10 significant digits), or "a/b" when the decimal would not end."""
     if isinstance(v, float):
         if math.isnan(v) or math.isinf(v):
             return str(v)
-        v = Fraction(v).limit_denominator(10**9) if abs(v) < 1e15 else Fraction(round(v))
+        v = _float_value(v)
     v = Fraction(v)
     if v.denominator == 1:
         return str(v.numerator)
@@ -123,10 +161,9 @@ def format_number(v: Fraction | float | int) -> str:
             den //= p
     if den != 1:  # no finite decimal: keep it exact, "14/3"
         return f"{v.numerator}/{v.denominator}"
-    f = float(v)
-    text = f"{f:.10g}"
-    if "e" in text:
-        text = f"{f:.10f}".rstrip("0").rstrip(".")
+    text = f"{float(v):.10g}"
+    if "e" in text:  # below 1e-4: ten significant digits written out; from 1e10: every digit
+        text = format(Decimal(text) if abs(v) < 1 else Decimal(v.numerator) / v.denominator, "f")
     return text
 
 
@@ -201,10 +238,26 @@ def extract_answer(text: str | None) -> str | None:
     return None
 
 
-def _numbers_close(a: Fraction, b: Fraction, rel: float = 1e-4, abs_tol: float = 1e-6) -> bool:
-    if a == b:
-        return True
-    return math.isclose(float(a), float(b), rel_tol=rel, abs_tol=abs_tol)
+def _round_half_away(x: Fraction, places: int) -> Fraction:
+    scale = 10**places
+    r = math.floor(abs(x) * scale + Fraction(1, 2))
+    return Fraction(r if x >= 0 else -r, scale)
+
+
+def _numbers_equal(p: Fraction, gold: str) -> bool:
+    """The numeric rule of the module docstring; `gold` is a normalised plain number."""
+    g = parse_number(gold)
+    if "." in gold:  # decimal gold: round the prediction to its places
+        return _round_half_away(p, len(gold.split(".")[1])) == g
+    if p.denominator == 1 and g.denominator == 1:  # two whole numbers
+        return p == g
+    return abs(p - g) <= Fraction(1, 10**9) * max(1, abs(g))
+
+
+def _value(x: str | int | float) -> Fraction | None:
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return Fraction(x) if math.isfinite(x) else None
+    return parse_number(str(x))
 
 
 def _math_verify(pred: str, gold: str) -> bool:
@@ -232,20 +285,18 @@ def _loose_text(s: str) -> str:
 
 
 def is_equivalent(pred: str | int | float | None, gold: str | int | float | None) -> bool:
-    """Whether prediction `pred` equals gold answer `gold`.
-
-    Plain numbers compare by value (relative tolerance 1e-4): `1,000` = `1000.0` = `$1000`.
-    Anything else goes through math-verify (LaTeX / symbolic equality), then a
-    whitespace- and case-insensitive text comparison.
-    """
+    """Whether prediction `pred` equals gold answer `gold`, by the rule in the module docstring:
+    plain numbers by value (integer gold: 1e-9 relative, whole numbers exactly; decimal gold:
+    the prediction rounded to its places; fraction gold: exact), anything else through a
+    whitespace- and case-insensitive text comparison, then math-verify."""
     if pred is None or gold is None:
         return False
     pred_s, gold_s = str(pred).strip(), str(gold).strip()
     if not pred_s or not gold_s:
         return False
-    pv, gv = parse_number(pred_s), parse_number(gold_s)
-    if pv is not None and gv is not None:
-        return _numbers_close(pv, gv)
+    pv, gold_n = _value(pred), normalize_answer(gold)
+    if pv is not None and parse_number(gold_n) is not None:
+        return _numbers_equal(pv, gold_n)
     if _loose_text(pred_s) == _loose_text(gold_s):
         return True
     # expressions, or a number against an expression ("\\frac{\\sqrt{2}}{2}" vs "0.7071")
@@ -255,7 +306,8 @@ def is_equivalent(pred: str | int | float | None, gold: str | int | float | None
 def vote(answers: dict[str, Sequence[str | None]], preference: Sequence[str]) -> tuple[str | None, str | None]:
     """Majority vote over the answers of every format (each may carry several samples).
 
-    Equivalent answers (`5` and `5.0`) count as one. Ties go to the answer given by the
+    Answers equivalent both ways (`5` and `5.0`, `1/2` and `0.5`) count as one; a rounding and
+    the value it rounds (`0.33`, `1/3`) count as two. Ties go to the answer given by the
     earliest format in `preference`; formats that produced no answer (failed to parse,
     execute or solve) do not vote. Returns (answer, format whose answer won) or (None, None).
     """
@@ -267,7 +319,7 @@ def vote(answers: dict[str, Sequence[str | None]], preference: Sequence[str]) ->
             if value is None:
                 continue
             for g in groups:
-                if is_equivalent(value, g[0]):
+                if is_equivalent(value, g[0]) and is_equivalent(g[0], value):
                     g[1] += 1
                     if rank < g[2]:
                         g[2], g[3] = rank, fmt

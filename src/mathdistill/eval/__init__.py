@@ -5,14 +5,22 @@
 
 Prompts: the thought's `student_prompt(question)` as the user message, through the chat
 template (`mathdistill.student.chat`); k-shot prompts put k GSM8K *train* problems (with their
-reference rationale in the same format) before it as earlier turns. Scoring: the thought's
-`score_batch`. With `samples > 1` the prediction is the majority vote of the samples.
+reference rationale in the same format) before it as earlier turns. Generation and scoring are
+`mathdistill.student.sample.sample` (the thought's `score_batch`: PoT executed, EoT solved);
+with `samples > 1` the prediction is the majority vote of the samples.
 
 Files in `out_dir` (written atomically at the end): `predictions.jsonl` (one row per problem:
 id, question, gold, output, prediction, correct, ...) and `metrics.json` (dataset, n, correct,
 accuracy, ci95, ...). Finished generations are appended to `predictions.partial.jsonl` after
 each batch, so an interrupted run resumes where it stopped; a finished run with the same
-settings is loaded, not redone.
+settings is loaded, not redone. "The same settings" (the resume key) means the same weights,
+adapter, prompts (exemplars included) and generation settings. The weights are named by
+`weights` (`weights_identity(model, adapter_dir)`: sha256 of the base weights and of the adapter
+files, so a retrained adapter in the same folder is a different model); without it, by a sha256
+of the model's tensors in memory.
+
+Formats: the ones whose output has an answer (`THOUGHTS`): cot, pot, eot, l2m, and keypoints,
+scored on the answer of its solution part. `knowledge` gives no answer and is refused.
 """
 
 from __future__ import annotations
@@ -20,17 +28,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from mathdistill.io import InputError, iter_jsonl, read_json, write_json, write_jsonl
+from mathdistill import thoughts
+from mathdistill.io import InputError, iter_jsonl, read_json, sha256_file, write_json, write_jsonl
 
-__all__ = ["EvalResult", "evaluate", "wilson_ci", "few_shot_exemplars", "build_prompts", "PARTIAL", "DEFAULT_MAX_NEW_TOKENS"]
+__all__ = ["EvalResult", "evaluate", "wilson_ci", "few_shot_exemplars", "build_prompts", "check_thought",
+           "check_out_dir", "weights_identity", "THOUGHTS", "PARTIAL", "DEFAULT_MAX_NEW_TOKENS"]
 
 PARTIAL = "predictions.partial.jsonl"
 DEFAULT_MAX_NEW_TOKENS = 320
+#: formats an evaluation can score: their output ends in an answer (keypoints: its solution part)
+THOUGHTS: tuple[str, ...] = (*thoughts.ANSWER_NAMES, "keypoints")
 
 
 @dataclass
@@ -50,6 +61,59 @@ def wilson_ci(correct: int, n: int, z: float = 1.959963984540054) -> tuple[float
     lo = 0.0 if correct <= 0 else max(0.0, centre - half)
     hi = 1.0 if correct >= n else min(1.0, centre + half)
     return (lo, hi)
+
+
+def check_thought(thought: str) -> str:
+    """`thought` (lower case) if an evaluation can score it; else an InputError saying which can and why."""
+    key = (thought or "").strip().lower()
+    if key in THOUGHTS:
+        return key
+    can = f"evaluable formats: {', '.join(THOUGHTS)} (keypoints is scored on its solution's answer)"
+    if key in thoughts.NAMES:
+        raise InputError(f"--thought {thought}: this format gives no answer to score (it is an input to a later "
+                         f"solving step, not a solution); {can}")
+    raise InputError(f"unknown --thought '{thought}'; {can}")
+
+
+def check_out_dir(out_dir) -> Path:
+    """`out_dir` as a Path, if it is or can become a folder (no file in the way)."""
+    out = Path(out_dir)
+    there = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not there.is_dir():
+        raise InputError(f"--out {out}: {there} is a file; the output must be a folder")
+    return out
+
+
+def _adapter_files(folder: Path) -> list[Path]:
+    """The files that make an adapter: its config and weights (adapter_model.safetensors / .bin)."""
+    weights = sorted(p for p in folder.glob("adapter_model.*") if p.is_file() and p.suffix in (".safetensors", ".bin"))
+    return [folder / "adapter_config.json", *weights] if weights else []
+
+
+def weights_identity(model: str, adapter_dir=None) -> dict:
+    """What generates the outputs, for the resume key: the base model as
+    `student.models.provenance` describes it (the sha256 of its weights or GGUF file; a hub id and
+    its cached revision), less its name and where it sits on this machine, and the sha256 of the
+    adapter's config and weight files. Retraining into the same adapter folder changes it."""
+    from mathdistill.student.models import provenance
+
+    base = {k: v for k, v in provenance(model).items() if k not in ("name", "resolved_path", "file")}
+    ident = {"model": base}
+    if adapter_dir is not None:
+        ident["adapter_sha256"] = {f.name: sha256_file(f) for f in _adapter_files(Path(adapter_dir))}
+    return ident
+
+
+def _fingerprint(model) -> str:
+    """sha256 of the model's tensors as they are in memory (names and bytes)."""
+    import torch
+
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 def few_shot_exemplars(thought: str, k: int, data_dir=None, exclude: Sequence[str] = ()) -> list[tuple[str, str, str]]:
@@ -98,9 +162,11 @@ def _key(settings: dict) -> str:
 
 def _cached(out_dir: Path, key: str, ids: set[str]) -> dict[str, dict]:
     """Generations already made with the same settings: {problem id: {"texts", "num_tokens", "looped"}}."""
+    from mathdistill.student.sample import read_generations
+
     found: dict[str, dict] = {}
     metrics, preds = out_dir / "metrics.json", out_dir / "predictions.jsonl"
-    if metrics.exists() and preds.exists():
+    if metrics.is_file() and preds.is_file():
         try:
             same = read_json(metrics).get("key") == key
         except InputError:
@@ -112,18 +178,7 @@ def _cached(out_dir: Path, key: str, ids: set[str]) -> dict[str, dict]:
                     looped = row.get("looped", False)
                     found[row["id"]] = {"texts": texts, "num_tokens": _as_list(row.get("num_tokens")),
                                         "looped": looped if isinstance(looped, list) else [looped] * len(texts)}
-    partial = out_dir / PARTIAL
-    if partial.exists():
-        with partial.open(encoding="utf-8") as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a kill
-                if row.get("key") == key and row.get("id") in ids:
-                    found[row["id"]] = {"texts": row["texts"], "num_tokens": row["num_tokens"],
-                                        "looped": row.get("looped") or [False] * len(row["texts"])}
-    return found
+    return found | read_generations(out_dir / PARTIAL, dict.fromkeys(ids, key))
 
 
 def _as_list(x) -> list[int]:
@@ -162,30 +217,39 @@ def evaluate(
     dataset: str | None = None,
     split: str = "test",
     model_name: str | None = None,
+    weights: dict | str | None = None,
     prompts: Sequence[str] | None = None,
     progress: bool = True,
     loop_stop: bool = False,
+    engine: str = "auto",
 ) -> EvalResult:
     """Generate, score and summarise `problems` (a list of `mathdistill.data.Problem`).
 
     `exemplars` overrides the k-shot exemplars (else `few_shot_exemplars(thought, shots)`);
     `adapter` is passed to `generate` (a PeftModel adapter name, "base", or None = as is);
-    `model_name` identifies the weights in metrics and in the resume key. `prompts` (one
-    already-rendered prompt per problem) replaces the thought's prompts and the exemplars.
-    `loop_stop` ends completions that repeat themselves early (`student.generate.ends_in_loop`);
-    metrics count them (`loop_stopped`).
+    `model_name` names the model in metrics; `weights` identifies the weights in the resume key
+    (e.g. `weights_identity(model, adapter_dir)`); left out, a sha256 of the model's tensors in
+    memory does (~0.5 s for 135M parameters). `prompts` (one already-rendered prompt per problem)
+    replaces the thought's prompts and the exemplars. `loop_stop` ends completions that repeat
+    themselves early (`student.generate.ends_in_loop`); metrics count them (`loop_stopped`).
+    `engine` ("auto", "hf", "vllm") is `student.sample`'s. Samples are seeded by (seed, problem
+    id, sample index), so they do not depend on batching or resuming.
+    Every setting is checked before anything is generated or written.
     """
-    from mathdistill import thoughts
-    from mathdistill.student.generate import generate
+    from mathdistill.student.generate import check_settings
+    from mathdistill.student.sample import Cache, pick_engine, sample
 
     if not problems:
         raise InputError("nothing to evaluate: the problem list is empty")
-    try:
-        fmt = thoughts.get(thought)
-    except ValueError as e:
-        raise InputError(str(e)) from None
-    if shots < 0:
-        raise InputError("--shots must be >= 0")
+    thought = check_thought(thought)
+    if isinstance(shots, bool) or not isinstance(shots, int) or shots < 0:
+        raise InputError(f"shots must be an integer >= 0 (got {shots!r})")
+    check_settings(max_new_tokens=max_new_tokens, batch_size=batch_size, samples=samples,
+                   temperature=temperature, top_p=top_p)
+    out = check_out_dir(out_dir) if out_dir is not None else None
+    by_id = {p.id: p for p in problems}
+    if len(by_id) != len(problems):
+        raise InputError("problem ids are not unique")
     if prompts is not None:
         if len(prompts) != len(problems):
             raise InputError(f"{len(prompts)} prompts for {len(problems)} problems")
@@ -193,93 +257,73 @@ def evaluate(
     elif exemplars is None:
         exemplars = few_shot_exemplars(thought, shots, data_dir, exclude=[p.question for p in problems])
     exemplars = list(exemplars)
+    engine = pick_engine(engine, model, loop_stop)
     if stop is None and exemplars and not getattr(tokenizer, "chat_template", None):
         stop = ["\n\n"]  # plain-text k-shot prompts separate exemplars with a blank line
     dataset = dataset or problems[0].source
     model_name = model_name or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
     custom = prompts is not None
     prompts = list(prompts) if custom else build_prompts(tokenizer, thought, [p.question for p in problems], exemplars)
+    if weights is None and out is not None:
+        weights = _fingerprint(model)
+    # the prompts: all of them when given, else the template around a question (chat template,
+    # instruction, exemplars), so a run over more problems reuses the ones already done
+    template = prompts if custom else build_prompts(tokenizer, thought, ["{question}"], exemplars)
     settings = {
-        "prompts": hashlib.sha256("\x00".join(prompts).encode()).hexdigest() if custom else None,
-        "model": model_name, "adapter": adapter, "dataset": dataset, "split": split, "thought": thought,
-        "exemplars": [(u, a) for _, u, a in exemplars], "max_new_tokens": max_new_tokens,
+        "prompts": hashlib.sha256("\x00".join(template).encode()).hexdigest(),
+        "weights": weights, "adapter": adapter, "dataset": dataset, "split": split, "thought": thought,
+        "max_new_tokens": max_new_tokens,
         "temperature": temperature, "top_p": top_p if temperature > 0 else 1.0, "samples": samples,
         "seed": seed if temperature > 0 else None, "stop": list(stop or []),
     }
-    if loop_stop:  # only when on, so results saved before the option existed still resume
+    # only when they differ from what came before, so results saved earlier still resume
+    if loop_stop:
         settings["loop_stop"] = True
+    if temperature > 0:
+        settings["sampler"] = "per-row"  # seeded by (seed, problem id, sample index) since issue 12
+    if engine != "hf":
+        settings["engine"] = engine
     key = _key(settings)
-    out = Path(out_dir) if out_dir is not None else None
-    by_id = {p.id: p for p in problems}
-    if len(by_id) != len(problems):
-        raise InputError("problem ids are not unique")
-    done = _cached(out, key, set(by_id)) if out is not None else {}
-    todo = [i for i, p in enumerate(problems) if p.id not in done]
-
-    partial_file = None
-    if out is not None and todo:
-        out.mkdir(parents=True, exist_ok=True)
-        partial_file = (out / PARTIAL).open("a", encoding="utf-8")
-
-    def save(j: int, g) -> None:
-        pid = problems[todo[j]].id
-        done[pid] = {"texts": g.texts, "num_tokens": g.num_tokens, "looped": g.looped}
-        if partial_file is not None:
-            partial_file.write(json.dumps({"key": key, "id": pid, **done[pid]}, ensure_ascii=False) + "\n")
-            partial_file.flush()
-
-    t0 = time.perf_counter()
+    cache = Cache(out / PARTIAL if out is not None else None, dict.fromkeys(by_id, key),
+                  _cached(out, key, set(by_id)) if out is not None else {})
     try:
-        if todo:
-            generate(
-                model, tokenizer, [prompts[i] for i in todo], max_new_tokens=max_new_tokens, batch_size=batch_size,
-                temperature=temperature, top_p=top_p, num_samples=samples, stop=stop, adapter=adapter,
-                seed=seed, progress=progress, on_result=save, loop_stop=loop_stop,
-            )
+        res = sample(model, tokenizer, problems, thought, k=samples, temperature=temperature, top_p=top_p,
+                     seed=seed, max_new_tokens=max_new_tokens, batch_size=batch_size, adapter=adapter,
+                     prompts=prompts, stop=stop, engine=engine, loop_stop=loop_stop, progress=progress, cache=cache)
     finally:
-        if partial_file is not None:
-            partial_file.close()
-    seconds = time.perf_counter() - t0
-
-    # score every sample of every problem in one batch (PoT programs run in parallel)
-    flat = [(p, t) for p in problems for t in done[p.id]["texts"]]
-    scored = fmt.score_batch([t for _, t in flat], [p.answer for p, _ in flat])
-    rows, pos = [], 0
-    for p in problems:
-        texts, ntoks, looped = done[p.id]["texts"], done[p.id]["num_tokens"], done[p.id]["looped"]
-        s = scored[pos : pos + len(texts)]
-        pos += len(texts)
-        row = {"id": p.id, "question": p.question, "gold": p.answer, "output": texts[0]}
-        if len(texts) == 1:
-            row.update(prediction=s[0].prediction, correct=bool(s[0].correct), error=s[0].error, num_tokens=ntoks[0],
-                       looped=bool(looped[0]))
+        cache.close()
+    rows = []
+    for r in res.rows:
+        row = {"id": r["id"], "question": r["question"], "gold": r["gold"], "output": r["outputs"][0]}
+        if samples == 1:
+            row.update(prediction=r["predictions"][0], correct=r["corrects"][0], error=r["errors"][0],
+                       num_tokens=r["num_tokens"][0], looped=r["looped"][0])
         else:
-            pred, ok = _vote([x.prediction for x in s], [bool(x.correct) for x in s])
-            row.update(prediction=pred, correct=ok, error=None if pred is not None else s[0].error,
-                       outputs=texts, predictions=[x.prediction for x in s],
-                       corrects=[bool(x.correct) for x in s], num_tokens=ntoks, looped=[bool(x) for x in looped])
+            pred, ok = _vote(r["predictions"], r["corrects"])
+            row.update(prediction=pred, correct=ok, error=None if pred is not None else r["errors"][0],
+                       outputs=r["outputs"], predictions=r["predictions"], corrects=r["corrects"],
+                       num_tokens=r["num_tokens"], looped=r["looped"])
         rows.append(row)
-    generated_now = sum(sum(done[problems[i].id]["num_tokens"]) for i in todo)
+    stats = res.stats
+    generated_now, seconds, todo = stats["generated_tokens"], stats["seconds"], stats["generated"]
 
     n, correct = len(rows), sum(r["correct"] for r in rows)
     metrics = {
         "dataset": dataset, "split": split, "n": n, "correct": correct, "accuracy": correct / n,
         "ci95": list(wilson_ci(correct, n)), "no_answer": sum(r["prediction"] is None for r in rows),
-        "model": model_name, "adapter": adapter, "thought": thought, "shots": len(exemplars),
+        "model": model_name, "weights": weights, "adapter": adapter, "thought": thought, "shots": len(exemplars),
         "exemplar_ids": [pid for pid, _, _ in exemplars], "max_new_tokens": max_new_tokens,
         "temperature": temperature, "top_p": settings["top_p"], "samples": samples, "seed": settings["seed"],
         "stop": settings["stop"], "batch_size": batch_size, "loop_stop": loop_stop,
-        "loop_stopped": sum(sum(done[p.id]["looped"]) for p in problems),
-        "generated": len(todo), "reused": n - len(todo), "seconds": round(seconds, 3),
-        "generated_tokens": generated_now,
-        "problems_per_second": len(todo) / seconds if todo and seconds > 0 else None,
-        "tokens_per_second": generated_now / seconds if todo and seconds > 0 else None,
+        "loop_stopped": sum(sum(r["looped"]) for r in res.rows),
+        "generated": todo, "reused": n - todo, "seconds": seconds, "generated_tokens": generated_now,
+        "problems_per_second": todo / seconds if todo and seconds > 0 else None,
+        "tokens_per_second": stats["tokens_per_second"], "engine": engine,
         "mean_output_tokens": sum(sum(_as_list(r["num_tokens"])) for r in rows) / (n * samples),
         "key": key,
     }
     if samples > 1:
-        metrics["pass_at_k"] = sum(any(r["corrects"]) for r in rows) / n
-        metrics["sample_accuracy"] = sum(sum(r["corrects"]) for r in rows) / (n * samples)
+        metrics["pass_at_k"], metrics["sample_accuracy"] = stats["pass_at_k"], stats["sample_accuracy"]
     if out is not None:
         write_jsonl(out / "predictions.jsonl", rows)
         write_json(out / "metrics.json", metrics)

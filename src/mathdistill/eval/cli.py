@@ -1,4 +1,8 @@
-"""`mathdistill eval`: evaluate a model (optionally with a LoRA adapter) on a benchmark."""
+"""`mathdistill eval`: evaluate a model (optionally with a LoRA adapter) on a benchmark.
+
+Every option, the adapter folder and the data are checked before the model loads; the one line
+on stdout is the metrics JSON (progress and the summary line go to stderr).
+"""
 
 from __future__ import annotations
 
@@ -8,51 +12,68 @@ from typing import Optional
 
 import typer
 
+from mathdistill.runtime import threads_option
 from mathdistill.student.models import DEFAULT_STUDENT
 
 
+def _top_p(value: float) -> float:
+    if not 0 < value <= 1:
+        raise typer.BadParameter(f"must be in (0, 1] (got {value})")
+    return value
+
+
 def eval_command(
-    dataset: str = typer.Option(..., "--dataset", help="Benchmark: gsm8k, svamp, asdiv, multiarith, addsub, singleeq, singleop, gsm_hard, math500."),
-    out: Path = typer.Option(..., "--out", help="Output folder for predictions.jsonl and metrics.json."),
+    dataset: str = typer.Option(..., "--dataset", help="Benchmark: gsm8k, svamp, asdiv, mawps (= multiarith, addsub, "
+                                "singleeq and singleop), multiarith, addsub, singleeq, singleop, gsm_hard, math500."),
+    out: Path = typer.Option(..., "--out", file_okay=False, help="Output folder for predictions.jsonl and metrics.json "
+                             "(a finished evaluation there with the same settings is reused)."),
     model: str = typer.Option(DEFAULT_STUDENT, "--model", help="HF id, local model folder, .gguf file or alias."),
-    split: str = typer.Option("test", "--split"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N problems."),
-    thought: str = typer.Option("cot", "--thought", help="Reasoning format: cot, pot, eot, l2m."),
-    adapter: Optional[Path] = typer.Option(None, "--adapter", help="A PEFT (LoRA) adapter folder to apply."),
-    shots: int = typer.Option(0, "--shots", help="k-shot exemplars from GSM8K train (0 = zero-shot)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data root (else $MATHDISTILL_DATA or ../shared/data)."),
-    max_new_tokens: int = typer.Option(320, "--max-new-tokens"),
-    batch_size: int = typer.Option(16, "--batch-size"),
-    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
-    top_p: float = typer.Option(1.0, "--top-p"),
-    samples: int = typer.Option(1, "--samples", help="Completions per problem; >1 scores the majority vote."),
-    seed: int = typer.Option(0, "--seed"),
-    stop: Optional[list[str]] = typer.Option(None, "--stop", help="Stop string (repeatable)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    split: str = typer.Option("test", "--split", help="Dataset split (test; gsm8k also has train)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N problems."),
+    thought: str = typer.Option("cot", "--thought", help="Reasoning format the student writes: cot, pot, eot, l2m, or "
+                                "keypoints (scored on its solution's answer)."),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", exists=True, file_okay=False,
+                                           help="A PEFT (LoRA) adapter folder, merged into the weights for the run."),
+    shots: int = typer.Option(0, "--shots", min=0, help="k-shot exemplars from GSM8K train (0 = zero-shot)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", exists=True, file_okay=False,
+                                            help="Data root (else $MATHDISTILL_DATA or ../shared/data, else the hub)."),
+    max_new_tokens: int = typer.Option(320, "--max-new-tokens", min=1, help="Most tokens generated per completion."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Completions generated together."),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="Sampling temperature; 0 = greedy."),
+    top_p: float = typer.Option(1.0, "--top-p", callback=_top_p, help="Nucleus sampling mass in (0, 1] (with --temperature > 0)."),
+    samples: int = typer.Option(1, "--samples", min=1, help="Completions per problem; >1 scores the majority vote."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Random seed for sampling."),
+    stop: Optional[list[str]] = typer.Option(None, "--stop", help="Stop string (repeatable); cut from the output."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (on stderr)."),
     loop_stop: bool = typer.Option(False, "--loop-stop/--no-loop-stop",
                                    help="End a completion that repeats one block 3 times in a row (saves time; off by default)."),
+    threads: Optional[int] = threads_option(),
 ) -> None:
-    """Write OUT/predictions.jsonl and OUT/metrics.json; the last stdout line is the metrics JSON."""
-    from mathdistill import data
-    from mathdistill.eval import evaluate
-    from mathdistill.io import InputError
+    """Write OUT/predictions.jsonl and OUT/metrics.json; stdout is one line, the metrics JSON."""
+    from mathdistill import data, runtime
+    from mathdistill.eval import check_out_dir, check_thought, evaluate, few_shot_exemplars, weights_identity
+
+    # everything a user can get wrong is checked before the model loads
+    thought = check_thought(thought)
+    check_out_dir(out)
+    if adapter is not None:
+        from mathdistill.student.adapters import check_adapter
+
+        check_adapter(adapter, "--adapter")
+    problems = data.load(dataset, split=split, data_dir=data_dir, limit=limit)
+    exemplars = few_shot_exemplars(thought, shots, data_dir, exclude=[p.question for p in problems])
+    weights = weights_identity(model, adapter)
+    name = f"{model}+{adapter.resolve()}" if adapter is not None else model
+
+    runtime.set_threads(threads)
     from mathdistill.student.adapters import load_merged
 
-    if limit is not None and limit < 1:
-        raise InputError("--limit must be >= 1")
-    problems = data.load(dataset, split=split, data_dir=data_dir, limit=limit)
-    name = model
-    if adapter is not None:
-        if not (adapter / "adapter_config.json").exists():  # say so before loading the model
-            raise InputError(f"--adapter {adapter}: no adapter_config.json there (not a PEFT adapter folder)")
-        weights = adapter / "adapter_model.safetensors"
-        stamp = int(weights.stat().st_mtime) if weights.exists() else 0
-        name = f"{model}+{adapter.resolve()}@{stamp}"
     m, tok = load_merged(model, adapter)
     result = evaluate(
-        m, tok, problems, thought=thought, shots=shots, data_dir=data_dir, max_new_tokens=max_new_tokens,
+        m, tok, problems, thought=thought, exemplars=exemplars, max_new_tokens=max_new_tokens,
         batch_size=batch_size, temperature=temperature, top_p=top_p, samples=samples, seed=seed, stop=stop,
-        out_dir=out, dataset=dataset, split=split, model_name=name, progress=progress, loop_stop=loop_stop,
+        out_dir=out, dataset=dataset, split=split, model_name=name, weights=weights, progress=progress,
+        loop_stop=loop_stop,
     )
     mt = result.metrics
     lo, hi = mt["ci95"]

@@ -1,6 +1,74 @@
-"""Distillation recipes: one readable file per method, composing the shared stages."""
+"""Distillation methods: each one short recipe file wiring the shared components.
 
-from mathdistill.methods import etd
+    from mathdistill.methods import METHODS, run
+    cfg = load_config("recipes/etd.yaml", ["data.train.limit=100"])
+    run(cfg)                                   # -> the run folder
 
-#: method name (recipe `method:`) -> recipe entry point run(cfg, command, restart) -> run folder
-METHODS = {"cot": etd.run, "eotd": etd.run, "pot": etd.run, "etd": etd.run}
+`METHODS` maps a recipe's `method:` to its config class (inheriting `config.RecipeConfig`), its
+recipe function `recipe(cfg, run) -> result rows`, a one-line summary and the defaults it puts
+under the YAML. `run` is the one runner: validate the whole recipe, open the run folder,
+run the recipe's stages, write results.json, finish the manifest, write the report.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from mathdistill.methods.config import RecipeConfig
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    config: type[RecipeConfig]
+    recipe: Callable  # recipe(cfg, run) -> list of result rows (contract 9 names)
+    summary: str
+    defaults: dict = field(default_factory=dict)
+    # serve(cfg, run) -> mathdistill.serve.Served: the model names a finished run is served under and the
+    # inference behind each (`mathdistill serve RUN_DIR`); None: the student in train/student answering
+    # in cfg.thoughts (+ their vote), as steps.evaluate evaluates it (docs/adding-a-method.md)
+    serve: Callable | None = None
+
+
+def _registry() -> dict[str, Method]:
+    """Every `METHODS` list of the recipe files in this package (a new method is a new file)."""
+    import importlib
+    import pkgutil
+
+    found = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for m in getattr(module, "METHODS", []):
+            found[m.name] = m
+    order = ["base", "cot", "eotd", "pot", "etd"]  # the rest alphabetically, by file
+    return dict(sorted(found.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+
+
+METHODS: dict[str, Method] = _registry()
+
+
+def register(method: Method) -> None:
+    """Add a method (a recipe file outside the package, a test's) under its name."""
+    METHODS[method.name] = method
+
+
+def run(cfg: RecipeConfig, command: list[str] | None = None, restart: bool = False) -> Path:
+    """Run the recipe `cfg` in its run folder (resuming it); returns the folder."""
+    from mathdistill.io import write_json
+    from mathdistill.methods.config import dump_config, validate
+    from mathdistill.methods.run import Run
+    from mathdistill.report import write_report
+    from mathdistill.student.models import provenance
+
+    validate(cfg)
+    info = {"student": provenance(cfg.student.model)}
+    r = Run.open(cfg.run_dir, dump_config(cfg), command or sys.argv, restart, info)
+    rows = METHODS[cfg.method].recipe(cfg, r)
+    write_json(r.path("results.json"), {"run": cfg.name, "method": cfg.method, "student": cfg.student.model,
+                                        "student_provenance": info["student"], "rows": rows, **r.extras()})
+    r.finish()
+    write_report([r.dir], r.path("report"))
+    return r.dir

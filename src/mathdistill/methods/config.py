@@ -1,138 +1,133 @@
-"""Recipe configuration: YAML file + `key=value` overrides, validated by pydantic.
+"""Recipe configuration: one pydantic model per method, each inheriting the shared one.
 
-An unknown or misspelt key is an error that names it (every model forbids extra keys).
+    RecipeConfig            name, method, seed, runs_dir, student, data, eval     (method: base)
+      DistillConfig         + teach (a teacher per format) + train (the training schema)
+        ETDConfig           + thoughts, eval.vote, eval.preference               (cot, eotd, pot, etd)
+        ...                 one per method, in the method's own recipe file
+
+A recipe is YAML + `key=value` overrides; `method:` picks the config class from the registry
+(`mathdistill.methods.METHODS`). Every model forbids unknown keys, so a misspelt key is an error
+that names it, and every number is range-checked. `validate` then checks the recipe as a whole
+(formats known, a teacher for every format, every dataset present) before any stage runs.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mathdistill.io import InputError, read_yaml_mapping
+from mathdistill.student.train import TrainSettings
+from mathdistill.teacher.config import TeacherConfig
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+def _known_formats(names: list[str], answering: bool = True) -> list[str]:
+    from mathdistill import thoughts
+
+    allowed = thoughts.ANSWER_NAMES if answering else thoughts.NAMES
+    for n in names:
+        if n not in allowed:
+            raise ValueError(f"unknown format {n!r}; choose from {', '.join(allowed)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"a format is listed twice: {names}")
+    return names
 
 
 class Split(Strict):
+    """A slice of one benchmark split: problems [offset, offset + limit)."""
+
     dataset: str = "gsm8k"
     split: str = "test"
-    limit: int | None = None
-    offset: int = 0
+    limit: int | None = Field(None, ge=1, description="first N problems (after offset); None: all")
+    offset: int = Field(0, ge=0)
 
 
 class DataConfig(Strict):
-    data_dir: str | None = None
+    data_dir: str | None = Field(None, description="data root; else $MATHDISTILL_DATA or ../shared/data")
     train: Split = Split(dataset="gsm8k", split="train")
-    eval: list[Split] = Field(default_factory=lambda: [Split(dataset="gsm8k", split="test", limit=200)])
+    eval: list[Split] = Field(default_factory=lambda: [Split(dataset="gsm8k", split="test", limit=200)], min_length=1)
 
 
-class TeacherSpec(Strict):
-    """Where one format's rationales come from.
+class StudentConfig(Strict):
+    model: str = Field("smollm2-135m", description="HF id, local folder, .gguf file or alias")
 
-    kind: `reference` (GSM8K gold solutions converted and verified: offline, PoT/EoT/CoT),
-    `replay` (recorded outputs, `file` relative to the data root or absolute),
-    `openai` (any OpenAI-compatible endpoint: `url`, `model`, `key_env`).
-    """
 
-    kind: Literal["reference", "replay", "openai"]
-    file: str | None = None  # replay
-    url: str | None = None
-    model: str | None = None
-    key_env: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    temperature: float | None = None
-    max_tokens: int = 1024
-    concurrency: int = 8
+class EvalConfig(Strict):
+    max_new_tokens: int = Field(256, ge=1)
+    batch_size: int = Field(16, ge=1)
+    temperature: float = Field(0.0, ge=0, description="0: greedy")
+    top_p: float = Field(1.0, gt=0, le=1)
+    samples: int = Field(1, ge=1, description="completions per problem; >1 scores their majority vote")
+    shots: int = Field(0, ge=0, description="k-shot exemplars from GSM8K train before each question")
+    loop_stop: bool = Field(True, description="end a completion that repeats one block 3 times in a row")
+    base: bool = Field(False, description="also evaluate the untrained student")
 
-    @model_validator(mode="after")
-    def _needs(self):
-        if self.kind == "replay" and not self.file:
-            raise ValueError("a replay teacher needs `file`")
-        if self.kind == "openai" and not (self.url and self.model):
-            raise ValueError("an openai-compatible teacher needs `url` and `model`")
-        return self
+
+class RecipeConfig(Strict):
+    """What every method has: the untrained student evaluated (method `base`)."""
+
+    name: str = Field(min_length=1)
+    method: str = "base"
+    seed: int = 0
+    runs_dir: str = "runs"
+    student: StudentConfig = StudentConfig()
+    #: formats the student answers in
+    thoughts: list[str] = Field(default_factory=lambda: ["cot"], min_length=1)
+    data: DataConfig = DataConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @field_validator("thoughts")
+    @classmethod
+    def _formats(cls, v: list[str]) -> list[str]:
+        return _known_formats(v)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
 
 
 #: offline defaults: the recorded Llama-3-70B CoT for cot, gold conversions for the executable formats
 DEFAULT_TEACHERS = {
-    "cot": TeacherSpec(kind="replay", file="teacher/gsm8k_train_llama3-70b_cot.json"),
-    "pot": TeacherSpec(kind="reference"),
-    "eot": TeacherSpec(kind="reference"),
+    "cot": TeacherConfig(kind="replay", replay=["teacher/gsm8k_train_llama3-70b_cot.json"]),
+    "pot": TeacherConfig(kind="reference"),
+    "eot": TeacherConfig(kind="reference"),
 }
 
 
 class TeachConfig(Strict):
-    samples: int = 1
-    #: format -> teacher; formats not listed use DEFAULT_TEACHERS, or `default` when set
-    per_thought: dict[str, TeacherSpec] = Field(default_factory=dict)
-    default: TeacherSpec | None = None
-    keep: Literal["correct", "all"] = "correct"
+    samples: int = Field(1, ge=1, description="rationales per problem per format")
+    #: format -> teacher; formats not listed use `default`, else DEFAULT_TEACHERS
+    per_thought: dict[str, TeacherConfig] = Field(default_factory=dict)
+    default: TeacherConfig | None = None
+    keep: Literal["correct", "usable", "all"] = "correct"
     dedupe: bool = True
 
-    def for_thought(self, thought: str) -> TeacherSpec:
+    def for_thought(self, thought: str) -> TeacherConfig:
         if thought in self.per_thought:
             return self.per_thought[thought]
         if self.default is not None:
             return self.default
         if thought in DEFAULT_TEACHERS:
             return DEFAULT_TEACHERS[thought]
-        raise InputError(f"no teacher configured for thought '{thought}': set teach.per_thought.{thought}")
+        raise InputError(f"no teacher configured for format '{thought}': set teach.per_thought.{thought}")
 
 
-class TrainSection(Strict):
-    epochs: float = 1.0
-    max_steps: int | None = None
-    lr: float = 2e-4
-    lora_r: int = 16
-    lora_alpha: int | None = None
-    lora_dropout: float = 0.05
-    full: bool = False
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_seq_len: int = 512
-    warmup_ratio: float = 0.03
-    save_steps: int = 50
+class DistillConfig(RecipeConfig):
+    """What every distillation method adds: teachers and training."""
 
-
-class EvalSection(Strict):
-    #: formats the student answers with; default: the trained thoughts
-    thoughts: list[str] | None = None
-    vote: bool = True
-    #: tie-break / failure order for the vote
-    preference: list[str] = Field(default_factory=lambda: ["pot", "eot", "cot", "l2m"])
-    samples: int = 1
-    temperature: float = 0.0
-    max_new_tokens: int = 256
-    batch_size: int = 16
-    #: end a completion that repeats one block 3 times in a row (student.generate.ends_in_loop)
-    loop_stop: bool = True
-    base: bool = False  # also evaluate the untrained student
-
-
-class StudentSection(Strict):
-    model: str = "smollm2-135m"
-
-
-class RecipeConfig(Strict):
-    name: str
-    method: Literal["cot", "eotd", "etd", "pot"] = "etd"
-    seed: int = 0
-    runs_dir: str = "runs"
-    student: StudentSection = StudentSection()
-    thoughts: list[str] = Field(default_factory=lambda: ["cot", "pot", "eot"])
-    data: DataConfig = DataConfig()
     teach: TeachConfig = TeachConfig()
-    train: TrainSection = TrainSection()
-    eval: EvalSection = EvalSection()
+    train: TrainSettings = TrainSettings()
 
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.runs_dir) / self.name
+
+# ----------------------------------------------------------------------------- loading
 
 
 def _set_dotted(cfg: dict, dotted: str, value: Any) -> None:
@@ -154,8 +149,18 @@ def _format_error(source: str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def load_config(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> RecipeConfig:
-    """Read a recipe YAML (or start from `base`), apply `key=value` overrides, validate."""
+    """Read a recipe YAML (or start from `base`), apply `key=value` overrides, validate with the
+    config class of its `method:` (the method's defaults under the YAML)."""
+    from mathdistill.methods import METHODS
+
     raw: dict = dict(base or {})
     source = "config"
     if path is not None:
@@ -163,6 +168,8 @@ def load_config(path: str | Path | None, overrides: list[str] = (), base: dict |
         source = str(path)
         if not path.exists():
             raise InputError(f"recipe not found: {path}")
+        if path.is_dir():
+            raise InputError(f"{path}: is a folder; expected a recipe YAML file")
         raw = read_yaml_mapping(path, "a recipe: a mapping of keys")
     for item in overrides:
         if "=" not in item:
@@ -173,11 +180,73 @@ def load_config(path: str | Path | None, overrides: list[str] = (), base: dict |
         except yaml.YAMLError:
             parsed = value
         _set_dotted(raw, key.strip(), parsed)
+    method = raw.get("method", "etd")  # recipes written before `base` existed meant ETD
+    if method not in METHODS:
+        raise InputError(f"{source}: key 'method': unknown method {method!r}; known: {', '.join(METHODS)}")
+    spec = METHODS[method]
     try:
-        return RecipeConfig.model_validate(raw)
+        return spec.config.model_validate(_merge(spec.defaults, raw))
     except ValidationError as e:
         raise InputError(_format_error(source, e)) from None
 
 
-def dump_config(cfg: RecipeConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+def dump_config(cfg: RecipeConfig) -> dict:
+    """The resolved config as JSON types (`Run.open` redacts secrets in URLs before writing it)."""
+    return cfg.model_dump(mode="json")
+
+
+def validate(cfg: RecipeConfig) -> None:
+    """Check the recipe as a whole before any stage runs: every dataset split present, a teacher
+    for every format it trains, recorded teacher files present (or fetchable)."""
+    from mathdistill import data
+
+    splits = [("data.eval", s) for s in cfg.data.eval]
+    if isinstance(cfg, DistillConfig):
+        splits.insert(0, ("data.train", cfg.data.train))
+    for key, s in splits:
+        try:
+            problems = data.load(s.dataset, s.split, data_dir=cfg.data.data_dir)
+        except InputError as e:
+            raise InputError(f"{key}: {e}") from None
+        if s.offset >= len(problems):
+            raise InputError(f"{key}: offset {s.offset} is past the end of {s.dataset}/{s.split} ({len(problems)} problems)")
+    if isinstance(cfg, DistillConfig):
+        for thought in train_formats(cfg):
+            resolve_teacher(cfg, thought)
+
+
+def train_formats(cfg: DistillConfig) -> list[str]:
+    """The formats a distillation recipe asks teachers for (methods override by their fields)."""
+    return list(cfg.thoughts)
+
+
+def resolve_teacher(cfg: DistillConfig, thought: str) -> TeacherConfig:
+    """The teacher of `thought`, recorded files resolved to real paths (the data root, the user
+    cache, or fetched once from their public source)."""
+    spec = cfg.teach.for_thought(thought)
+    try:
+        return spec.with_data_root(cfg.data.data_dir)
+    except InputError as e:
+        raise InputError(f"teach.per_thought.{thought}: {e}") from None
+
+
+def describe(method) -> list[tuple[str, str, str]]:
+    """(dotted key, default, description) of every key of a method's config, with the method's own
+    defaults, sections flattened (what `mathdistill recipes` prints)."""
+    cfg = method.config.model_validate(_merge(method.defaults, {"name": method.name, "method": method.name}))
+    return _describe(cfg)
+
+
+def _describe(obj: BaseModel, prefix: str = "") -> list[tuple[str, str, str]]:
+    out = []
+    for name, field in type(obj).model_fields.items():
+        value = getattr(obj, name)
+        if isinstance(value, BaseModel) and not isinstance(value, TeacherConfig):
+            out += _describe(value, f"{prefix}{name}.")
+            continue
+        dumped = value.model_dump(mode="json", exclude_defaults=True) if isinstance(value, BaseModel) else (
+            [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+            if isinstance(value, list) else value)
+        text = json.dumps(dumped, default=str) if not isinstance(dumped, str) else dumped
+        out.append((f"{prefix}{name}", text, field.description or ""))
+    return out

@@ -1,38 +1,58 @@
-"""ETD (and EoTD, and plain CoT distillation): one student learns one or several reasoning formats.
+"""ETD, EoTD and plain CoT distillation: one student learns one or several reasoning formats.
 
-    teach each format (verified against gold) -> training data with format triggers -> LoRA
-    -> answer in every format -> majority vote across formats -> results + report
+    teach each format (verified against gold) -> rows with the format's trigger -> one LoRA
+    -> answer in every format -> majority vote across formats (ETD) -> result rows
 
-EoTD is ETD with `thoughts: [eot]`; the CoT baseline is `thoughts: [cot]`; PoT-only is `[pot]`.
+EoTD is ETD with `thoughts: [eot]`, the CoT baseline `thoughts: [cot]`, PoT-only `[pot]`. Rows:
+`etd` (the vote) and `etd:cot`, `etd:pot`, ... (each format alone); `cot`, `eotd`, `pot`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from pydantic import Field, field_validator
 
-from mathdistill.io import read_json
-from mathdistill.methods import stages
-from mathdistill.methods.config import RecipeConfig
-from mathdistill.methods.runner import Run
-
-ADAPTER = "student"
+from mathdistill.methods import steps
+from mathdistill.methods.config import DistillConfig, EvalConfig, _known_formats
 
 
-def run(cfg: RecipeConfig, command: list[str] | None = None, restart: bool = False) -> Path:
-    run = Run(cfg, command, restart)
-    for thought in cfg.thoughts:
-        run.stage(f"teach-{thought}", lambda thought=thought: stages.teach(run, thought))
-    run.stage("data", lambda: stages.build_data(run, cfg.thoughts))
-    run.stage("train", lambda: stages.train(run, run.path("data", "train.jsonl"), ADAPTER))
+class ETDEvalConfig(EvalConfig):
+    vote: bool = Field(True, description="combine the formats' answers by majority vote (row `<method>`)")
+    preference: list[str] = Field(default_factory=lambda: ["pot", "eot", "cot", "l2m"],
+                                  description="tie-break order of the vote")
 
-    def evaluate():
-        seconds = read_json(run.path("train", ADAPTER, "train_summary.json"))["seconds"]
-        rows = [dict(r, method=cfg.method) for r in stages.evaluate(run, ADAPTER)]
-        if cfg.eval.base:
-            rows += [dict(r, method="base") for r in stages.evaluate(run, None, label="base")]
-        stages.write_results(run, rows, seconds)
+    @field_validator("preference")
+    @classmethod
+    def _formats(cls, v: list[str]) -> list[str]:
+        return _known_formats(v)
 
-    run.stage("eval", evaluate)
-    run.stage("report", lambda: stages.report(run))
-    run.finish()
-    return run.dir
+
+class ETDConfig(DistillConfig):
+    thoughts: list[str] = Field(default_factory=lambda: ["cot", "pot", "eot"], min_length=1)
+    eval: ETDEvalConfig = ETDEvalConfig()
+
+
+def recipe(cfg: ETDConfig, run) -> list[dict]:
+    train_problems = steps.problems(cfg.data.train, cfg.data.data_dir)
+    steps.teach(run, cfg, train_problems, cfg.thoughts)
+    steps.data(run, cfg.thoughts)
+    train = steps.train(run, cfg)
+    rows = run.stage("eval", lambda: steps.evaluate(
+        run, cfg, cfg.method, run.path("train", "student"), cfg.thoughts, cfg.eval.vote, cfg.eval.preference, train))
+    if cfg.eval.base:
+        rows += run.stage("eval-base", lambda: steps.evaluate(run, cfg, "base", None, cfg.thoughts, cfg.eval.vote,
+                                                               cfg.eval.preference, folder="eval-base"))
+    return rows
+
+
+def _method(name: str, thoughts: list[str], summary: str):
+    from mathdistill.methods import Method
+
+    return Method(name, ETDConfig, recipe, summary, {"thoughts": thoughts})
+
+
+METHODS = [
+    _method("cot", ["cot"], "chain-of-thought distillation, the baseline every paper compares to"),
+    _method("eotd", ["eot"], "EoTD: equations (unknowns allowed) solved by sympy"),
+    _method("pot", ["pot"], "program-of-thought distillation: Python run in the sandbox"),
+    _method("etd", ["cot", "pot", "eot"], "ETD: CoT + PoT + EoT in one student, answers combined by vote"),
+]

@@ -1,15 +1,16 @@
-"""report stage: HTML/Markdown reports and plots for run folders.
+"""report stage: HTML/Markdown reports and plots for run folders (docs/run-folder.md).
 
     write_report(run_dirs, out_dir) -> Path of index.html
-    plot_accuracy(rows, path, title)  grouped accuracy bars with 95% CI error bars
-    plot_training(logs, path, title)  loss / learning-rate curves
-    load_run(path) -> Run             a run folder as plain objects
+    plot_accuracy(rows, path, title)          grouped accuracy bars with 95% CI error bars
+    plot_by_scope(rows, scopes, path, title)  accuracy by round/iteration, one line per series
+    plot_training(logs, path, title)          loss / learning-rate curves
+    load_run(path) -> Run                     a run folder (manifest schema 2) as plain objects
 
 matplotlib is imported only when a figure is drawn, so importing this package stays cheap.
 """
 
-from mathdistill.report.plots import plot_accuracy, plot_training
+from mathdistill.report.plots import plot_accuracy, plot_by_scope, plot_training
 from mathdistill.report.render import write_report
 from mathdistill.report.runs import Run, load_run
 
-__all__ = ["Run", "load_run", "plot_accuracy", "plot_training", "write_report"]
+__all__ = ["Run", "load_run", "plot_accuracy", "plot_by_scope", "plot_training", "write_report"]

@@ -2,6 +2,7 @@
 
 `plot_accuracy` is meant for reuse: it takes rows shaped like results.json "rows"
 (method, dataset, variant, accuracy, ci95) and draws grouped bars with 95% CI error bars.
+`plot_by_scope` draws the same rows against their `scope` (round, iteration): one line per series.
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ def series_label(row: Mapping) -> str:
     return f"{method} · {variant}" if variant and variant != method else method
 
 
+def _point(row: Mapping) -> tuple[float, float, float]:
+    """Accuracy in % and the error bar below and above it (the 95% CI; none without one)."""
+    acc = 100 * float(row["accuracy"])
+    lo, hi = (100 * float(v) for v in row["ci95"]) if row.get("ci95") else (acc, acc)
+    return acc, max(acc - lo, 0.0), max(hi - acc, 0.0)
+
+
 def plot_accuracy(rows: Iterable[Mapping], path: str | Path, title: str = "Accuracy (95% CI)") -> Path:
     """Grouped bars: one group per dataset, one bar per series (see `series_label`), accuracy in %
     with the 95% CI as error bars. `accuracy` and `ci95` are fractions in [0, 1]."""
@@ -56,13 +64,12 @@ def plot_accuracy(rows: Iterable[Mapping], path: str | Path, title: str = "Accur
             r = cell.get((s, d))
             if r is None:
                 continue
-            acc = 100 * float(r["accuracy"])
-            lo, hi = (100 * float(v) for v in r["ci95"]) if r.get("ci95") else (acc, acc)
+            acc, below, above = _point(r)
             xs.append(j - 0.4 + width * (i + 0.5))
             ys.append(acc)
-            err[0].append(max(acc - lo, 0.0))
-            err[1].append(max(hi - acc, 0.0))
-            top = max(top, hi)
+            err[0].append(below)
+            err[1].append(above)
+            top = max(top, acc + above)
         bars = ax.bar(xs, ys, width * 0.92, yerr=err, capsize=3, label=s, color=colors[i % len(colors)],
                       error_kw={"elinewidth": 1, "ecolor": "#333"})
         ax.bar_label(bars, labels=[f"{y:.1f}" for y in ys], padding=2, fontsize=7, label_type="edge")
@@ -72,6 +79,39 @@ def plot_accuracy(rows: Iterable[Mapping], path: str | Path, title: str = "Accur
     ax.set_title(title, fontsize=11)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
+    ax.spines[["top", "right"]].set_visible(False)
+    if series:
+        ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save(fig, path)
+
+
+def plot_by_scope(rows: Iterable[Mapping], scopes: list[str], path: str | Path,
+                  title: str = "Accuracy by scope (95% CI)") -> Path:
+    """Accuracy (%) against scope, x in the order of `scopes`, one line per series (see
+    `series_label`) with the 95% CI as error bars. Rows without a scope in `scopes` are left out."""
+    plt = _pyplot()
+    rows = [r for r in rows if r.get("scope") in scopes]
+    series = list(dict.fromkeys(series_label(r) for r in rows))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.5 + 0.9 * len(scopes)), 3.6))
+    top = 0.0
+    for s in series:
+        points = sorted(((scopes.index(r["scope"]), r) for r in rows if series_label(r) == s), key=lambda p: p[0])
+        xs, ys, err = [], [], [[], []]
+        for x, r in points:
+            acc, below, above = _point(r)
+            xs.append(x)
+            ys.append(acc)
+            err[0].append(below)
+            err[1].append(above)
+            top = max(top, acc + above)
+        ax.errorbar(xs, ys, yerr=err, marker="o", markersize=4, linewidth=1.4, capsize=3, label=s)
+    ax.set_xticks(range(len(scopes)), scopes)
+    ax.set_xlim(-0.4, len(scopes) - 0.6)
+    ax.set_xlabel("scope")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, min(100.0, top * 1.15 + 5) if top else 100.0)
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
     if series:
         ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))

@@ -1,37 +1,79 @@
-"""Read a run folder (layout in the run-folder contract) into plain Python objects.
+"""Read a run folder (docs/run-folder.md) into plain Python objects.
 
-Everything is optional except the folder being a run folder: a run that has not reached a
-stage yet simply has nothing for it, and the report says "not run yet".
+The manifest (schema 2) is the one record of what ran: the stages in the order they first ran
+(with status, seconds, attempts, error and log), the scopes (`round-1`, `iteration-2`, ...) and
+the run's own status. Everything else is read where the layout puts it, at the top level and in
+every scope the manifest names: teach/<thought>/, data/, train/<adapter>/, eval*/<dataset>/<variant>/.
+results.json (written when the recipe ends) holds the result rows, notes and method extras.
+
+A folder written by an older mathdistill (manifest without `"schema": 2`) is refused with a clear
+error rather than half-read: its stages were recorded as marker files this version no longer reads.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 import yaml
 
 from mathdistill.io import InputError, iter_jsonl, read_json
 
-STAGES = ("teach", "verify", "data", "train", "eval", "report")
+SCHEMA = 2
+STAGE_STATUSES = ("running", "done", "failed")
+RUN_STATUSES = ("running", "finished", "failed")
+FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg", ".gif", ".webp")
 MAX_SCAN = 5000  # rows read from a JSONL file when looking for example rows
 
 
 @dataclass
-class ThoughtData:
-    """teach/<thought>/: the teacher's rationales for one reasoning format."""
+class Stage:
+    """One entry of the manifest's `stages` ("teach-cot", "round-1/train", ...)."""
 
+    id: str
+    status: str
+    seconds: float | None = None
+    attempts: int | None = None
+    error: str | None = None
+    log: str | None = None  # relative to the run folder
+    started: str | None = None
+    finished: str | None = None
+
+    @property
+    def scope(self) -> str | None:
+        return self.id.rpartition("/")[0] or None
+
+
+@dataclass
+class Scope:
+    """One entry of the manifest's `scopes`."""
+
+    name: str
+    status: str | None = None
+    seconds: float | None = None
+
+
+@dataclass
+class ThoughtData:
+    """[<scope>/]teach/<thought>/: the teacher's rationales for one reasoning format."""
+
+    scope: str | None
     name: str
     summary: dict | None
     examples: list[dict]  # up to one correct and one wrong rationale
 
+    @property
+    def offline_stand_in(self) -> bool:
+        return bool((self.summary or {}).get("offline_stand_in"))
+
 
 @dataclass
 class AdapterData:
-    """train/<adapter>/: one trained adapter."""
+    """[<scope>/]train/<adapter>/: one trained adapter."""
 
+    scope: str | None
     name: str
     log: list[dict]
     summary: dict | None
@@ -39,10 +81,9 @@ class AdapterData:
 
 @dataclass
 class EvalData:
-    """eval/<dataset>/<variant>/: one evaluation."""
+    """[<scope>/]eval*/<dataset>/<variant>/: one evaluation (folder relative to the run folder)."""
 
-    dataset: str
-    variant: str
+    folder: str
     metrics: dict | None
     examples: list[dict]  # up to one correct and one wrong prediction
 
@@ -52,85 +93,81 @@ class Run:
     path: Path
     name: str
     method: str
-    student: str | None
+    status: str  # running | finished | failed (the manifest's)
+    manifest: dict
     config: dict
     config_text: str | None
-    manifest: dict | None
-    done: set[str]
+    student: dict  # provenance: name, file, sha256, quantisation, origin, ...
+    stages: list[Stage]
+    scopes: list[Scope]
+    results: dict | None = None
     thoughts: list[ThoughtData] = field(default_factory=list)
-    data_summary: dict | None = None
+    data: dict[str | None, dict] = field(default_factory=dict)  # scope -> data/summary.json
     adapters: list[AdapterData] = field(default_factory=list)
     evals: list[EvalData] = field(default_factory=list)
-    results: dict | None = None
-
-    def stage_state(self, stage: str) -> str:
-        """'done', 'in progress' (outputs or some per-item markers exist), 'skipped' (nothing,
-        but a later stage has started: the recipe has no such stage) or 'not run yet'.
-
-        A stage is done by its marker `stage.done`, or, for a stage marked per item
-        (`teach-cot.done`, ...), when every item it has (the config's thoughts for teach) is marked."""
-        if stage in self.done:
-            return "done"
-        marked = {d[len(stage) + 1 :] for d in self.done if d.startswith(f"{stage}-")}
-        outputs = self._outputs(stage)
-        if marked:
-            items = set(self.thoughts_planned if stage == "teach" else [])
-            items |= {getattr(o, "name", "") for o in outputs or []}
-            return "done" if items <= marked else "in progress"
-        if outputs:
-            return "in progress"
-        later = STAGES[STAGES.index(stage) + 1 : -1] if stage in STAGES else ()
-        if any(s in self.done or self._outputs(s) or any(d.startswith(f"{s}-") for d in self.done) for s in later):
-            return "skipped"
-        return "not run yet"
-
-    def _outputs(self, stage: str):
-        return {"teach": self.thoughts, "data": self.data_summary, "train": self.adapters, "eval": self.evals}.get(stage)
 
     @property
-    def thoughts_planned(self) -> list[str]:
-        return [str(t) for t in self.config.get("thoughts") or [] if isinstance(t, (str, int))]
-
     def rows(self) -> list[dict]:
-        """Accuracy rows (results.json "rows" format plus `run`): eval metrics first, then any
-        results.json row for a (dataset, variant) that has no eval folder."""
-        train_seconds = sum(a.summary.get("seconds") or 0 for a in self.adapters if a.summary) or None
-        rows, seen = [], set()
-        for ev in self.evals:
-            if ev.metrics is None:
-                continue
-            m = ev.metrics
-            rows.append(
-                {
-                    "run": self.name,
-                    "method": self.method,
-                    "dataset": ev.dataset,
-                    "variant": ev.variant,
-                    "n": m.get("n"),
-                    "correct": m.get("correct"),
-                    "accuracy": m["accuracy"],
-                    "ci95": m.get("ci95"),
-                    "train_seconds": train_seconds,
-                }
-            )
-            seen.add((ev.dataset, ev.variant))
-        for r in (self.results or {}).get("rows", []):
-            if (r.get("dataset"), r.get("variant")) not in seen:
-                rows.append({"run": self.name, "method": self.method, **r})
-        return rows
+        """results.json rows (contract 9 names in `method`, optional `scope`)."""
+        return list((self.results or {}).get("rows") or [])
 
+    @property
+    def notes(self) -> list[str]:
+        return list((self.results or {}).get("notes") or [])
 
-def is_run_dir(path: Path) -> bool:
-    return (path / "config.yaml").is_file() or (path / "manifest.json").is_file()
+    @property
+    def tables(self) -> list[dict]:
+        return list((self.results or {}).get("tables") or [])
+
+    @property
+    def figures(self) -> list[dict]:
+        return list((self.results or {}).get("figures") or [])
+
+    @property
+    def seconds(self) -> float:
+        """Time spent in stages (the last attempt of each)."""
+        return round(sum(s.seconds or 0 for s in self.stages), 1)
+
+    @property
+    def failed(self) -> list[Stage]:
+        return [s for s in self.stages if s.status == "failed"]
+
+    @property
+    def running(self) -> list[Stage]:
+        return [s for s in self.stages if s.status == "running"]
+
+    def scope_order(self) -> list[str]:
+        """The scopes that result rows name: in manifest order, then any the manifest lacks."""
+        named = [str(r["scope"]) for r in self.rows if r.get("scope")]
+        return list(dict.fromkeys([s.name for s in self.scopes if s.name in named] + named))
 
 
 def load_run(path: str | Path) -> Run:
-    """Load one run folder; InputError if it is not one or a file in it is malformed."""
+    """Load one run folder; InputError if it is not one, was written by an older mathdistill, or
+    a file in it is malformed (the message names the file and the key)."""
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"{path}: not a folder (expected a run folder written by `mathdistill run`)")
-    if not is_run_dir(path):
-        raise InputError(f"{path}: not a run folder (no config.yaml or manifest.json in it)")
+    mpath = path / "manifest.json"
+    if not mpath.is_file():
+        raise InputError(f"{path}: not a run folder (no manifest.json in it)")
+    manifest = _json_dict(mpath)
+    schema = manifest.get("schema")
+    if schema != SCHEMA:
+        if isinstance(schema, int) and schema > SCHEMA:
+            raise InputError(f"{mpath}: manifest schema {schema} was written by a newer mathdistill; upgrade to report it")
+        raise InputError(
+            f"{mpath}: written by an older mathdistill (manifest schema {schema or 1}, this version reads schema "
+            f"{SCHEMA}); report it with the version that wrote it, or re-run its recipe into a new run folder"
+        )
+    status = manifest.get("status")
+    if status not in RUN_STATUSES:
+        raise InputError(f"{mpath}: 'status' must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
+    stages = [_stage(mpath, k, v) for k, v in _mapping(mpath, manifest, "stages").items()]
+    scopes = [_scope(mpath, k, v) for k, v in _mapping(mpath, manifest, "scopes").items()]
+    student = manifest.get("student")
+    if student is not None and not isinstance(student, (dict, str)):
+        raise InputError(f"{mpath}: 'student' must be an object, got {type(student).__name__}")
 
     config_text, config = None, {}
     if (path / "config.yaml").is_file():
@@ -143,51 +180,136 @@ def load_run(path: str | Path) -> Run:
             raise InputError(f"{path / 'config.yaml'}{where}: invalid YAML") from None
         if not isinstance(config, dict):
             raise InputError(f"{path / 'config.yaml'}: expected a mapping at the top level")
-    manifest = _json_dict(path / "manifest.json")
     results = _json_dict(path / "results.json")
-    for i, row in enumerate((results or {}).get("rows") or []):
-        where = f"{path / 'results.json'}: rows[{i}]"
-        if not isinstance(row, dict) or not row.get("dataset") or not row.get("variant"):
-            raise InputError(f"{where}: expected an object with 'dataset' and 'variant'")
-        _check_accuracy(row, where)
+    if results is not None:
+        _check_results(path, results)
+        student = student or results.get("student_provenance") or results.get("student")
+    if isinstance(student, str):
+        student = {"name": student}
 
-    student = config.get("student")
-    student = student.get("model") if isinstance(student, dict) else student
     run = Run(
         path=path,
-        name=str(config.get("name") or (results or {}).get("run") or path.name),
-        method=str(config.get("method") or (results or {}).get("method") or "?"),
-        student=student or (results or {}).get("student"),
+        name=str(manifest.get("name") or config.get("name") or path.name),
+        method=str(manifest.get("method") or config.get("method") or "?"),
+        status=status,
+        manifest=manifest,
         config=config,
         config_text=config_text,
-        manifest=manifest,
-        done={p.name[: -len(".done")] for p in (path / "stages").glob("*.done")},
+        student=student or {},
+        stages=stages,
+        scopes=scopes,
         results=results,
     )
-
-    order = run.thoughts_planned
-    for d in sorted(_subdirs(path / "teach"), key=lambda d: _rank(order, d.name)):
-        run.thoughts.append(ThoughtData(d.name, _json_dict(d / "summary.json"), _examples(d / "rationales.jsonl")))
-    run.data_summary = _json_dict(path / "data" / "summary.json")
-    for d in sorted(_subdirs(path / "train"), key=lambda d: _rank(order, d.name)):
-        log = [r for r in _jsonl(d / "train_log.jsonl") if isinstance(r.get("loss"), (int, float))]
-        run.adapters.append(AdapterData(d.name, log, _json_dict(d / "train_summary.json")))
-    for ds in _subdirs(path / "eval"):
-        for var in sorted(_subdirs(ds), key=lambda d: _rank(order, d.name)):
-            metrics = _json_dict(var / "metrics.json")
-            if metrics is not None:
-                _check_accuracy(metrics, str(var / "metrics.json"))
-            run.evals.append(EvalData(ds.name, var.name, metrics, _examples(var / "predictions.jsonl")))
+    order = [str(t) for t in config.get("thoughts") or [] if isinstance(t, (str, int))]
+    for scope in [None, *(s.name for s in scopes)]:
+        base = path / scope if scope else path
+        for d in sorted(_subdirs(base / "teach"), key=lambda d: _rank(order, d.name)):
+            run.thoughts.append(ThoughtData(scope, d.name, _json_dict(d / "summary.json"), _examples(d / "rationales.jsonl")))
+        data = _json_dict(base / "data" / "summary.json")
+        if data is not None:
+            run.data[scope] = data
+        for d in sorted(_subdirs(base / "train"), key=lambda d: _rank(order, d.name)):
+            log = [r for r in _jsonl(d / "train_log.jsonl") if isinstance(r.get("loss"), (int, float))]
+            run.adapters.append(AdapterData(scope, d.name, log, _json_dict(d / "train_summary.json")))
+        for top in (d for d in _subdirs(base) if d.name == "eval" or d.name.startswith("eval-")):
+            for ds in _subdirs(top):
+                for var in sorted(_subdirs(ds), key=lambda d: _rank(order, d.name)):
+                    metrics = _json_dict(var / "metrics.json")
+                    if metrics is not None:
+                        _check_accuracy(metrics, str(var / "metrics.json"))
+                    folder = var.relative_to(path).as_posix()
+                    run.evals.append(EvalData(folder, metrics, _examples(var / "predictions.jsonl")))
     return run
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def _mapping(where: Path, obj: dict, key: str) -> dict:
+    value = obj.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: '{key}' must be an object, got {type(value).__name__}")
+    return value
+
+
+def _number(where: str, entry: dict, key: str) -> None:
+    v = entry.get(key)
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+        raise InputError(f"{where}: '{key}' must be a number, got {v!r}")
+
+
+def _stage(mpath: Path, sid: str, entry) -> Stage:
+    where = f"{mpath}: stages[{sid!r}]"
+    if not isinstance(entry, dict):
+        raise InputError(f"{where}: expected an object, got {type(entry).__name__}")
+    if entry.get("status") not in STAGE_STATUSES:
+        raise InputError(f"{where}: 'status' must be one of {', '.join(STAGE_STATUSES)}, got {entry.get('status')!r}")
+    for key in ("seconds", "attempts"):
+        _number(where, entry, key)
+    keys = ("status", "seconds", "attempts", "error", "log", "started", "finished")
+    return Stage(sid, **{k: entry.get(k) for k in keys})
+
+
+def _scope(mpath: Path, name: str, entry) -> Scope:
+    where = f"{mpath}: scopes[{name!r}]"
+    if not isinstance(entry, dict):
+        raise InputError(f"{where}: expected an object, got {type(entry).__name__}")
+    _number(where, entry, "seconds")
+    return Scope(name, entry.get("status"), entry.get("seconds"))
+
+
+def _list(where: str, results: dict, key: str) -> list:
+    value = results.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InputError(f"{where}: '{key}' must be a list, got {type(value).__name__}")
+    return value
+
+
+def _check_results(path: Path, results: dict) -> None:
+    where = str(path / "results.json")
+    for i, row in enumerate(_list(where, results, "rows")):
+        at = f"{where}: rows[{i}]"
+        if not isinstance(row, dict) or not row.get("method") or not row.get("dataset"):
+            raise InputError(f"{at}: expected an object with 'method' (the row name) and 'dataset'")
+        if row.get("scope") is not None and not isinstance(row["scope"], str):
+            raise InputError(f"{at}: 'scope' must be a string or null, got {row['scope']!r}")
+        _check_accuracy(row, at)
+        for key in ("n", "train_seconds", "train_steps", "train_tokens"):
+            _number(at, row, key)
+    for i, note in enumerate(_list(where, results, "notes")):
+        if not isinstance(note, str):
+            raise InputError(f"{where}: notes[{i}] must be a string, got {type(note).__name__}")
+    for i, table in enumerate(_list(where, results, "tables")):
+        at = f"{where}: tables[{i}]"
+        if not isinstance(table, dict) or not isinstance(table.get("rows"), list):
+            raise InputError(f"{at}: expected an object with 'title' and 'rows' (a list of objects)")
+        if not all(isinstance(r, dict) for r in table["rows"]):
+            raise InputError(f"{at}: 'rows' must be a list of objects")
+    for i, fig in enumerate(_list(where, results, "figures")):
+        at = f"{where}: figures[{i}]"
+        if not isinstance(fig, dict) or not isinstance(fig.get("file"), str) or not fig["file"]:
+            raise InputError(f"{at}: expected an object with 'file' (a path relative to the run folder) and 'caption'")
+        rel = PurePosixPath(fig["file"])
+        if rel.is_absolute() or ".." in rel.parts or "\\" in fig["file"]:
+            raise InputError(f"{at}: 'file' must be a path inside the run folder, got {fig['file']!r}")
+        if rel.suffix.lower() not in FIGURE_SUFFIXES:
+            raise InputError(f"{at}: 'file' must be an image ({', '.join(FIGURE_SUFFIXES)}), got {fig['file']!r}")
 
 
 def _check_accuracy(row: dict, where: str) -> None:
     """`accuracy` a number and `ci95` absent, null or two numbers."""
-    if not isinstance(row.get("accuracy"), (int, float)):
+    if isinstance(row.get("accuracy"), bool) or not isinstance(row.get("accuracy"), (int, float)):
         raise InputError(f"{where}: missing or non-numeric key 'accuracy'")
     c = row.get("ci95")
     if c is not None and not (isinstance(c, list) and len(c) == 2 and all(isinstance(v, (int, float)) for v in c)):
         raise InputError(f"{where}: 'ci95' must be two numbers, got {c!r}")
+
+
+# ---------------------------------------------------------------------------- reading
 
 
 def _rank(order: list[str], name: str) -> tuple:
@@ -224,3 +346,14 @@ def _examples(path: Path) -> list[dict]:
         if len(found) == 2:
             break
     return [found[k] for k in (True, False) if k in found]
+
+
+def log_tail(run: Run, stage: Stage, lines: int = 30) -> str | None:
+    """The last `lines` lines of a stage's log (a crashed stage's traceback), if the log exists."""
+    if not stage.log:
+        return None
+    p = (run.path / stage.log).resolve()
+    if not p.is_file() or not p.is_relative_to(run.path.resolve()):
+        return None
+    text = p.read_text(encoding="utf-8", errors="replace").splitlines()
+    return "\n".join(text[-lines:])

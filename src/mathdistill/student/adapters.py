@@ -1,38 +1,136 @@
-"""Several named PEFT adapters on one base model."""
+"""Several named PEFT adapters on one base model, chosen per call.
+
+    model, tok = load_with_adapters("smollm2-135m", {"ir": "runs/x/ir", "kg": "runs/x/kg", "dr": "runs/x/dr"})
+    generate(model, tok, prompts, adapter="kg")     # this call runs adapter kg; the next may run another
+    generate(model, tok, prompts, adapter="base")   # the base model, adapters disabled
+
+One copy of the base weights stays in memory; every adapter is loaded once beside it and nothing is
+merged or reloaded when the adapter changes. In PEFT (0.21) a switch is `set_adapter`, which only sets
+which adapter each LoRA layer adds (plus the adapters' `requires_grad` flags: without
+`inference_mode=True` it makes the active adapter trainable; harmless under `torch.inference_mode`);
+a LoRA layer computes its active adapter only, so an inactive adapter costs memory (a few MB at r 16
+for a 135M model), no compute. `benchmarks/adapters.md` measures the switch and the price of not
+merging.
+
+Every adapter folder is checked before the base model loads (`check_adapter`): a missing folder,
+a malformed adapter_config.json or missing weights is an InputError naming the file; so are adapters
+trained on different base models (`check_same_base`) and an adapter named "base" (the name
+`generate(adapter=...)` keeps for the base model).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from mathdistill.io import InputError
+from mathdistill.io import InputError, read_json
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
-def load_with_adapters(model: str, adapters: dict[str, str | Path] | None = None, dtype: str = "auto"):
-    """(model, tokenizer): the base `model` with each adapter folder loaded under its name.
+def check_adapter(path: str | Path, name: str = "adapter") -> Path:
+    """The weights file of the PEFT adapter folder `path`, after checking its adapter_config.json is a
+    JSON object with a known `peft_type` and a `base_model_name_or_path`."""
+    from peft.utils import PeftType
 
-    With no adapters, the plain base model. The first adapter is active; switch with
-    `model.set_adapter(name)`, or run the base alone inside `with model.disable_adapter():`.
-    """
-    from mathdistill.student.models import load_model
+    path = Path(path)
+    cfg_file = path / ADAPTER_CONFIG
+    if not path.is_dir():
+        raise InputError(f"adapter '{name}': {path} " + ("is not a folder" if path.exists() else "not found"))
+    if not cfg_file.is_file():
+        raise InputError(f"adapter '{name}': {path} has no {ADAPTER_CONFIG} (not a PEFT adapter folder)")
+    try:
+        cfg = read_json(cfg_file)
+    except InputError as e:
+        raise InputError(f"adapter '{name}': {e}") from None
+    if not isinstance(cfg, dict):
+        raise InputError(f"adapter '{name}': {cfg_file}: expected a JSON object, got {type(cfg).__name__}")
+    if cfg.get("peft_type") not in PeftType.__members__:
+        raise InputError(f"adapter '{name}': {cfg_file}: 'peft_type' is {cfg.get('peft_type')!r}, "
+                         "not a PEFT method (e.g. 'LORA')")
+    if not isinstance(cfg.get("base_model_name_or_path"), str) or not cfg["base_model_name_or_path"]:
+        raise InputError(f"adapter '{name}': {cfg_file}: missing 'base_model_name_or_path'")
+    weights = [path / w for w in ADAPTER_WEIGHTS if (path / w).is_file()]
+    if not weights:
+        raise InputError(f"adapter '{name}': {path} has no adapter weights ({' or '.join(ADAPTER_WEIGHTS)})")
+    return weights[0]
 
-    base, tok = load_model(model, dtype=dtype)
-    if not adapters:
-        return base, tok
+
+def attach_adapters(model, adapters: dict[str, str | Path], is_trainable: bool = False):
+    """`model` wrapped as a PeftModel with each (already checked) adapter folder loaded under its name."""
     from peft import PeftModel
 
     peft_model = None
     for name, path in adapters.items():
-        path = Path(path)
-        if not (path / "adapter_config.json").exists():
-            raise InputError(f"adapter '{name}': {path} has no adapter_config.json (not a PEFT adapter folder)")
-        if peft_model is None:
-            peft_model = PeftModel.from_pretrained(base, str(path), adapter_name=name)
-        else:
-            peft_model.load_adapter(str(path), adapter_name=name)
-    peft_model.set_adapter(next(iter(adapters)))
+        try:
+            if peft_model is None:
+                peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=name, is_trainable=is_trainable)
+            else:
+                peft_model.load_adapter(str(path), adapter_name=name, is_trainable=is_trainable)
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:  # e.g. trained on a base of other shapes
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"adapter '{name}': {path} does not load on this base model ({first})") from None
+    return peft_model
+
+
+def _recorded_base(path: Path) -> str | None:
+    """The base model a mathdistill training recorded beside the adapter (mathdistill.json), if any."""
+    from mathdistill.student.train import META_FILE, _model_key
+
+    try:
+        record = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        return _model_key(record["base_model"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _named_base(path: Path) -> str:
+    """adapter_config.json's base_model_name_or_path (an existing folder: resolved)."""
+    name = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))["base_model_name_or_path"]
+    return str(Path(name).expanduser().resolve()) if Path(name).expanduser().exists() else name
+
+
+def check_same_base(adapters: dict[str, str | Path]) -> None:
+    """InputError when (already checked) adapter folders were trained on different base models.
+
+    Compared by the base weights' sha256 that training recorded beside each adapter (mathdistill.json)
+    when every adapter has that record, else by adapter_config.json's `base_model_name_or_path`.
+    Adapters of a base of other shapes also fail to load (`attach_adapters`); this catches the ones
+    of the same shapes, whose outputs would be silently wrong."""
+    paths = {name: Path(path) for name, path in adapters.items()}
+    recorded = {name: _recorded_base(path) for name, path in paths.items()}
+    bases = recorded if all(recorded.values()) else {name: _named_base(path) for name, path in paths.items()}
+    if len(set(bases.values())) > 1:
+        listing = "; ".join(f"'{name}' ({paths[name]}): {base}" for name, base in bases.items())
+        raise InputError(f"adapters trained on different base models cannot share one base: {listing}")
+
+
+def load_with_adapters(model: str, adapters: dict[str, str | Path] | None = None, dtype: str = "auto"):
+    """(model, tokenizer): the base `model` with each adapter folder loaded once under its name.
+
+    With no adapters, the plain base model. Otherwise a PeftModel, every adapter frozen, the first one
+    active: choose one per call with `generate(..., adapter=name)` (or `adapter="base"` for the base
+    alone), or by hand with `model.set_adapter(name, inference_mode=True)` / `with model.disable_adapter():`.
+    """
+    from mathdistill.student.generate import BASE
+    from mathdistill.student.models import load_model
+
+    adapters = dict(adapters or {})
+    for name, path in adapters.items():
+        if not isinstance(name, str) or not name or name == BASE:
+            raise InputError(f"adapter name {name!r} ({path}): use a non-empty name other than '{BASE}' "
+                             f"('{BASE}' means the base model with adapters disabled)")
+        check_adapter(path, name)
+    check_same_base(adapters)
+    base, tok = load_model(model, dtype=dtype)
+    if not adapters:
+        return base, tok
+    peft_model = attach_adapters(base, adapters)
+    peft_model.set_adapter(next(iter(adapters)), inference_mode=True)  # active, still frozen
     peft_model.eval()
     return peft_model, tok
 

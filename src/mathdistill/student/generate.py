@@ -15,7 +15,20 @@ What makes it fast on a CPU:
     attention function (`_shared_prefix_attention`) attends to the shared prefix with one matmul
     for the whole batch and to each row's own tokens separately, and merges the two softmaxes.
     With a 4-shot GSM8K prompt (~650 shared tokens) this is most of the decoding time saved.
-Generation itself is Hugging Face `model.generate` (greedy, or temperature / top-p sampling).
+Generation itself is Hugging Face `model.generate`, greedy. Sampling (temperature / top-p) is
+done by a logits processor (`_RowSampler`) that draws each row's next token from its own
+random stream and leaves only that token for greedy decoding to pick. A row's stream is
+seeded by (its prompt's seed, its sample index) and its draws are indexed by token position,
+so a seeded completion is the same whatever the batch size, the order, the other rows, a
+hand-over to a later batch or a resumed run (`seeds=` gives each prompt its own seed, e.g.
+from its problem id). Greedy decoding with `num_samples > 1` generates once and repeats it.
+
+Sampling batches (k samples per prompt, mostly long) go further (`_sampling_cache`): a
+prompt's samples share one prefill; a row handed on keeps its keys/values and continues in
+the very next batch without a second prefill, so a batch is refilled as soon as a quarter of
+its rows is done; a short shared prefix (< SHARE_ATTENTION_FROM tokens, e.g. the chat header)
+is copied into each row and the model's own attention runs. Greedy decoding keeps the plain
+path above, whose output tests pin byte for byte.
 
 Adapters: `adapter="name"` runs that adapter of a PeftModel for this call (and restores the
 active one after), `adapter=BASE` ("base") runs the base model with adapters disabled,
@@ -28,6 +41,8 @@ import collections
 import contextlib
 import copy
 import functools
+import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -35,18 +50,25 @@ from typing import Callable, Sequence
 from mathdistill.io import InputError
 from mathdistill.student.chat import prompt_token_ids
 
-__all__ = ["Generation", "generate", "ends_in_loop", "BASE", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_BATCH_SIZE"]
+__all__ = ["Generation", "generate", "ends_in_loop", "check_settings", "derive_seed", "BASE",
+           "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_BATCH_SIZE"]
 
 BASE = "base"  #: adapter sentinel: the base model with every adapter disabled
 DEFAULT_MAX_NEW_TOKENS = 320
 DEFAULT_BATCH_SIZE = 16
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward pass
+SHARE_ATTENTION_FROM = 256  # sampling: shorter shared prefixes are copied into every row (see _sampling_cache)
 PREEMPT_MIN_STEPS = 32  # a batch runs at least this many steps before handing its last rows on
 PREEMPT_FRACTION = 0.25  # ... once no more than this fraction of its rows are still running
+# sampling (rows keep their keys/values when handed on): refill a batch once this fraction of its
+# rows is done, after at least REFILL_MIN_STEPS steps
+REFILL_FRACTION, REFILL_MIN_STEPS = 0.125, 16
 # loop stop: a row whose last tokens are one block repeated LOOP_REPEATS times back to back
 # (block <= LOOP_MAX_PERIOD tokens, repeats spanning >= LOOP_MIN_SPAN tokens) is finished: greedy
 # decoding that repeats itself like that runs to the token limit. Checked every LOOP_EVERY steps.
 LOOP_REPEATS, LOOP_MAX_PERIOD, LOOP_MIN_SPAN, LOOP_EVERY = 3, 64, 48, 4
+NUCLEUS_TRIES = (64, 1024)  # top-p: candidates looked at before sorting the whole vocabulary
+_MASK64 = (1 << 64) - 1
 
 
 @dataclass
@@ -86,14 +108,94 @@ def _adapter_context(model, adapter: str | None):
 
     @contextlib.contextmanager
     def switch():
-        previous = model.active_adapter
-        model.set_adapter(adapter)
+        # peft's set_adapter makes the adapter trainable unless inference_mode: switch frozen, and
+        # give every parameter back the requires_grad it had (a model being trained keeps training)
+        previous, grads = model.active_adapter, {n: p.requires_grad for n, p in model.named_parameters()}
+        model.set_adapter(adapter, inference_mode=True)
         try:
             yield
         finally:
-            model.set_adapter(previous)
+            model.set_adapter(previous, inference_mode=True)
+            for n, p in model.named_parameters():
+                p.requires_grad_(grads[n])
 
     return switch()
+
+
+# --- seeded sampling, independent of batching ----------------------------------------------
+
+def derive_seed(*parts) -> int:
+    """A 64-bit seed from any parts (ints, strings): the same parts give the same seed, e.g.
+    `derive_seed(seed, problem_id)` for a problem, `derive_seed(that, k)` for its k-th sample."""
+    digest = hashlib.sha256("\x00".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def _uniform(seed: int, step: int) -> float:
+    """The draw in [0, 1) for token `step` of the row seeded `seed`: splitmix64 of (seed, step),
+    a function of the two alone (no generator state to carry across batches or runs)."""
+    z = (seed + (step + 1) * 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return ((z ^ (z >> 31)) >> 11) / 2.0**53
+
+
+def _nucleus_pick(probs, u, top_p: float):
+    """Inverse-CDF draw (`u` in [0, 1), one per row) from each row of `probs` [R, V], restricted
+    to its top-p nucleus: the most probable tokens whose probabilities, before each is added,
+    sum to less than `top_p`. Looks at the top 64 / 1024 tokens first and sorts the whole
+    vocabulary only for the rows whose nucleus is wider."""
+    import torch
+
+    rows, vocab = probs.shape
+    picks = torch.empty(rows, dtype=torch.long, device=probs.device)
+    left = torch.arange(rows, device=probs.device)
+    for n in (*(t for t in NUCLEUS_TRIES if t < vocab), vocab):
+        vals, ids = probs[left].topk(n, dim=-1) if n < vocab else probs[left].sort(dim=-1, descending=True)
+        cum = vals.cumsum(-1)
+        covered = cum[:, -1] >= top_p if n < vocab else torch.ones(len(left), dtype=torch.bool, device=probs.device)
+        keep = (cum - vals) < top_p  # always the first token
+        vals = vals * keep
+        cum = vals.cumsum(-1)
+        kept = keep.sum(-1, keepdim=True)
+        at = torch.searchsorted(cum, u[left, None] * cum[:, -1:], right=True).clamp_(max=kept - 1)
+        chosen = ids.gather(1, at)[:, 0]
+        picks[left[covered]] = chosen[covered]
+        left = left[~covered]
+        if not len(left):
+            break
+    return picks
+
+
+class _RowSampler:
+    """Logits processor for seeded sampling independent of batching: draws each running row's
+    next token from softmax(scores / temperature) (top-p nucleus) with the uniform `_uniform(seed,
+    position)` of its row, and leaves only that token (all others -inf), so greedy decoding picks
+    it. `offset[r]`: tokens row r generated in earlier batches; `width`: the batch's input width;
+    `done[r]` (the stopping criterion's list) is not None once row r has finished."""
+
+    def __init__(self, seeds, offset, width, temperature, top_p, done):
+        self.seeds, self.offset, self.width = seeds, offset, width
+        self.temperature, self.top_p, self.done = temperature, top_p, done
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        step = input_ids.shape[1] - self.width
+        rows = [r for r, d in enumerate(self.done) if d is None]
+        out = torch.full_like(scores, float("-inf"))
+        if not rows:
+            return out
+        u = torch.tensor([_uniform(self.seeds[r], self.offset[r] + step) for r in rows])
+        probs = torch.softmax(scores[rows] / self.temperature, dim=-1)
+        if self.top_p < 1:
+            tokens = _nucleus_pick(probs, u.to(probs.device), self.top_p)
+        else:
+            cum = probs.cumsum(-1)
+            tokens = torch.searchsorted(cum, u.to(probs.device)[:, None] * cum[:, -1:], right=True)[:, 0]
+            tokens = tokens.clamp_(max=probs.shape[1] - 1)
+        out[torch.tensor(rows, device=scores.device), tokens] = 0.0
+        return out
 
 
 # --- shared-prefix attention ------------------------------------------------------------
@@ -109,32 +211,42 @@ def _shared_prefix_layer():
 
     class SharedPrefixLayer(CacheLayerMixin):
         """KV cache of one layer: the batch-wide prefix once ([1, H, P, D]) plus each row's own
-        tokens in a preallocated buffer. Returns the rows' own keys with the prefix attached."""
+        tokens in a preallocated buffer. Returns the rows' own keys with the prefix attached.
+        `copy_prefix=True` instead copies the prefix into every row's buffer (the model's own
+        attention then runs on it: faster for a short prefix)."""
 
         is_sliding = False
         is_compileable = False
 
-        def __init__(self, keys, values, capacity: int):
+        def __init__(self, keys, values, capacity: int, copy_prefix: bool = False):
             super().__init__()
             self.prefix_keys, self.prefix_values, self.capacity, self.length = keys, values, capacity, 0
+            self.copy_prefix, self.start = copy_prefix, keys.shape[2] if copy_prefix else 0  # own tokens from `start`
 
         def lazy_initialization(self, key_states, value_states) -> None:
-            b, h, _, d = key_states.shape
-            self.dtype, self.device = key_states.dtype, key_states.device
-            self.keys = torch.empty((b, h, self.capacity, d), dtype=key_states.dtype, device=key_states.device)
-            self.values = torch.empty_like(self.keys)
-            self.is_initialized = True
+            self.allocate(key_states.shape[0])
+
+        def allocate(self, rows: int) -> None:
+            """Buffers for `rows` rows, left uninitialised (`update` or `_sampling_cache` fills them)."""
+            _, h, p, d = self.prefix_keys.shape
+            shape, like = (rows, h, self.start + self.capacity, d), self.prefix_keys
+            self.keys, self.values = (torch.empty(shape, dtype=like.dtype, device=like.device) for _ in range(2))
+            if self.copy_prefix:
+                self.keys[:, :, :p], self.values[:, :, :p] = self.prefix_keys, self.prefix_values
+            self.own_keys, self.own_values = self.keys[:, :, self.start :], self.values[:, :, self.start :]
+            self.dtype, self.device, self.is_initialized = like.dtype, like.device, True
 
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
             n = self.length + key_states.shape[2]
-            self.keys[:, :, self.length : n] = key_states
-            self.values[:, :, self.length : n] = value_states
+            self.own_keys[:, :, self.length : n] = key_states
+            self.own_values[:, :, self.length : n] = value_states
             self.length = n
-            keys = self.keys[:, :, :n]
-            keys.shared_prefix = (self.prefix_keys, self.prefix_values)  # read by _shared_prefix_attention
-            return keys, self.values[:, :, :n]
+            keys = self.keys[:, :, : self.start + n]
+            if not self.copy_prefix:
+                keys.shared_prefix = (self.prefix_keys, self.prefix_values)  # read by _shared_prefix_attention
+            return keys, self.values[:, :, : self.start + n]
 
         def get_seq_length(self) -> int:
             return self.prefix_keys.shape[2] + self.length
@@ -263,15 +375,17 @@ class _Finish:
     Row r is finished at EOS, at a stop string in what it generated (`gen_start[r]` is where its
     generated text starts in the batch's input, earlier segments included), or when it used up
     its token `budget[r]`, or (`loop_stop`) when what it generated ends in a loop (`ends_in_loop`).
-    Once at least PREEMPT_MIN_STEPS steps are done and no more than `preempt_at`
+    Once at least `min_steps` (PREEMPT_MIN_STEPS) steps are done and no more than `preempt_at`
     rows are still running, the whole batch stops early (`preempted`): the running rows go back
     to the queue and continue in a later, fuller batch.
     """
 
-    def __init__(self, tokenizer, width, gen_start, budget, eos, stop, on_done, preempt_at=0, loop_stop=False):
+    def __init__(self, tokenizer, width, gen_start, budget, eos, stop, on_done, preempt_at=0, loop_stop=False,
+                 min_steps=None):
         self.tokenizer, self.width, self.gen_start, self.budget = tokenizer, width, gen_start, budget
         self.eos, self.stop, self.on_done = set(eos), list(stop), on_done
         self.preempt_at, self.loop_stop = preempt_at, loop_stop
+        self.min_steps = PREEMPT_MIN_STEPS if min_steps is None else min_steps
         self.looped = [False] * len(budget)
         self.tail = max((len(s) for s in self.stop), default=0) + 2  # tokens are >= 1 character
         self.length: list[int | None] = [None] * len(budget)  # tokens generated in this batch, once done
@@ -296,19 +410,39 @@ class _Finish:
                 self.length[i] = steps
                 self.on_done(1)
         running = sum(n is None for n in self.length)
-        if running and steps >= PREEMPT_MIN_STEPS and running <= self.preempt_at:
+        if running and steps >= self.min_steps and running <= self.preempt_at:
             self.preempted = True
             return torch.ones(rows, dtype=torch.bool, device=input_ids.device)
         return torch.tensor([n is not None for n in self.length], dtype=torch.bool, device=input_ids.device)
 
 
 def _progress(total: int, enabled: bool):
+    """The progress bar, on stderr (stdout carries only results)."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(
         TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), disable=not enabled, transient=False,
+        console=Console(stderr=True),
     )
+
+
+_COUNT = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1")
+_RULES = {  # setting -> (check, the rule as errors state it)
+    "max_new_tokens": _COUNT, "batch_size": _COUNT, "num_samples": _COUNT, "samples": _COUNT, "k": _COUNT,
+    "temperature": (lambda v: isinstance(v, (int, float)) and v >= 0, ">= 0"),
+    "top_p": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "in (0, 1]"),
+}
+
+
+def check_settings(**settings) -> None:
+    """InputError naming the first generation setting out of range, e.g.
+    `check_settings(batch_size=0)` -> "batch_size must be an integer >= 1 (got 0)"."""
+    for name, value in settings.items():
+        ok, rule = _RULES[name]
+        if not ok(value):
+            raise InputError(f"{name} must be {rule} (got {value!r})")
 
 
 def generate(
@@ -328,11 +462,15 @@ def generate(
     on_result: Callable[[int, Generation], None] | None = None,
     share_prefix: bool = True,
     loop_stop: bool = False,
+    seeds: Sequence[int] | None = None,
 ) -> list[Generation]:
     """Complete each already-rendered prompt; return one `Generation` per prompt, in input order.
 
     temperature 0 is greedy decoding; > 0 samples (with `top_p`, no top-k). `num_samples`
-    completions per prompt. `stop` strings end a completion and are cut from its text.
+    completions per prompt. Sampling is seeded per prompt: `seeds[i]` for prompt i, else
+    `derive_seed(seed, i)` (`seed=None`: a fresh random one); sample k of prompt i is the same
+    text whatever else is in the call (see the module doc). `stop` strings end a completion
+    and are cut from its text.
     `on_result(i, generation)` is called as soon as all samples of prompt `i` are done (at the
     end of its batch), e.g. to save partial results. `share_prefix=False` copies the shared
     prefix's KV cache into every row instead of using the shared-prefix attention (same text).
@@ -340,25 +478,25 @@ def generate(
     it run to `max_new_tokens`; `Generation.looped` says which ones.
     """
     import torch
-    from transformers import Cache, DynamicCache, StoppingCriteriaList
+    from transformers import Cache, DynamicCache, LogitsProcessorList, StoppingCriteriaList
 
-    if max_new_tokens < 1 or batch_size < 1 or num_samples < 1:
-        raise InputError("max_new_tokens, batch_size and num_samples must all be >= 1")
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise InputError(f"need temperature >= 0 and 0 < top_p <= 1 (got {temperature}, {top_p})")
+    check_settings(max_new_tokens=max_new_tokens, batch_size=batch_size, num_samples=num_samples,
+                   temperature=temperature, top_p=top_p)
     prompts = list(prompts)
     if not prompts:
         return []
     stop = [s for s in (stop or []) if s]
-    if seed is not None:
-        torch.manual_seed(seed)
+    sampling = temperature > 0
+    if seeds is not None and len(seeds) != len(prompts):
+        raise InputError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+    if sampling and seeds is None:
+        base = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
+        seeds = [derive_seed(base, i) for i in range(len(prompts))]
+    wanted, num_samples = num_samples, num_samples if sampling else 1  # greedy: once, then repeated
     device = model.device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = _eos_ids(model, tokenizer)
-    sampling = temperature > 0
-    gen_kwargs = dict(max_new_tokens=max_new_tokens, do_sample=sampling, pad_token_id=pad, eos_token_id=eos)
-    if sampling:
-        gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+    gen_kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=eos)
 
     tokens = [prompt_token_ids(tokenizer, p) for p in prompts]
     shared = _common_prefix(tokens)
@@ -384,6 +522,10 @@ def generate(
             shared_attention = share_prefix and _can_share_prefix(model, prefix_cache)
             if shared_attention:
                 _register_attention()
+        # sampling: a preempted row keeps its keys/values (kept[i, k]) and continues without a
+        # second prefill; samples of one prompt share its prefill (greedy keeps the plain path,
+        # whose text is pinned by tests)
+        carry, kept = sampling and shared_attention, {}
         while queue:
             batch = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
             suffixes = [tokens[i][shared:] + done for i, _, done in batch]
@@ -402,31 +544,47 @@ def generate(
             attention = contextlib.nullcontext()
             if prefix_cache is not None and shared_attention:
                 capacity = width - shared + max(budget)
-                kwargs["past_key_values"] = Cache(
-                    layers=[_shared_prefix_layer()(l.keys, l.values, capacity) for l in prefix_cache.layers]
-                )
+                copy_prefix = carry and shared < SHARE_ATTENTION_FROM
+                layers = [_shared_prefix_layer()(l.keys, l.values, capacity, copy_prefix) for l in prefix_cache.layers]
+                if carry:
+                    _sampling_cache(model, layers, batch, input_ids, mask, shared, kept)
+                kwargs["past_key_values"] = Cache(layers=layers)
                 attention = _attention(model, ATTENTION)
             elif prefix_cache is not None:
                 cache = copy.deepcopy(prefix_cache)
                 cache.batch_repeat_interleave(len(batch))
                 kwargs["past_key_values"] = cache
+            if carry:  # continuing is cheap: refill (or, with nothing left to start, shrink) a
+                # batch as soon as a few rows are done
+                free = max(1, int(batch_size * REFILL_FRACTION))
+                preempt_at = len(batch) - free if len(batch) > free else 0
+            else:  # hand the last few long runners to a later, fuller batch while others wait
+                preempt_at = int(batch_size * PREEMPT_FRACTION) if len(queue) >= batch_size // 2 else 0
             finish = _Finish(
                 tokenizer, width, [width - len(done) for _, _, done in batch], budget, eos, stop,
-                lambda n: bar.advance(task, n),
-                # hand the last few long runners to a later, fuller batch while others wait
-                preempt_at=int(batch_size * PREEMPT_FRACTION) if len(queue) >= batch_size // 2 else 0,
-                loop_stop=loop_stop,
+                lambda n: bar.advance(task, n), preempt_at=preempt_at, loop_stop=loop_stop,
+                min_steps=REFILL_MIN_STEPS if carry else PREEMPT_MIN_STEPS,
             )
+            if sampling:
+                kwargs["logits_processor"] = LogitsProcessorList([_RowSampler(
+                    [derive_seed(seeds[i], k) for i, k, _ in batch], [len(done) for _, _, done in batch], width,
+                    temperature, top_p, finish.length)])
             with attention:
                 out = model.generate(
                     input_ids=input_ids.to(device), attention_mask=mask.to(device),
                     stopping_criteria=StoppingCriteriaList([finish]), **kwargs,
                 )
             new = out[:, width:].cpu().tolist()
+            handed = []
             for r, (i, k, done) in enumerate(batch):
                 n = finish.length[r]
                 if n is None:  # preempted: continue later from here
-                    queue.append((i, k, done + new[r]))
+                    handed.append((i, k, done + new[r]))
+                    if carry:  # with its keys/values for every token but the last one
+                        start = width - shared - len(suffixes[r])
+                        end = width - shared + len(new[r]) - 1
+                        kept[i, k] = [(l.own_keys[r, :, start:end], l.own_values[r, :, start:end])
+                                      for l in kwargs["past_key_values"].layers]
                     continue
                 ids = done + new[r][:n]
                 text = tokenizer.decode(ids, skip_special_tokens=True)
@@ -434,7 +592,66 @@ def generate(
                 generated += len(ids)
                 left[i] -= 1
                 if left[i] == 0 and on_result is not None:
-                    on_result(i, Generation(list(texts[i]), list(counts[i]), list(looped[i])))
+                    on_result(i, _result(texts[i], counts[i], looped[i], wanted))
+            if carry:  # next batch first: their keys/values are held in memory
+                queue.extendleft(reversed(handed))
+            else:
+                queue.extend(handed)
             speed = generated / max(time.perf_counter() - t0, 1e-9)
             bar.update(task, speed=f"{speed:.0f} tok/s")
-    return [Generation(list(t), list(c), list(lp)) for t, c, lp in zip(texts, counts, looped)]
+    return [_result(t, c, lp, wanted) for t, c, lp in zip(texts, counts, looped)]
+
+
+def _sampling_cache(model, layers, batch, input_ids, mask, shared: int, kept: dict) -> None:
+    """Fill the shared-prefix cache `layers` of a sampling batch with every row's keys/values but
+    for its last token (which `model.generate` then runs): a continued row's from `kept` (popped),
+    the others by one forward pass per prompt, copied to each of its samples."""
+    import torch
+
+    rows, width = input_ids.shape
+    own = width - shared  # the rows' own positions: [left padding | suffix]
+    for layer in layers:
+        layer.allocate(rows)
+        layer.length = own - 1
+    fresh = [r for r, (i, k, _) in enumerate(batch) if (i, k) not in kept]
+    for r, (i, k, _) in enumerate(batch):
+        if (i, k) in kept:
+            carried = kept.pop((i, k))
+            n = carried[0][0].shape[1]
+            for layer, (keys, values) in zip(layers, carried):
+                layer.own_keys[r, :, own - 1 - n : own - 1] = keys
+                layer.own_values[r, :, own - 1 - n : own - 1] = values
+                layer.own_keys[r, :, : own - 1 - n] = 0  # padding: masked, but must be finite
+                layer.own_values[r, :, : own - 1 - n] = 0
+    if not fresh:
+        return
+    first: dict[int, int] = {}  # prompt -> the fresh row that is prefilled for it
+    for r in fresh:
+        first.setdefault(batch[r][0], r)
+    ones = list(first.values())
+    begin = min(int(mask[r, shared:].argmax()) for r in ones) + shared  # first non-padding column
+    at = torch.tensor(fresh, device=layers[0].prefix_keys.device)
+    for layer in layers:
+        layer.own_keys[at, :, : begin - shared] = 0
+        layer.own_values[at, :, : begin - shared] = 0
+    if begin >= width - 1:
+        return
+    device = layers[0].prefix_keys.device
+    positions = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 0)
+    temp = [_shared_prefix_layer()(l.prefix_keys, l.prefix_values, width - 1 - begin, l.copy_prefix) for l in layers]
+    from transformers import Cache
+
+    with _attention(model, ATTENTION):
+        model(input_ids=input_ids[ones, begin:-1].to(device), position_ids=positions[ones, begin:-1].to(device),
+              attention_mask=torch.cat([mask[ones, :shared], mask[ones, begin:-1]], 1).to(device),
+              past_key_values=Cache(layers=temp), use_cache=True, logits_to_keep=1)
+    index = torch.tensor([ones.index(first[batch[r][0]]) for r in fresh], device=device)
+    for layer, t in zip(layers, temp):
+        layer.own_keys[at, :, begin - shared : own - 1] = t.own_keys[index, :, : t.length]
+        layer.own_values[at, :, begin - shared : own - 1] = t.own_values[index, :, : t.length]
+
+
+def _result(texts, counts, looped, wanted: int) -> Generation:
+    """A prompt's Generation, its one greedy completion repeated when `wanted` > 1 were asked for."""
+    repeat = wanted // len(texts)
+    return Generation(list(texts) * repeat, list(counts) * repeat, list(looped) * repeat)

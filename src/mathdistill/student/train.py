@@ -1,81 +1,126 @@
 """Supervised fine-tuning of a student on prompt/completion rows, through TRL's `SFTTrainer`.
 
     result = train(TrainConfig(model="smollm2-135m", adapter_name="cot", max_steps=100), "data.jsonl", "runs/cot")
+    result = train(TrainConfig(...), "teach/rationales.jsonl", "runs/cot", thoughts=["cot"])  # teach output
+
+Rows (`load_rows`): {"prompt", "completion"}; TRL's conversational {"messages": [...]} (the last turn,
+an assistant's, is the completion; the turns before it, ending with a user turn, are the prompt); or
+`teach` output rows {"question", "text", "kept", "thought"}, of which the kept ones of the `thoughts`
+asked for become that format's student prompt and target, exactly as the recipes build them
+(`rows_from_rationales`).
 
 Each row's `prompt` is the raw user message: it is rendered with `chat.render_prompt` (exactly the
 text `eval` feeds the model) and its `completion` gets the chat template's end-of-turn token, so
 a trained student stops by itself. Prompt and completion are tokenized separately and joined, so
 the prompt tokens are the ones seen at inference; the loss covers the completion only.
 
-The out folder receives, when training is done:
-  adapter_config.json + adapter_model.safetensors   standard PEFT adapter (or a full model with `full`)
-  train_config.json    the resolved TrainConfig       train_log.jsonl   one line per logged step
-  trainer_state.json   TrainerState at the end        train_result.json written last: marks the run done
+The out folder receives:
+  mathdistill.json     first: what the run is made of: the base model's provenance (file, sha256,
+                       quantisation, public origin), the data (sha256 of the normalised rows), the
+                       frozen adapters' sha256 (and that of `init_adapter`, the adapter it starts
+                       from, when set) and the TrainConfig
+  adapter_config.json + adapter_model.safetensors   standard PEFT adapter (or a full model with `full`);
+                       its base_model_name_or_path is the folder the base loads from here
+  README.md            model card: base model, its quantisation and origin, data sha256, config, result
+  train_log.jsonl      one line per logged step            trainer_state.json   TrainerState at the end
+  train_result.json    written last: marks the run done
   checkpoints/         only while training (deleted at the end unless `keep_checkpoints`)
-Re-running on the same folder resumes from the last complete checkpoint (optimizer, scheduler,
-RNG and data position), or returns at once when train_result.json is there.
+Re-running on the same folder with the same data, base model and config resumes from the last
+complete checkpoint (optimizer, scheduler, RNG and data position), or returns at once when
+train_result.json is there. A folder trained (or partly trained) on anything else is an InputError
+naming what differs, unless `resume=False` (`--restart`), which discards what it holds and starts over.
 Runs unchanged under `accelerate launch` (DDP on CPU/GPU, FSDP, DeepSpeed: configs/accelerate/).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator, Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mathdistill.io import InputError, iter_jsonl, read_json, write_json, write_jsonl
-from mathdistill.student.models import DEFAULT_STUDENT, mark_end_of_turn, resolve_model
+from mathdistill.io import InputError, iter_jsonl, read_json, sha256_file, write_json, write_jsonl, write_text
+from mathdistill.student.models import DEFAULT_STUDENT, mark_end_of_turn, provenance
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "train_config.json"
+META_FILE = "mathdistill.json"
+CARD_FILE = "README.md"
 RESULT_FILE = "train_result.json"
 LOG_FILE = "train_log.jsonl"
 STATE_FILE = "trainer_state.json"
 CHECKPOINTS = "checkpoints"
-# fields that may change between a killed run and its resumption without making it another run
-_RESUMABLE_CHANGES = {"resume", "save_steps", "keep_checkpoints", "logging_steps"}
+OLD_CONFIG_FILE = "train_config.json"  # what older versions wrote instead of META_FILE
+# fields that may change between a killed run and its resumption without making it another run;
+# `model` and `init_adapter` are compared by their weights' sha256, not by how they were named
+_RESUMABLE_CHANGES = {"resume", "save_steps", "keep_checkpoints", "logging_steps", "model", "init_adapter"}
 
 
-class TrainConfig(BaseModel):
-    """Everything that defines one training run (saved as train_config.json in the out folder)."""
+class TrainSettings(BaseModel):
+    """How to train: the hyperparameters, one schema for the recipes' `train:` section and the CLI."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str = DEFAULT_STUDENT
-    adapter_name: str = "default"
     full: bool = Field(False, description="full fine-tuning instead of LoRA")
-    # named adapters loaded (frozen) beside the one being trained: {name: folder}
-    frozen_adapters: dict[str, str] = Field(default_factory=dict)
-    epochs: float = 1.0
-    max_steps: int | None = Field(None, description="overrides epochs when set")
-    lr: float | None = Field(None, description="default 2e-4 for LoRA, 2e-5 for full")
-    lora_r: int = 16
-    lora_alpha: int | None = Field(None, description="default 2 * lora_r")
-    lora_dropout: float = 0.05
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="overrides epochs when set")
+    lr: float | None = Field(None, gt=0, description="default 2e-4 for LoRA, 2e-5 for full")
+    lora_r: int = Field(16, gt=0)
+    lora_alpha: int | None = Field(None, gt=0, description="default 2 * lora_r")
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | str = "all-linear"
-    batch_size: int = Field(8, description="examples (bfd: packed rows of max_seq_len) per device per step")
-    grad_accum: int = Field(1, description="steps of batch_size accumulated into one optimizer update")
+    batch_size: int = Field(8, gt=0, description="examples (bfd: packed rows of max_seq_len) per device per step")
+    grad_accum: int = Field(1, gt=0, description="steps of batch_size accumulated into one optimizer update")
     micro_batch_size: int | None = Field(
-        None, description="examples per forward pass (a divisor of batch_size); None: 1 on CPU, batch_size on GPU"
+        None, gt=0, description="examples per forward pass (a divisor of batch_size); None: 1 on CPU, batch_size on GPU"
     )
-    max_seq_len: int = Field(1024, description="prompt+completion tokens; longer rows are cut at the end")
-    packing: str = Field("padding_free", description="padding_free | bfd | none (pad to longest in batch)")
-    warmup: float = Field(0.03, description="warm-up: a ratio of all steps if < 1, else a step count")
-    weight_decay: float = 0.0
-    seed: int = 0
-    save_steps: int = 50
-    logging_steps: int = 1
-    precision: str = Field("auto", description="auto | fp32 | bf16 | fp16 (auto: bf16/fp16 on GPU, fp32 on CPU)")
+    max_seq_len: int = Field(1024, gt=0, description="prompt+completion tokens; longer rows are cut at the end")
+    packing: Literal["padding_free", "bfd", "none"] = Field(
+        "padding_free", description="padding_free | bfd | none (pad to longest in batch)"
+    )
+    warmup: float = Field(0.03, ge=0, description="warm-up: a ratio of all steps if < 1, else a step count")
+    weight_decay: float = Field(0.0, ge=0)
+    save_steps: int = Field(50, gt=0)
+    logging_steps: int = Field(1, gt=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto | fp32 | bf16 | fp16 (auto: bf16/fp16 on GPU, fp32 on CPU)"
+    )
     gradient_checkpointing: bool = False
     keep_checkpoints: bool = False
-    resume: bool | None = Field(None, description="None: resume if a checkpoint exists; True: must; False: start over")
+
+    @model_validator(mode="after")
+    def _fill_defaults(self):
+        """Defaults that depend on other fields, filled in so the recorded config says what was used."""
+        if self.lr is None:
+            self.lr = 2e-5 if self.full else 2e-4
+        if self.lora_alpha is None:
+            self.lora_alpha = 2 * self.lora_r
+        return self
+
+
+class TrainConfig(TrainSettings):
+    """One training run: the settings plus what to train (saved in the out folder's mathdistill.json)."""
+
+    model: str = DEFAULT_STUDENT
+    adapter_name: str = Field("default", min_length=1)
+    # named adapters loaded (frozen) beside the one being trained: {name: folder}
+    frozen_adapters: dict[str, str] = Field(default_factory=dict)
+    # continue an earlier adapter: its weights (and LoRA settings), a new optimizer and schedule
+    init_adapter: str | None = Field(None, description="adapter folder whose weights the trained adapter starts "
+                                     "from (e.g. SIKeD's previous iteration); None: a fresh LoRA")
+    seed: int = Field(0, description="LoRA initialisation and data order (a recipe's top-level seed)")
+    resume: bool | None = Field(
+        None, description="None: resume a checkpoint of the same run if any; True: must; False: restart, "
+        "discarding whatever the out folder holds"
+    )
 
 
 class TrainResult(BaseModel):
@@ -95,12 +140,10 @@ class TrainResult(BaseModel):
 # ---------------------------------------------------------------------------------------------- data
 
 
-def _check_row(row, where: str) -> dict:
-    if not isinstance(row, dict):
-        raise InputError(f"{where}: expected an object with 'prompt' and 'completion', got {type(row).__name__}")
+def _check_row(row: dict, where: str) -> dict:
     for key in ("prompt", "completion"):
         if key not in row:
-            raise InputError(f"{where}: missing key '{key}'")
+            raise InputError(f"{where}: missing key '{key}' (rows are prompt/completion, messages, or teach output)")
         if not isinstance(row[key], str):
             raise InputError(f"{where}: '{key}' must be a string, got {type(row[key]).__name__}")
     if not row["completion"].strip():
@@ -108,18 +151,122 @@ def _check_row(row, where: str) -> dict:
     return {"prompt": row["prompt"], "completion": row["completion"]}
 
 
-def load_rows(data: str | Path | Iterable[dict]) -> list[dict]:
-    """Validated prompt/completion rows from a JSONL file or an iterable of dicts."""
+def _from_messages(messages, where: str) -> dict:
+    """A TRL conversational row: the last turn (the assistant's) is the completion, the turns before it
+    (ending with the user's) the prompt. A lone user turn becomes a plain prompt string."""
+    if not isinstance(messages, list) or len(messages) < 2:
+        raise InputError(f"{where}: 'messages' must be a list of turns ending with a user and an assistant turn")
+    for j, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise InputError(f"{where}: messages[{j}] must be an object with string 'role' and 'content'")
+        if m["role"] not in ("system", "user", "assistant"):
+            raise InputError(f"{where}: messages[{j}]: role '{m['role']}' is not system, user or assistant")
+    if messages[-1]["role"] != "assistant" or not messages[-1]["content"].strip():
+        raise InputError(f"{where}: the last message must be the assistant's reply (the completion), not empty")
+    if messages[-2]["role"] != "user":
+        raise InputError(f"{where}: the turn before the last (assistant) one must be the user's")
+    prompt = [{"role": m["role"], "content": m["content"]} for m in messages[:-1]]
+    return {"prompt": prompt[0]["content"] if len(prompt) == 1 else prompt, "completion": messages[-1]["content"]}
+
+
+def _from_rationale(row: dict, where: str, formats: dict, tagged: bool = False) -> dict | None:
+    """A `teach` output row as the thought's student prompt/target; None when not kept or another thought."""
+    for key in ("question", "text", "kept", "thought"):
+        if key not in row:
+            raise InputError(f"{where}: missing key '{key}' (a teach rationale row)")
+    if not formats:
+        raise InputError(f"{where}: a teach rationale row (question/text/kept/thought): "
+                         "say which formats to train on (--thought)")
+    if not row["kept"] or row["thought"] not in formats:
+        return None
+    for key in ("question", "text"):
+        if not isinstance(row[key], str) or not row[key].strip():
+            raise InputError(f"{where}: '{key}' of a kept rationale must be a non-empty string")
+    fmt = formats[row["thought"]]
+    return {"prompt": fmt.student_prompt(row["question"]), "completion": fmt.student_target(row["text"], tagged=tagged)}
+
+
+def _formats(thoughts: Sequence[str]) -> dict:
+    from mathdistill import thoughts as formats
+
+    out = {}
+    for t in thoughts:
+        try:
+            out[t] = formats.get(t)
+        except ValueError as e:
+            raise InputError(f"--thought: {e}") from None
+    return out
+
+
+def _items(data: str | Path | Iterable[dict]) -> tuple[str, Iterator[tuple[str, object]]]:
+    """(what the data is called, (where, row) pairs): file:line for a JSONL file, 'row i' for dicts."""
     if isinstance(data, (str, Path)):
         path = Path(data)
-        rows = [_check_row(row, f"{path}:{lineno}") for lineno, row in iter_jsonl(path, ("prompt", "completion"))]
-        if not rows:
-            raise InputError(f"{path}: no training rows (the file is empty)")
-        return rows
-    rows = [_check_row(row, f"row {i}") for i, row in enumerate(data)]
+        if path.is_dir():
+            raise InputError(f"{path}: is a folder; give a JSONL file of training rows")
+        return str(path), ((f"{path}:{lineno}", row) for lineno, row in iter_jsonl(path))
+    return "data", ((f"row {i}", row) for i, row in enumerate(data))
+
+
+def load_rows(data: str | Path | Iterable[dict], thoughts: Sequence[str] = ()) -> list[dict]:
+    """Validated {prompt, completion} rows from a JSONL file or an iterable of dicts, each row one of
+    (see the module docstring): prompt/completion, TRL `messages`, or `teach` output (kept rows of
+    `thoughts` only). Errors name the file and line."""
+    formats = _formats(thoughts)
+    name, items = _items(data)
+    rows, seen = [], 0
+    for where, row in items:
+        seen += 1
+        if not isinstance(row, dict):
+            raise InputError(f"{where}: expected an object with 'prompt' and 'completion', got {type(row).__name__}")
+        if "messages" in row:
+            rows.append(_from_messages(row["messages"], where))
+        elif "prompt" not in row and "question" in row and "text" in row:
+            ex = _from_rationale(row, where, formats)
+            rows.extend([ex] if ex else [])
+        else:
+            rows.append(_check_row(row, where))
+    if not seen:
+        raise InputError(f"{name}: no training rows")
     if not rows:
-        raise InputError("no training rows given")
+        raise InputError(f"{name}: none of its {seen} rationale rows is a kept one of {', '.join(thoughts)}: "
+                         "nothing to train on")
     return rows
+
+
+def rows_from_rationales(rationales: str | Path | Iterable[dict], thoughts: Sequence[str],
+                         tagged: bool = False) -> list[dict]:
+    """Training rows from `teach` output (a rationales.jsonl or its rows): for each kept rationale of one
+    of `thoughts`, {prompt, completion, thought, problem_id} with the thought's student prompt and target
+    (`tagged`: the target starts with the format's tag, for students that choose their format).
+    The recipes build their data with this; `train --data rationales.jsonl --thought T` too. May be empty."""
+    formats = _formats(thoughts)
+    out = []
+    for where, row in _items(rationales)[1]:
+        if not isinstance(row, dict):
+            raise InputError(f"{where}: expected a teach rationale row (an object), got {type(row).__name__}")
+        ex = _from_rationale(row, where, formats, tagged)
+        if ex:
+            out.append({**ex, "thought": row["thought"], "problem_id": row.get("problem_id")})
+    return out
+
+
+def data_identity(rows: list[dict]) -> dict:
+    """sha256 of the normalised rows (prompt and completion only, in order) and their count: the same
+    training input gives the same hash whatever file layout it came in."""
+    blob = json.dumps([[r["prompt"], r["completion"]] for r in rows], ensure_ascii=False, separators=(",", ":"))
+    return {"sha256": hashlib.sha256(blob.encode("utf-8")).hexdigest(), "rows": len(rows)}
+
+
+def _render_prompt(tokenizer, prompt: str | list[dict]) -> str:
+    """A user message (str) or earlier chat turns (list) as the prompt text, generation prompt appended."""
+    from mathdistill.student.chat import render_prompt
+
+    if isinstance(prompt, str):
+        return render_prompt(tokenizer, prompt)
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    return "\n\n".join(m["content"] for m in prompt) + "\n"
 
 
 def tokenize_rows(tokenizer, rows: list[dict], max_seq_len: int) -> tuple[list[dict], int]:
@@ -127,10 +274,10 @@ def tokenize_rows(tokenizer, rows: list[dict], max_seq_len: int) -> tuple[list[d
 
     Returns the examples and how many rows were dropped because their prompt alone fills `max_seq_len`.
     """
-    from mathdistill.student.chat import prompt_token_ids, render_completion, render_prompt
+    from mathdistill.student.chat import prompt_token_ids, render_completion
 
     # the very prompt tokens eval generates from
-    p_ids = [prompt_token_ids(tokenizer, render_prompt(tokenizer, r["prompt"])) for r in rows]
+    p_ids = [prompt_token_ids(tokenizer, _render_prompt(tokenizer, r["prompt"])) for r in rows]
     completions = [render_completion(tokenizer, r["completion"]) for r in rows]
     c_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
     examples, dropped = [], 0
@@ -162,9 +309,56 @@ def _complete_checkpoints(ckpt_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
-def _differences(old: dict, new: dict) -> list[str]:
-    keys = (set(old) | set(new)) - _RESUMABLE_CHANGES
-    return sorted(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
+def _is_training_dir(out: Path) -> bool:
+    """True when `out` holds (part of) a training run: its record, a result, or checkpoints."""
+    return any((out / name).exists() for name in (META_FILE, OLD_CONFIG_FILE, RESULT_FILE, CHECKPOINTS))
+
+
+def _short(sha: str | None) -> str:
+    return f"{sha[:12]}.." if sha else "unknown"
+
+
+def _model_key(p: dict) -> str:
+    """How a base model is told apart: its weights' sha256, else where it loads from (and revision)."""
+    if p.get("sha256"):
+        return f"sha256 {_short(p['sha256'])}"
+    return p.get("resolved_path", "?") + (f"@{p['revision']}" if p.get("revision") else "")
+
+
+def run_identity(cfg: TrainConfig, rows: list[dict], source: str | None = None) -> dict:
+    """What a training run is made of (written as mathdistill.json): base model provenance, data,
+    frozen adapters' weights and the config. Resolves (once: converts) the base model; checks adapters."""
+    from mathdistill.student.adapters import check_adapter
+
+    frozen = {name: sha256_file(check_adapter(path, name)) for name, path in cfg.frozen_adapters.items()}
+    data = {**data_identity(rows), **({"source": source} if source else {})}
+    init = {"init_adapter": sha256_file(check_adapter(cfg.init_adapter, "init_adapter"))} if cfg.init_adapter else {}
+    return {"base_model": provenance(cfg.model), "data": data, "frozen_adapters": frozen, **init,
+            "config": cfg.model_dump(mode="json")}
+
+
+def _differences(old: dict | None, new: dict) -> list[str]:
+    """What differs between the run recorded in a folder (`old`) and the one asked for (`new`)."""
+    if not isinstance(old, dict) or not {"base_model", "data", "config"} <= set(old):
+        return [f"it has no record of its data and base model ({META_FILE}; an older mathdistill wrote it)"]
+    diff = []
+    if old["data"].get("sha256") != new["data"]["sha256"]:
+        n_old, n_new = old["data"].get("rows"), new["data"]["rows"]
+        rows = "" if n_old == n_new else f" ({n_old} -> {n_new} rows)"
+        diff.append(f"data: sha256 {_short(old['data'].get('sha256'))} -> {_short(new['data']['sha256'])}{rows}")
+    if _model_key(old["base_model"]) != _model_key(new["base_model"]):
+        diff.append(f"base model: {old['base_model'].get('name')} ({_model_key(old['base_model'])}) -> "
+                    f"{new['base_model']['name']} ({_model_key(new['base_model'])})")
+    old_frozen, new_frozen = old.get("frozen_adapters") or {}, new["frozen_adapters"]
+    for name in sorted(set(old_frozen) | set(new_frozen)):
+        if old_frozen.get(name) != new_frozen.get(name):
+            diff.append(f"frozen adapter {name}: sha256 {_short(old_frozen.get(name))} -> {_short(new_frozen.get(name))}")
+    if old.get("init_adapter") != new.get("init_adapter"):
+        diff.append(f"init adapter: sha256 {_short(old.get('init_adapter'))} -> {_short(new.get('init_adapter'))}")
+    old_cfg, new_cfg = old["config"], new["config"]
+    keys = (set(old_cfg) | set(new_cfg)) - _RESUMABLE_CHANGES
+    diff += sorted(f"{k}: {old_cfg.get(k)!r} -> {new_cfg.get(k)!r}" for k in keys if old_cfg.get(k) != new_cfg.get(k))
+    return diff
 
 
 def _precision(name: str) -> dict:
@@ -173,8 +367,6 @@ def _precision(name: str) -> dict:
     cuda = torch.cuda.is_available()
     if name == "auto":
         name = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
-    if name not in ("fp32", "bf16", "fp16"):
-        raise InputError(f"precision must be auto, fp32, bf16 or fp16, not '{name}'")
     return {"bf16": name == "bf16", "fp16": name == "fp16", "use_cpu": not cuda}
 
 
@@ -183,41 +375,60 @@ def _precision(name: str) -> dict:
 
 def _build_model(cfg: TrainConfig):
     """(model, tokenizer): the base (+ frozen adapters) with a fresh trainable adapter, or the full model."""
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import LoraConfig, get_peft_model
     from transformers import set_seed
 
+    from mathdistill.student.adapters import attach_adapters, check_same_base
     from mathdistill.student.models import load_model
 
+    _check_config(cfg)
+    check_same_base({**cfg.frozen_adapters, **({cfg.adapter_name: cfg.init_adapter} if cfg.init_adapter else {})})
     set_seed(cfg.seed)  # LoRA init is random
     model, tok = load_model(cfg.model, dtype="float32", device="cpu")  # the Trainer moves it
     if cfg.full:
-        if cfg.frozen_adapters:
-            raise InputError("full fine-tuning cannot keep frozen adapters beside it")
         return model, tok
-    if cfg.adapter_name in cfg.frozen_adapters:
-        raise InputError(f"adapter '{cfg.adapter_name}' is both the one to train and a frozen one")
     lora = LoraConfig(
         r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=cfg.target_modules,
         task_type="CAUSAL_LM",
     )
-    if not cfg.frozen_adapters:
+    if cfg.init_adapter:  # its saved LoRA settings (checked equal to cfg's) and weights, trainable
+        peft_model = attach_adapters(model, {cfg.adapter_name: cfg.init_adapter}, is_trainable=True)
+        for name, path in cfg.frozen_adapters.items():
+            peft_model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+    elif not cfg.frozen_adapters:
         return get_peft_model(model, lora, adapter_name=cfg.adapter_name), tok
-    peft_model = None
-    for name, path in cfg.frozen_adapters.items():
-        if not (Path(path) / "adapter_config.json").exists():
-            raise InputError(f"frozen adapter '{name}': {path} has no adapter_config.json")
-        if peft_model is None:
-            peft_model = PeftModel.from_pretrained(model, path, adapter_name=name, is_trainable=False)
-        else:
-            peft_model.load_adapter(path, adapter_name=name, is_trainable=False)
-    peft_model.add_adapter(cfg.adapter_name, lora)
+    else:
+        peft_model = attach_adapters(model, cfg.frozen_adapters, is_trainable=False)
+        peft_model.add_adapter(cfg.adapter_name, lora)
     peft_model.set_adapter(cfg.adapter_name)  # active and trainable; the others stay frozen
     for n, p in peft_model.named_parameters():
         p.requires_grad = f".{cfg.adapter_name}." in n and "lora_" in n
     return peft_model, tok
+
+
+def _check_config(cfg: TrainConfig) -> None:
+    """Combinations of settings that cannot train (single values are checked by TrainConfig itself)."""
+    if cfg.full and cfg.frozen_adapters:
+        raise InputError("full fine-tuning cannot keep frozen adapters beside it")
+    if cfg.adapter_name in cfg.frozen_adapters:
+        raise InputError(f"adapter '{cfg.adapter_name}' is both the one to train and a frozen one")
+    if cfg.micro_batch_size is not None and cfg.batch_size % cfg.micro_batch_size:
+        raise InputError(f"micro_batch_size {cfg.micro_batch_size} must divide batch_size {cfg.batch_size}")
+    if cfg.init_adapter:
+        from mathdistill.student.adapters import ADAPTER_CONFIG, check_adapter
+
+        if cfg.full:
+            raise InputError("init_adapter: full fine-tuning starts from a model (set model to its folder), "
+                             "not from an adapter")
+        check_adapter(cfg.init_adapter, "init_adapter")
+        saved = json.loads((Path(cfg.init_adapter) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        wanted = {"r": cfg.lora_r, "lora_alpha": cfg.lora_alpha}
+        differ = [f"{k} {saved.get(k)!r} (config: {v!r})" for k, v in wanted.items() if saved.get(k) != v]
+        if differ:
+            raise InputError(f"init_adapter {cfg.init_adapter}: its LoRA settings differ: {', '.join(differ)}")
 
 
 def _micro_batch(cfg: TrainConfig) -> int:
@@ -228,8 +439,6 @@ def _micro_batch(cfg: TrainConfig) -> int:
 
     if cfg.micro_batch_size is None:
         return 1 if cfg.packing != "bfd" and not torch.cuda.is_available() else cfg.batch_size
-    if cfg.micro_batch_size < 1 or cfg.batch_size % cfg.micro_batch_size:
-        raise InputError(f"micro_batch_size {cfg.micro_batch_size} must divide batch_size {cfg.batch_size}")
     return cfg.micro_batch_size
 
 
@@ -237,14 +446,12 @@ def _sft_config(cfg: TrainConfig, ckpt_dir: Path):
     from trl import SFTConfig
 
     packing = cfg.packing
-    if packing not in ("padding_free", "bfd", "none"):
-        raise InputError(f"packing must be padding_free, bfd or none, not '{packing}'")
     micro = _micro_batch(cfg)
     return SFTConfig(
         output_dir=str(ckpt_dir),
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps if cfg.max_steps else -1,
-        learning_rate=cfg.lr or (2e-5 if cfg.full else 2e-4),
+        learning_rate=cfg.lr,
         lr_scheduler_type="cosine",
         warmup_steps=cfg.warmup if cfg.warmup < 1 else int(cfg.warmup),
         weight_decay=cfg.weight_decay,
@@ -285,29 +492,33 @@ def _log_callback(path: Path):
 # ---------------------------------------------------------------------------------------------- train
 
 
-def train(config: TrainConfig, data: str | Path | Iterable[dict], out_dir: str | Path) -> TrainResult:
-    """Train one adapter (or the full model) on prompt/completion `data`; write it to `out_dir`."""
+def train(config: TrainConfig, data: str | Path | Iterable[dict], out_dir: str | Path,
+          thoughts: Sequence[str] = ()) -> TrainResult:
+    """Train one adapter (or the full model) on `data` (see `load_rows`; `thoughts` picks the formats
+    of teach output rows); write it to `out_dir`. See the module docstring for re-runs."""
     cfg = config
     out = Path(out_dir)
     ckpt_dir = out / CHECKPOINTS
-    cfg_dump = cfg.model_dump(mode="json")
     main = int(os.environ.get("RANK", "0")) == 0  # accelerate/torchrun set RANK on every process
+    restart = cfg.resume is False
 
-    if (out / CONFIG_FILE).exists() and cfg.resume is not False:
-        diff = _differences(read_json(out / CONFIG_FILE), cfg_dump)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file; the training output (--out) must be a folder")
+    _check_config(cfg)
+    rows = load_rows(data, thoughts)
+    ident = run_identity(cfg, rows, str(data) if isinstance(data, (str, Path)) else None)  # a bad model fails here
+    if not restart and _is_training_dir(out):
+        diff = _differences(read_json(out / META_FILE) if (out / META_FILE).exists() else None, ident)
         if diff:
-            raise InputError(
-                f"{out} holds another training run ({'; '.join(diff)}): pick another --out, or --fresh to overwrite it"
-            )
+            raise InputError(f"{out} holds a training run on something else ({'; '.join(diff)}): "
+                             "train into another --out, or pass --restart to discard it")
         if is_trained(out):
-            log.info("%s is already trained; skipping", out)
+            log.info("%s: already trained on the same data, base model and config; skipping (--restart redoes it)", out)
             return TrainResult(**{**read_json(out / RESULT_FILE), "skipped": True})
-    checkpoints = _complete_checkpoints(ckpt_dir) if cfg.resume is not False else []
+    checkpoints = _complete_checkpoints(ckpt_dir) if not restart else []
     if cfg.resume is True and not checkpoints:
         raise InputError(f"--resume: {ckpt_dir} has no complete checkpoint to resume from")
 
-    rows = load_rows(data)
-    resolve_model(cfg.model)  # a bad name fails here, before the slow imports
     from datasets import Dataset
     from trl import SFTTrainer
 
@@ -319,12 +530,12 @@ def train(config: TrainConfig, data: str | Path | Iterable[dict], out_dir: str |
         raise InputError(f"every row's prompt is longer than max_seq_len={cfg.max_seq_len}")
 
     if main:
-        if cfg.resume is False and out.exists():
-            for name in (CHECKPOINTS, RESULT_FILE, LOG_FILE, STATE_FILE):
-                p = out / name
-                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        if restart and _is_training_dir(out):
+            log.info("--restart: discarding what %s holds", out)
+            shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / CONFIG_FILE, cfg_dump)
+        (out / OLD_CONFIG_FILE).unlink(missing_ok=True)
+        write_json(out / META_FILE, ident)  # first: the folder now belongs to this run
         # a kill during a save leaves a checkpoint without trainer_state.json, or a staging folder: drop them
         leftovers = [*out.glob(".final-*"), *(ckpt_dir.glob("checkpoint-*") if ckpt_dir.is_dir() else [])]
         for p in leftovers:
@@ -342,7 +553,8 @@ def train(config: TrainConfig, data: str | Path | Iterable[dict], out_dir: str |
     if resume_from:
         log.info("resuming from %s (step %s)", resume_from, resume_from.name.split("-")[-1])
     t0 = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its log records: stdout is for results
+        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - t0
 
     staging = out / f".final-{os.getpid()}"
@@ -362,6 +574,7 @@ def train(config: TrainConfig, data: str | Path | Iterable[dict], out_dir: str |
     )
     if main:
         _publish(staging, out, cfg)
+        write_text(out / CARD_FILE, model_card(ident, result))  # over the stub PEFT writes
         write_jsonl(out / LOG_FILE, trainer.state.log_history)  # clean: no repeats after a resume
         trainer.state.save_to_json(str(out / STATE_FILE))
         if not cfg.keep_checkpoints:
@@ -389,3 +602,35 @@ def _publish(staging: Path, out: Path, cfg: TrainConfig) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     if cfg.full:
         mark_end_of_turn(out)
+
+
+def model_card(ident: dict, result: TrainResult) -> str:
+    """README.md of a trained adapter (or model): base model, its quantisation and public origin, the data
+    hash, the training config and the result. The YAML header names the public origin as `base_model`."""
+    base, data = ident["base_model"], ident["data"]
+    origin = base.get("origin")
+    header = ["---", *([f"base_model: {origin}"] if origin else []), *([] if result.full else ["library_name: peft"]),
+              "tags: [mathdistill, sft, math]", "---", ""]
+    title = "Full fine-tune" if result.full else f"LoRA adapter '{result.adapter_name}'"
+    lines = [f"# {title} (mathdistill)", "", f"- **Base model:** `{base['name']}`, loaded from `{base['resolved_path']}`"]
+    if base.get("file"):
+        lines.append(f"- **Weights:** {base.get('quantisation', 'GGUF')}: `{base['file']}` (sha256 `{base['sha256']}`)")
+    elif base.get("sha256"):
+        lines.append(f"- **Weights:** sha256 `{base['sha256']}`")
+    if origin:
+        note = ": the GGUF was quantised from it; this was trained on its dequantised weights" if base.get("file") else ""
+        lines.append(f"- **Public origin:** [{origin}](https://huggingface.co/{origin}){note}")
+    source = f" (`{data['source']}`)" if data.get("source") else ""
+    lines.append(f"- **Data:** {data['rows']} rows, sha256 `{data['sha256']}`{source}")
+    lines += [f"- **Frozen adapter beside it:** {name} (sha256 `{sha}`)" for name, sha in ident["frozen_adapters"].items()]
+    loss = f"{result.train_loss:.4f}" if result.train_loss is not None else "n/a"
+    lines.append(f"- **Result:** step {result.global_step}, epoch {result.epoch:g}, train loss {loss}, "
+                 f"{result.examples} examples, {result.completion_tokens} completion tokens")
+    if result.full:
+        lines += ["", "A standalone model folder: load it with `--model <this folder>`."]
+    else:
+        lines += ["", "`adapter_config.json` names the base by the folder it loads from on the training machine; "
+                  f"elsewhere load the base as `--model {base['name']}` and this folder as the adapter."]
+    lines += ["", "## Training config", "", "```json", json.dumps(ident["config"], indent=2), "```", "",
+              f"The full record (base model provenance, data hash, config) is in `{META_FILE}`.", ""]
+    return "\n".join(header + lines)

@@ -14,6 +14,7 @@ connections, malformed or cut-off replies) and `PermanentError` for the rest (ot
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import functools
 import os
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mathdistill.io import InputError
+from mathdistill.secrets import REDACTED, is_secret_name, redact
 
 from .config import TeacherConfig
 
@@ -133,31 +135,74 @@ def _http_client(transport: str = "auto"):
     return DefaultAioHttpClient(verify=_tls_context())
 
 
-def _root_cause(e: BaseException) -> BaseException:
-    while e.__cause__ is not None:
-        e = e.__cause__
-    return e
+def _chain(e: BaseException | None):
+    """An exception and its causes (explicit, else implicit), outermost first."""
+    seen = []
+    while e is not None and len(seen) < 32 and e not in seen:
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    return seen
 
 
-def _is_aiohttp_disconnect(e: BaseException) -> bool:
-    """A connection the server closed (or reset), which the client's aiohttp transport reports as
-    a connect timeout; a real timeout is a TimeoutError."""
+def _connection_fault(e: BaseException) -> str | None:
+    """What a lost or refused connection says, or None when the cause is a timeout. The client's
+    aiohttp transport reports every failed connection, a refused one included, as a connect
+    timeout: the cause chain says which it really was."""
     try:
-        import aiohttp
+        from aiohttp import ClientConnectionError
     except ImportError:
-        return False
-    return isinstance(e, aiohttp.ClientConnectionError) and not isinstance(e, TimeoutError)
+        ClientConnectionError = ()
+    chain = _chain(e)
+    if any(isinstance(x, ConnectionRefusedError) for x in chain):
+        return "connection refused"
+    for x in chain:
+        if isinstance(x, TimeoutError):  # asyncio's and aiohttp's timeouts are TimeoutErrors
+            return None
+        if isinstance(x, ConnectionError) or (ClientConnectionError and isinstance(x, ClientConnectionError)):
+            return str(x) or type(x).__name__
+    return None
+
+
+def _split_url(url: str) -> tuple[str, dict[str, str], str | None]:
+    """(base URL, query parameters, user info) of a server URL: `user:password@` in it means HTTP
+    basic auth and `?api-key=...` a parameter of every request; the client gets them apart (aiohttp
+    refuses user info beside an Authorization header, and a query inside the base URL would end up
+    in front of the endpoint's path)."""
+    from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    user = None
+    netloc = parts.netloc
+    if "@" in netloc:
+        info, _, netloc = netloc.rpartition("@")
+        user = unquote(info)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")), query, user
 
 
 class OpenAIBackend(Backend):
+    """`key_env` names the variable that holds the API key; none named: $OPENAI_API_KEY when set,
+    else a placeholder (local servers ignore it; the client insists on one)."""
+
     def __init__(self, config: TeacherConfig):
-        self._key = "none"  # local servers ignore it; the client insists on one
+        self._key = os.environ.get("OPENAI_API_KEY") or "none"
         if config.key_env:
             self._key = os.environ.get(config.key_env, "")
             if not self._key:
                 raise InputError(f"--teacher-key-env {config.key_env}: that environment variable is not set")
         self.config = config
         self.model = config.model
+        self._base_url, self._query, user = _split_url(config.url)
+        self._headers = dict(config.headers)
+        secrets = [self._key, *config.headers.values()]
+        if user is not None:
+            basic = base64.b64encode(user.encode()).decode()
+            secrets += [user, *user.split(":"), basic]
+            if not any(k.lower() == "authorization" for k in self._headers):
+                self._headers["Authorization"] = f"Basic {basic}"
+        secrets += [v for k, v in self._query.items() if is_secret_name(k)]
+        # longest first, so that a secret containing another is cut whole
+        self._secrets = sorted({x for x in secrets if len(x) >= 6 and x != "none"}, key=len, reverse=True)
         self._client, self._loop = None, None
 
     @property
@@ -169,9 +214,10 @@ class OpenAIBackend(Backend):
         if self._client is None or self._loop is not loop:
             self._client, self._loop = (
                 AsyncOpenAI(
-                    base_url=self.config.url,
+                    base_url=self._base_url,
                     api_key=self._key,
-                    default_headers=self.config.headers or None,
+                    default_headers=self._headers or None,
+                    default_query=self._query or None,
                     timeout=self.config.timeout,
                     max_retries=0,  # the engine retries, counts and backs off
                     http_client=_http_client(self.config.transport),
@@ -198,12 +244,14 @@ class OpenAIBackend(Backend):
                 raise TransientError(f"HTTP {status}", parse_retry_after(e.response.headers)) from None
             detail = e.body.get("message") if isinstance(e.body, dict) and e.body.get("message") else e.message
             raise PermanentError(f"HTTP {status}: {self._scrub(detail)}") from None
-        except openai.APITimeoutError as e:
-            cause = _root_cause(e)
-            if _is_aiohttp_disconnect(cause):  # the aiohttp transport maps every lost connection to a timeout
-                raise TransientError(f"connection error: {self._scrub(cause)}") from None
-            raise TransientError(f"timeout after {self.config.timeout:g}s") from None
-        except openai.APIConnectionError as e:
+        except openai.APIConnectionError as e:  # APITimeoutError included
+            fault = _connection_fault(e)
+            if fault == "connection refused":
+                raise TransientError(f"connection error: connection refused by {self._host()} - is the server running?") from None
+            if fault is not None:
+                raise TransientError(f"connection error: {self._scrub(fault)}") from None
+            if isinstance(e, openai.APITimeoutError):
+                raise TransientError(f"timeout: no reply within {self.config.timeout:g}s") from None
             raise TransientError(f"connection error: {self._scrub(e.__cause__ or e)}") from None
         except (ValueError, TypeError, KeyError, openai.APIResponseValidationError) as e:
             # unparseable body (bad JSON, wrong shape): a glitch on the wire or the server
@@ -224,11 +272,16 @@ class OpenAIBackend(Backend):
             }
         return Reply(text or "", finish, usage)
 
+    def _host(self) -> str:
+        from urllib.parse import urlsplit
+
+        return urlsplit(self._base_url).netloc
+
     def _scrub(self, message) -> str:
-        """A short error message with the key cut out (some servers echo what they were sent)."""
-        text = " ".join(str(message).split())
-        if len(self._key) >= 8:
-            text = text.replace(self._key, "<key>")
+        """A short error message with every secret cut out (some servers echo what they were sent)."""
+        text = redact(" ".join(str(message).split()))
+        for secret in self._secrets:
+            text = text.replace(secret, "<key>" if secret == self._key else REDACTED)
         return text if len(text) <= 200 else text[:197] + "..."
 
     async def aclose(self) -> None:
@@ -268,6 +321,8 @@ def load_recordings(path: str | Path) -> dict[str, list[str]]:
         if not isinstance(a, str):
             raise InputError(f"{where}: missing key 'output' (the rationale)")
         out.setdefault(normalize_question(q), []).append(a)
+    if not out:
+        raise InputError(f"{path}: no recorded rationales in it")
     return out
 
 
@@ -400,5 +455,8 @@ def make_backend(config: TeacherConfig) -> Backend:
         return HFBackend(config)
     if config.kind == "vllm":
         return VLLMBackend(config)
+    if config.kind == "reference":
+        raise InputError("a reference teacher has no backend: its rationales are converted GSM8K gold solutions, "
+                         "collected by mathdistill.teacher.collect (a recipe's teach stage), not requested from a model")
     raise InputError(f"unknown teacher kind '{config.kind}'")
 

@@ -1,4 +1,7 @@
-"""`mathdistill teach`: collect and verify teacher rationales; re-running resumes from the cache."""
+"""`mathdistill teach`: collect and verify teacher rationales; re-running resumes from the cache.
+
+Exit 0: every request answered; 1: some still failed after their retries (the rest is kept); 2: bad input.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from typing import Optional
 
 import typer
 
+from mathdistill import runtime
 from mathdistill.io import InputError, write_json
 
 
@@ -28,43 +32,78 @@ def _thought_names(values: list[str]) -> list[str]:
     return names
 
 
+def _positive(value: Optional[float]) -> Optional[float]:
+    if value is not None and value <= 0:
+        raise typer.BadParameter(f"must be > 0 (got {value:g})")
+    return value
+
+
+def _top_p(value: Optional[float]) -> Optional[float]:
+    if value is not None and not 0 < value <= 1:
+        raise typer.BadParameter(f"must be in (0, 1] (got {value:g})")
+    return value
+
+
 def teach_command(
     dataset: str = typer.Option(..., "--dataset", help="Benchmark to collect rationales for (gsm8k, svamp, ...)."),
-    split: str = typer.Option("train", "--split"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="First N problems only."),
+    split: str = typer.Option("train", "--split", help="Split of the benchmark (train, test)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="First N problems only."),
     thought: list[str] = typer.Option(..., "--thought", help="cot|pot|eot|l2m|knowledge|keypoints (repeat or comma-separate)."),
-    samples: int = typer.Option(1, "--samples", help="Rationales per problem per thought."),
-    teacher_url: Optional[str] = typer.Option(None, "--teacher-url", help="OpenAI-compatible base URL (…/v1)."),
+    samples: int = typer.Option(1, "--samples", min=1, help="Rationales per problem per thought."),
+    teacher_url: Optional[str] = typer.Option(
+        None, "--teacher-url",
+        help="OpenAI-compatible base URL (…/v1). user:password@ in it is sent as HTTP basic auth (in place of the key) and ?name=value "
+        "parameters with every request; both are redacted in every file written."),
     teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="Model name on that server."),
-    teacher_key_env: Optional[str] = typer.Option(None, "--teacher-key-env", help="NAME of the env var holding the API key."),
-    header: list[str] = typer.Option([], "--header", help="Extra HTTP header 'Name: value' (repeatable)."),
+    teacher_key_env: Optional[str] = typer.Option(
+        None, "--teacher-key-env",
+        help="NAME of the environment variable holding the API key (default: OPENAI_API_KEY when it is set, "
+        "else no key, as local servers want). The key itself is never written."),
+    header: list[str] = typer.Option([], "--header", help="Extra HTTP header 'Name: value' (repeatable; values are never written)."),
     replay: list[Path] = typer.Option([], "--replay", help="Recorded rationales (JSON list of {instruction, output}); sample k from file k."),
     hf_model: Optional[str] = typer.Option(None, "--hf-model", help="Run this model in-process with transformers."),
     vllm_model: Optional[str] = typer.Option(None, "--vllm-model", help="Run this model with vLLM offline (extra: vllm)."),
     teacher_config: Optional[Path] = typer.Option(None, "--teacher-config", help="YAML/JSON TeacherConfig; options given here override it."),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Requests in flight (default 8)."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="Default 0 for one sample, 0.7 for several."),
-    top_p: Optional[float] = typer.Option(None, "--top-p"),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Per reply (default 512)."),
-    rpm: Optional[float] = typer.Option(None, "--rpm", help="Requests per minute limit."),
-    tpm: Optional[float] = typer.Option(None, "--tpm", help="Tokens per minute limit."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds per request (default 120)."),
-    max_retries: Optional[int] = typer.Option(None, "--max-retries", help="Retries of a transient fault (default 6)."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="Requests in flight (default 8)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, help="Default 0 for one sample, 0.7 for several."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", callback=_top_p, help="Nucleus sampling, in (0, 1] (default: not sent)."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="Per reply (default 1024)."),
+    rpm: Optional[float] = typer.Option(None, "--rpm", callback=_positive, help="Requests per minute limit (> 0; default none)."),
+    tpm: Optional[float] = typer.Option(None, "--tpm", callback=_positive, help="Tokens per minute limit (> 0; default none)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", callback=_positive, help="Seconds per request (default 120)."),
+    max_retries: Optional[int] = typer.Option(
+        None, "--max-retries", min=0,
+        help="Retries of a transient fault (default 6). A request still failing after them makes teach exit 1; "
+        "what succeeded is kept, and the same command run again sends only the failed ones."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sample k is requested with seed+k (default 0)."),
-    price_prompt: Optional[float] = typer.Option(None, "--price-prompt", help="USD per 1M prompt tokens of this teacher."),
-    price_completion: Optional[float] = typer.Option(None, "--price-completion", help="USD per 1M completion tokens."),
+    price_prompt: Optional[float] = typer.Option(None, "--price-prompt", min=0.0, help="USD per 1M prompt tokens of this teacher."),
+    price_completion: Optional[float] = typer.Option(None, "--price-completion", min=0.0, help="USD per 1M completion tokens."),
     keep: str = typer.Option("correct", "--keep", help="Rows marked kept: correct | usable | all."),
     dedupe: str = typer.Option("normalized", "--dedupe", help="Drop repeated rationales: none | exact | normalized."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Reply cache (default OUT/teacher_cache.sqlite)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-    out: Path = typer.Option(..., "--out", help="Writes OUT/rationales.jsonl and OUT/teach_summary.json."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data root (default $MATHDISTILL_DATA, else ../shared/data)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (on stderr)."),
+    threads: Optional[int] = runtime.threads_option(),
+    out: Path = typer.Option(..., "--out", help="Folder: writes OUT/rationales.jsonl, OUT/teach_summary.json, OUT/teach_config.json."),
 ) -> None:
+    """Collect and verify teacher rationales; re-running resumes from the reply cache.
+
+    Exit codes: 0 when every request was answered (wrong answers and replay misses included);
+    exit code 1 when some requests still failed after their retries (the rest is written and
+    cached: run the same command again to send only the failed ones); 2 for bad input (nothing sent).
+    """
     from mathdistill import data
     from mathdistill.teacher import config as C
     from mathdistill.teacher.backends import make_backend
     from mathdistill.teacher.engine import VerifyConfig, resolve_thoughts, teach
 
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file; expected a folder (teach writes rationales.jsonl and more into it)")
+    if cache is not None and cache.is_dir():
+        raise InputError(f"--cache {cache}: is a folder; expected the reply cache's file (e.g. {cache / 'teacher_cache.sqlite'})")
+    for option, path in [("--teacher-config", teacher_config), *(("--replay", p) for p in replay)]:
+        if path is not None and path.is_dir():
+            raise InputError(f"{option} {path}: is a folder; expected a file")
     picked = [n for n, v in [("--teacher-url", teacher_url), ("--replay", replay), ("--hf-model", hf_model), ("--vllm-model", vllm_model)] if v]
     if len(picked) > 1:
         raise InputError(f"choose one teacher: got {', '.join(picked)}")
@@ -101,6 +140,7 @@ def teach_command(
 
     names = [t.name for t in thoughts]
     problems = data.load(dataset, split=split, data_dir=data_dir, limit=limit)
+    runtime.set_threads(threads)  # the in-process (--hf-model) teacher runs torch here
     backend = make_backend(cfg)
     write_json(out / "teach_config.json", {"dataset": dataset, "split": split, "limit": limit, "thoughts": names, "samples": samples, "teacher": cfg.public_dict()})
     result = teach(
@@ -109,6 +149,11 @@ def teach_command(
     )
     _print_summary(result.summary)
     typer.echo(json.dumps({k: result.summary[k] for k in ("jobs", "requests", "cache_hits", "retries", "failures", "tokens", "cost", "cost_total")}))
+    if result.failed:
+        kept = f"{out / 'rationales.jsonl'}, reply cache {cache or out / 'teacher_cache.sqlite'}"
+        typer.secho(f"error: {result.failure_message()}", fg=typer.colors.RED, err=True)
+        typer.echo(f"What succeeded is kept ({kept}): run the same command again to send only the failed ones.", err=True)
+        raise typer.Exit(1)
 
 
 def _print_summary(s: dict) -> None:

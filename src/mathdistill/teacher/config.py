@@ -1,7 +1,14 @@
 """Teacher configuration: which backend, how hard to push it, how to sample, what it costs.
 
+The one teacher schema, for recipes (`teach:` sections) and the `teach` command alike. Kinds:
+`openai` (any OpenAI-compatible server: url, model), `replay` (recorded outputs: replay files),
+`hf` / `vllm` (a model run here), `reference` (GSM8K gold solutions converted to the format and
+verified by execution: no backend, only `mathdistill.teacher.collect` serves it).
+
 The API key itself is never part of the config: only the *name* of the environment variable
-that holds it (`key_env`). Dumping a config to disk therefore never leaks the secret.
+that holds it (`key_env`; none named: $OPENAI_API_KEY). A URL may still carry credentials
+(`user:password@`, `?api-key=`) and headers may carry tokens: `public_dict()` redacts them, and is
+what gets written to disk.
 """
 
 from __future__ import annotations
@@ -12,6 +19,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mathdistill.io import InputError, read_yaml_mapping
+from mathdistill.secrets import redact, redact_url
+
+#: kinds that stand in for a live teacher offline (a report must say so)
+OFFLINE_KINDS = ("reference", "replay")
 
 
 class Price(BaseModel):
@@ -33,16 +44,17 @@ class TeacherConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["openai", "replay", "hf", "vllm"] = "openai"
+    kind: Literal["openai", "replay", "hf", "vllm", "reference"] = "openai"
     # openai-compatible server (OpenAI, vLLM/SGLang serve, llama.cpp server, Ollama)
     url: str | None = None
     model: str | None = None
-    key_env: str | None = None  # NAME of the env var holding the key, never the key
+    key_env: str | None = None  # NAME of the env var holding the key, never the key (None: OPENAI_API_KEY)
     headers: dict[str, str] = Field(default_factory=dict)
     extra_body: dict = Field(default_factory=dict)  # passed through to the server as-is
     # the openai client's HTTP transport: aiohttp (less CPU per request) when installed, else httpx
     transport: Literal["auto", "aiohttp", "httpx"] = "auto"
-    # replay: recorded rationales (JSON list of {instruction, output}); sample k comes from file k
+    # replay: recorded rationales (JSON list of {instruction, output}); sample k comes from file k.
+    # A relative path not found as given is looked up in the data root by `with_data_root`.
     replay: list[Path] = Field(default_factory=list)
     # accounting: model name -> price; unknown models cost 0
     prices: dict[str, Price] = Field(default_factory=dict)
@@ -58,7 +70,7 @@ class TeacherConfig(BaseModel):
     # sampling
     temperature: float | None = Field(None, ge=0)  # None: 0 for one sample, 0.7 for several
     top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int = Field(512, ge=1)
+    max_tokens: int = Field(1024, ge=1)
     seed: int | None = 0  # sample k is requested with seed + k (None: no seed sent)
 
     @model_validator(mode="after")
@@ -69,7 +81,33 @@ class TeacherConfig(BaseModel):
             raise ValueError("a replay teacher needs at least one replay file")
         if self.kind in ("hf", "vllm") and not self.model:
             raise ValueError(f"a {self.kind} teacher needs a model")
+        if self.kind == "reference" and (self.url or self.model or self.replay):
+            raise ValueError("a reference teacher takes no url, model or replay files (it converts the GSM8K gold solutions)")
         return self
+
+    @property
+    def offline_stand_in(self) -> bool:
+        """True for teachers that stand in for a live one offline (reference, replay)."""
+        return self.kind in OFFLINE_KINDS
+
+    def describe(self, thought: str) -> str:
+        """Who wrote `thought`'s rationales, in words for a report (credentials in a URL redacted)."""
+        if self.kind == "reference":
+            return f"reference: GSM8K gold solutions converted to {thought} and verified by execution"
+        if self.kind == "replay":
+            return f"replay: {', '.join(Path(f).name for f in self.replay)} (recorded outputs)"
+        if self.kind == "openai":
+            return f"openai-compatible: {self.model} @ {redact_url(self.url)}"
+        return f"{self.kind}: {self.model} (run in this process)"
+
+    def with_data_root(self, data_dir: str | Path | None = None) -> "TeacherConfig":
+        """A copy whose relative replay paths that do not exist as given point into the data root
+        (`mathdistill.data.recorded.resolve_recorded`: else the user cache, fetched once for the
+        known recordings); an InputError names a file found nowhere."""
+        from mathdistill.data.recorded import resolve_recorded
+
+        files = [f if f.is_absolute() or f.exists() else resolve_recorded(f, data_dir) for f in self.replay]
+        return self.model_copy(update={"replay": files})
 
     def sampling(self, samples: int) -> dict:
         """The sampling parameters sent with every request (and hashed into the cache key)."""
@@ -87,10 +125,9 @@ class TeacherConfig(BaseModel):
         return self.prices.get(model or "", Price())
 
     def public_dict(self) -> dict:
-        """The config as JSON, header values hidden (they may carry credentials)."""
-        d = self.model_dump(mode="json")
-        d["headers"] = {k: "<hidden>" for k in self.headers}
-        return d
+        """The config as JSON, safe to write to disk: header values, credentials inside the URL and
+        key-like query parameters replaced by <redacted> (mathdistill.secrets.redact)."""
+        return redact(self.model_dump(mode="json"))
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> "TeacherConfig":

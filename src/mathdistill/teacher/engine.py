@@ -5,6 +5,7 @@ progress; then verify every rationale and write one row per (problem, thought, s
     backend = make_backend(config)
     result = teach(problems, "cot", backend, config=config, samples=4, out_dir="runs/x/teacher")
     result.rows, result.summary
+    result.raise_if_failed()  # TeacherError when requests still failed after their retries
 
 Kill it at any moment and call it again with the same arguments: finished requests come from
 the cache (committed the moment each reply arrived) and are never sent, or paid for, twice.
@@ -16,6 +17,7 @@ import asyncio
 import inspect
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Mapping, Sequence
@@ -58,6 +60,11 @@ class RateLimiter:
 # ---------------------------------------------------------------------------- stats + progress
 
 
+def fault_kind(message: str) -> str:
+    """The kind of a fault message: 'HTTP 500', 'timeout', 'connection error', ..."""
+    return message.split(":")[0]
+
+
 @dataclass
 class Stats:
     total: int = 0  # (problem, thought, sample) jobs
@@ -74,7 +81,7 @@ class Stats:
     errors: dict = field(default_factory=dict)  # error kind -> count (transient faults included)
 
     def fault(self, message: str) -> None:
-        kind = message.split(":")[0]
+        kind = fault_kind(message)
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
@@ -142,6 +149,7 @@ class Job:
     cost: float = 0.0
     cached: bool = False
     error: str | None = None
+    fault: str | None = None  # a request that failed after its retries: the last fault
 
 
 def resolve_thoughts(thoughts) -> list:
@@ -161,20 +169,21 @@ def resolve_thoughts(thoughts) -> list:
     return out
 
 
-def default_context(problem: Problem, thought) -> dict | None:
-    """Extra teacher inputs: formats that rewrite a solution (knowledge) get the gold one."""
-    if getattr(thought, "name", "") == "knowledge" and problem.extra.get("solution"):
-        return {"rationale": problem.extra["solution"]}
-    return None
+def _context(context, problem: Problem, thought) -> dict | None:
+    """The teacher's extra inputs for (problem, thought): `context(problem, thought)`, or
+    `context[problem.id]`, or by default what the format asks for (`Thought.teacher_context`:
+    knowledge gets the gold solution)."""
+    if not context:
+        return thought.teacher_context(problem)
+    return context(problem, thought) if callable(context) else context.get(problem.id)
 
 
 def build_jobs(problems, thoughts, backend: Backend, config: TeacherConfig, samples: int, context=None) -> list[Job]:
-    context = context or default_context
     base = config.sampling(samples)
     jobs = []
     for p in problems:
         for t in thoughts:
-            ctx = context(p, t) if callable(context) else context.get(p.id)
+            ctx = _context(context, p, t)
             try:
                 messages = t.teacher_messages(p.question, ctx)
             except ValueError as e:  # e.g. knowledge without a solution to work from
@@ -239,20 +248,21 @@ class Engine:
             except TransientError as e:
                 self.stats.fault(str(e))
                 if attempt == self.config.max_retries:
-                    job.error = f"gave up after {attempt + 1} attempts: {e}"
+                    job.error = f"gave up after {attempt + 1} attempt{'s' if attempt else ''}: {e}"
+                    job.fault = str(e)
                     break
                 self.stats.retries += 1
                 await asyncio.sleep(self._delay(attempt, e.retry_after))
                 continue
             except PermanentError as e:
                 self.stats.fault(str(e))
-                job.error = str(e)
+                job.error = job.fault = str(e)
                 break
             if self.tpm and reply.usage:
                 self.tpm.adjust(sum(reply.usage.values()) - estimate)
             self._record(job, reply)
             break
-        if job.error and not (job.reply and job.reply.error):
+        if job.fault:
             self.stats.failures += 1
         self.stats.done += 1
         self.progress.update()
@@ -266,7 +276,7 @@ class Engine:
             except Exception as e:  # a batch backend failing is not retried request by request
                 self.stats.fault(f"{type(e).__name__}: {e}")
                 for j in part:
-                    j.error = f"{type(e).__name__}: {e}"
+                    j.error = j.fault = f"{type(e).__name__}: {e}"
                 self.stats.failures += len(part)
                 replies = []
             for job, reply in zip(part, replies):
@@ -402,13 +412,48 @@ def _keep(rows: list[dict], cfg: VerifyConfig) -> None:
 # ---------------------------------------------------------------------------- summary + API
 
 
+class TeacherError(RuntimeError):
+    """Some teacher requests still failed after their retries (`TeachResult.raise_if_failed`)."""
+
+
 @dataclass
 class TeachResult:
+    """rows: one per (problem, thought, sample), failed ones included (text None, error set).
+    failed: the requests still failed after their retries (problem_id, thought, sample, kind, fault:
+    the last fault, error: the row's error);
+    what succeeded is in the reply cache, so calling `teach` again sends only these."""
+
     rows: list[dict]
     summary: dict
+    failed: list[dict] = field(default_factory=list)
+
+    def failure_message(self) -> str | None:
+        """'3 of 12 teacher requests failed after up to 6 retries: HTTP 500 x2 (...), ...', or None."""
+        if not self.failed:
+            return None
+        detail: dict[str, str] = {}  # an example of each kind: "connection refused by ..."
+        for f in self.failed:
+            detail.setdefault(f["kind"], f["fault"][len(f["kind"]) + 1 :].strip())
+        kinds = ", ".join(f"{k} x{n}" + (f" ({detail[k]})" if detail[k] else "") for k, n in self.summary["failure_kinds"].items())
+        r = self.summary["max_retries"]
+        return f"{len(self.failed)} of {self.summary['jobs']} teacher requests failed after up to {r} retr{'y' if r == 1 else 'ies'}: {kinds}"
+
+    def raise_if_failed(self) -> None:
+        """Raise TeacherError (with `failure_message`) when any request failed; for callers (recipes)
+        that must not go on with part of the teacher's data."""
+        if self.failed:
+            raise TeacherError(self.failure_message())
 
 
-def summarize(stats: Stats, rows: list[dict], model: str, wall: float) -> dict:
+def _failed(jobs: list[Job]) -> list[dict]:
+    return [
+        {"problem_id": j.problem.id, "thought": j.thought.name, "sample": j.sample, "kind": fault_kind(j.fault), "fault": j.fault, "error": j.error}
+        for j in jobs
+        if j.fault
+    ]
+
+
+def summarize(stats: Stats, rows: list[dict], model: str, wall: float, failed: list[dict] | None = None, max_retries: int | None = None) -> dict:
     per = {}
     for row in rows:
         d = per.setdefault(row["thought"], {"rows": 0, "replied": 0, "correct": 0, "kept": 0, "problems": set(), "solved": set()})
@@ -438,6 +483,8 @@ def summarize(stats: Stats, rows: list[dict], model: str, wall: float) -> dict:
         "cache_hits": stats.cache_hits,
         "retries": stats.retries,
         "failures": stats.failures,
+        "failure_kinds": dict(Counter(f["kind"] for f in failed or []).most_common()),
+        "max_retries": max_retries,
         "misses": stats.misses,
         "length_cut": sum(r["finish_reason"] == "length" for r in rows),
         "prompt_tokens": stats.prompt_tokens,
@@ -484,13 +531,14 @@ async def ateach(
             store.close()
     t1 = time.perf_counter()
     rows = verify(jobs, verify_config or VerifyConfig())
-    summary = summarize(stats, rows, backend.model, time.perf_counter() - t0)
+    failed = _failed(jobs)
+    summary = summarize(stats, rows, backend.model, time.perf_counter() - t0, failed, config.max_retries)
     summary["verify_s"] = round(time.perf_counter() - t1, 3)
     if out_dir is not None:
         out = Path(out_dir)
         write_jsonl(out / "rationales.jsonl", rows)
         write_json(out / "teach_summary.json", summary)
-    return TeachResult(rows, summary)
+    return TeachResult(rows, summary, failed)
 
 
 def teach(problems, thoughts, backend: Backend, **kwargs) -> TeachResult:

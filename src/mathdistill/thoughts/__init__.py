@@ -5,6 +5,7 @@
     pot.teacher_messages(question)          # few-shot chat messages for the teacher
     pot.student_prompt(question)            # question + "[PoT] <one-line instruction>"
     pot.score_batch(rationales, golds)      # programs run in the sandbox, in parallel
+    pot.reference(problem)                  # its GSM8K gold solution as a program (unverified)
 
 Formats: cot, pot, eot, l2m (give answers); knowledge, keypoints (inputs to later steps,
 `gives_answer=False`, checked by `validate`). Reference rationales converted from GSM8K gold
@@ -13,11 +14,15 @@ solutions: `mathdistill.thoughts.reference`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 from mathdistill.thoughts.base import Extracted, Scored, Thought, gold_answer
 
-_REGISTRY = {
+#: name -> the class that implements it, imported on first use (`import mathdistill.thoughts`
+#: stays light: the sandbox's processes import it). Everything else about a format — its trigger,
+#: prompts, reference conversion, teacher context — lives on the class.
+_CLASSES = {
     "cot": "mathdistill.thoughts.cot:CoT",
     "pot": "mathdistill.thoughts.pot:ProgramOfThought",
     "eot": "mathdistill.thoughts.eot:EquationOfThought",
@@ -25,26 +30,31 @@ _REGISTRY = {
     "knowledge": "mathdistill.thoughts.knowledge:Knowledge",
     "keypoints": "mathdistill.thoughts.keypoints:KeyPoints",
 }
-NAMES: tuple[str, ...] = tuple(_REGISTRY)
+NAMES: tuple[str, ...] = tuple(_CLASSES)
 ANSWER_NAMES: tuple[str, ...] = ("cot", "pot", "eot", "l2m")
-TRIGGERS = {"cot": "[CoT]", "pot": "[PoT]", "eot": "[EoT]", "l2m": "[L2M]",
-            "knowledge": "[Knowledge]", "keypoints": "[KeyPoints]"}
+
+
+@functools.cache
+def thought_class(name: str) -> type[Thought]:
+    """The class of the format called `name` (one of NAMES)."""
+    key = (name or "").strip().lower()
+    if key not in _CLASSES:
+        raise ValueError(f"unknown thought {name!r}; choose one of {', '.join(NAMES)}")
+    module, cls = _CLASSES[key].split(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def get(name: str, **kwargs) -> Thought:
     """The format called `name` (one of NAMES); kwargs go to its constructor (e.g. limits=...)."""
-    key = (name or "").strip().lower()
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown thought {name!r}; choose one of {', '.join(NAMES)}")
-    module, cls = _REGISTRY[key].split(":")
-    return getattr(importlib.import_module(module), cls)(**kwargs)
+    return thought_class(name)(**kwargs)
 
 
 def detect(output: str) -> str | None:
-    """The format a self-choosing student (SIKeD) announced with its leading tag, if any."""
+    """The format a self-choosing student (SIKeD) announced with its leading tag (the class's
+    `trigger`), if any."""
     head = (output or "").lstrip()[:20].lower()
-    for name, tag in TRIGGERS.items():
-        if head.startswith(tag.lower()):
+    for name in NAMES:
+        if head.startswith(thought_class(name).trigger.lower()):
             return name
     return None
 
@@ -52,8 +62,17 @@ def detect(output: str) -> str | None:
 def strip_tag(output: str) -> str:
     """`output` without its leading format tag."""
     name = detect(output)
-    return output.lstrip()[len(TRIGGERS[name]):].lstrip() if name else output
+    return output.lstrip()[len(thought_class(name).trigger):].lstrip() if name else output
 
 
-__all__ = ["NAMES", "ANSWER_NAMES", "TRIGGERS", "Thought", "Extracted", "Scored", "get", "detect",
-           "strip_tag", "gold_answer"]
+def choice_prompt(question: str, names) -> str:
+    """The user message of a student that chooses its own format among `names` (SIKeD): the question
+    and one neutral instruction naming their tags, the same whichever it writes (to force one, prefill
+    its tag)."""
+    tags = [thought_class(n).trigger for n in names]
+    listed = tags[0] if len(tags) == 1 else f"{', '.join(tags[:-1])} or {tags[-1]}"
+    return f"{question.strip()}\nChoose a strategy ({listed}), write its tag first, then solve."
+
+
+__all__ = ["NAMES", "ANSWER_NAMES", "Thought", "Extracted", "Scored", "get", "thought_class", "detect",
+           "strip_tag", "choice_prompt", "gold_answer"]

@@ -4,6 +4,8 @@ A *thought* (reasoning format) knows three things:
   1. how to ask the teacher for it      -> `teacher_messages`
   2. how the student is prompted / what it learns to write -> `student_prompt`, `student_target`
   3. how to get an answer out of a rationale -> `extract`, `score`, `score_batch`
+and, where it applies, what the teacher needs besides the question (`teacher_context`) and how
+a GSM8K gold solution is written in it (`reference`).
 Formats that are inputs to later steps rather than answers (knowledge, key points) have
 `gives_answer = False` and use `validate` instead of an answer check.
 """
@@ -45,6 +47,18 @@ class Thought(ABC):
 
         `context` carries extra inputs some formats need (e.g. {"rationale": ...} for knowledge).
         """
+
+    def teacher_context(self, problem) -> dict | None:
+        """The `context` this format's `teacher_messages` needs for `problem` (a
+        `mathdistill.data.Problem`) besides its question; None: nothing more."""
+        return None
+
+    def reference(self, problem) -> str | None:
+        """`problem`'s GSM8K gold solution (`extra["solution"]`) written in this format, unverified;
+        None when it does not convert. Formats with no conversion raise NotImplementedError
+        (`mathdistill.thoughts.reference.reference_formats()` lists the others); the shared step
+        extraction and the verification are in `mathdistill.thoughts.reference`."""
+        raise NotImplementedError(f"no reference conversion for {self.name!r}")
 
     def student_prompt(self, question: str, context: dict | None = None) -> str:
         """The user-message text the student sees (before the chat template):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from mathdistill.io import InputError, iter_jsonl, write_jsonl
+from mathdistill.io import InputError, check_output_file, iter_jsonl, write_jsonl
 
 CHUNK = 256
 
@@ -32,8 +32,9 @@ def score_command(
     thought: str = typer.Option(..., "--thought", help="cot, pot, eot, l2m (or knowledge, keypoints: validity)"),
     input: Path = typer.Option(..., "--input", help="JSONL rows with question, answer, rationale"),
     output: Path = typer.Option(..., "--output", help="where to write the scored rows (JSONL)"),
-    timeout: float = typer.Option(5.0, "--timeout", help="seconds per program (pot) / system (eot)"),
+    timeout: float = typer.Option(5.0, "--timeout", min=0.1, help="seconds per program (pot) / system (eot)"),
 ) -> None:
+    """Score rationales written elsewhere; the last stdout line is {n, correct, accuracy, errors}."""
     from rich.console import Console
     from rich.progress import Progress
 
@@ -43,6 +44,7 @@ def score_command(
     if thought.strip().lower() not in thoughts.NAMES:
         raise InputError(f"--thought: unknown format {thought!r}; choose one of {', '.join(thoughts.NAMES)}")
     name = thought.strip().lower()
+    check_output_file(output)
     fmt = thoughts.get(name, limits=Limits(timeout=timeout)) if name in ("pot", "eot") else thoughts.get(name)
     rows, golds = [], []
     for lineno, row in iter_jsonl(input, required=("question", "answer", "rationale")):
@@ -52,6 +54,8 @@ def score_command(
                 raise InputError(f"{where}: key '{key}' must be a string, got {type(row[key]).__name__}")
         golds.append(_gold(row["answer"], where))
         rows.append(row)
+    if not rows:
+        raise InputError(f"{input}: empty: no rows to score (one JSON object per line: question, answer, rationale)")
     scored = []
     with Progress(transient=True, disable=len(rows) <= CHUNK, console=Console(stderr=True)) as progress:
         task = progress.add_task(f"scoring {name}", total=len(rows))

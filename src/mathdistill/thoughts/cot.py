@@ -24,5 +24,12 @@ class CoT(Thought):
     def teacher_messages(self, question: str, context: dict | None = None) -> list[dict]:
         return few_shot(self.system, list(zip(ex.QUESTIONS, ex.COT)), question.strip())
 
+    def reference(self, problem) -> str | None:
+        """The gold solution's sentences without calculator notes, then "The answer is N."."""
+        from mathdistill.thoughts.reference import solution_sentences
+
+        lines = solution_sentences(problem)
+        return None if lines is None else "\n".join(lines) + f"\nThe answer is {problem.answer}."
+
     def extract(self, rationale: str) -> Extracted:
         return answer_from_text(rationale)

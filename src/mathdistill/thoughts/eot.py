@@ -32,6 +32,12 @@ class EquationOfThought(Thought):
     def teacher_messages(self, question: str, context: dict | None = None) -> list[dict]:
         return few_shot(self.system, list(zip(ex.QUESTIONS, ex.EOT)), question.strip())
 
+    def reference(self, problem) -> str | None:
+        """The gold solution's steps as equations, each after its sentence as a `%` comment."""
+        from mathdistill.thoughts.reference import assignments
+
+        return assignments(problem, comment="%")
+
     def extract(self, rationale: str) -> Extracted:
         return self.extract_batch([rationale])[0]
 

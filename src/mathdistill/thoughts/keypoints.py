@@ -13,8 +13,14 @@ a step-by-step solution; the student learns to write all three in one pass:
 The solution is CoT (KPDD-CoT) or a program (KPDD-PoT): `KeyPoints(solution="pot")` or
 `teacher_messages(q, context={"solution": "pot"})`. `parse` splits the parts. The key points
 are an input to the solution, not an answer: `validate` checks that the core question and key
-points are present and do not state the answer, and that the solution (if any) is correct;
-`score_batch` marks correct = valid and reports the solution's answer as the prediction.
+points are present and do not state the answer, and that the solution is there and correct
+(`KeyPoints(solution=None)`: key points alone, no solution asked for); `score_batch` marks
+correct = valid and reports the solution's answer as the prediction.
+
+Offline, a recorded plan-only rationale stands in for the key points:
+`KeyPoints.from_recorded(plan, question)` is the question's last sentence as the core question and
+the plan's sentences, final answer sentence cut, as key points; `compose(key_points, solution)`
+appends a verified solution.
 """
 
 from __future__ import annotations
@@ -40,16 +46,39 @@ def parse(text: str) -> dict:
             "solution": parts["solution"]}
 
 
+def core_question(question: str) -> str:
+    """The sentence of `question` that asks (its last one ending in "?", else its last sentence)."""
+    from mathdistill.thoughts.knowledge import sentences
+
+    parts = sentences(question)
+    asking = [p for p in parts if p.endswith("?")]
+    return (asking or parts or [question.strip()])[-1]
+
+
 class KeyPoints(Thought):
     name = "keypoints"
     trigger = "[KeyPoints]"
     instruction = "State the core question and the key points, then solve the problem step by step."
     gives_answer = False
 
-    def __init__(self, solution: str = "cot"):
-        if solution not in ("cot", "pot"):
-            raise ValueError("key points take a cot or pot solution")
+    def __init__(self, solution: str | None = "cot"):
+        if solution not in ("cot", "pot", None):
+            raise ValueError("key points take a cot or pot solution (or None: key points alone)")
         self.solution = solution
+
+    @staticmethod
+    def from_recorded(text: str, question: str) -> str:
+        """A recorded plan-only rationale as key points: the question's last sentence as the core
+        question, the plan's sentences (final answer sentence cut) as the points; no solution."""
+        from mathdistill.thoughts.knowledge import sentences, strip_answer
+
+        points = "".join(f"\n- {s}" for s in sentences(strip_answer(text)))
+        return f"Core question: {core_question(question)}\nKey points:{points}"
+
+    @staticmethod
+    def compose(key_points: str, solution: str) -> str:
+        """Key points followed by a solution part."""
+        return f"{key_points.strip()}\nSolution:\n{solution.strip()}"
 
     def _system(self, solution: str) -> str:
         how = ('solve it step by step and end with "The answer is <number>."' if solution == "cot" else
@@ -60,7 +89,7 @@ class KeyPoints(Thought):
                 f"anything or giving the answer. \"Solution:\" using the key points, {how}.")
 
     def teacher_messages(self, question: str, context: dict | None = None) -> list[dict]:
-        solution = (context or {}).get("solution", self.solution)
+        solution = (context or {}).get("solution", self.solution or "cot")
         sols = ex.COT if solution == "cot" else ex.POT
         shots = [(q, k.split("Solution:\n")[0] + "Solution:\n" + s)
                  for q, k, s in zip(ex.QUESTIONS, ex.KEYPOINTS, sols)]
@@ -109,7 +138,9 @@ class KeyPoints(Thought):
         out = []
         for text, ex_, gold, q in zip(rationales, self.extract_batch(rationales), golds, questions):
             err = self._structure_error(text, gold, q)
-            if err is None and parse(text)["solution"]:
+            if err is None and self.solution is not None and not parse(text)["solution"]:
+                err = "no solution part"
+            elif err is None and parse(text)["solution"]:
                 if ex_.prediction is None:
                     err = ex_.error or "the solution gives no answer"
                 elif not is_equivalent(ex_.prediction, gold):

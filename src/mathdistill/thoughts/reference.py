@@ -1,15 +1,19 @@
 """Reference rationales converted from GSM8K gold solutions: an offline "reference teacher".
 
 A GSM8K solution carries calculator notes, `Natalia sold 48/2 = <<48/2=24>>24 clips in May.`
-They become:
+This module reads them (`solution_sentences`, `solution_steps`); each format's class writes them
+in its own form (`Thought.reference(problem)`):
 
-  cot  the sentences without the notes, then "The answer is N." — kept if every note's
-       arithmetic is right and the text's answer is the gold;
+  cot  the sentences without the notes, then "The answer is N." (None if a note's arithmetic
+       is wrong);
   pot  one assignment per note (`clips_in_may = 48 / 2`, earlier results referred to by
-       name), each after its sentence as a `#` comment, then `ans = ...` — kept if executing
-       it in the sandbox gives the gold;
-  eot  the same steps as equations with `%` comments — kept if the EoT solver gives the gold.
+       name), each after its sentence as a `#` comment, then `ans = ...`;
+  eot  the same steps as equations with `%` comments.
 
+A conversion is kept when the format's own scorer gives the gold answer (the text's answer for
+cot, the program executed in the sandbox for pot, the EoT solver for eot).
+
+    reference_formats() -> ("cot", "pot", "eot")     # the formats that implement `reference`
     reference_rationale(problem, "pot") -> str | None
     reference_rationales(problems, "pot") -> {problem.id: str | None}   (batched, cached)
     coverage(problems) -> {"pot": {"kept": 7210, "total": 7473, "rate": 0.965}, ...}
@@ -27,9 +31,17 @@ import re
 from fractions import Fraction
 from typing import Iterable, Sequence
 
-from mathdistill.answers import extract_answer, format_number, is_equivalent, parse_number
+from mathdistill.answers import parse_number
+from mathdistill.io import InputError
+from mathdistill.thoughts import NAMES, Thought, get, thought_class
 
-FORMATS = ("cot", "pot", "eot")
+
+def reference_formats() -> tuple[str, ...]:
+    """The formats whose class implements `Thought.reference`, in registry order."""
+    return tuple(n for n in NAMES if thought_class(n).reference is not Thought.reference)
+
+
+FORMATS = reference_formats()
 VERSION = 2  # bump when the conversion changes (invalidates the cache)
 _NOTE = re.compile(r"<<([^=<>]*)=([^<>]*)>>")
 # arithmetic written out without a calculator note: "40 / 10 = 4 days", "$50 − $6 = $44"
@@ -45,7 +57,7 @@ _RESERVED = set(keyword.kwlist) | {"ans", "answer", "result", "sum", "min", "max
 def _solution(problem) -> str:
     sol = (getattr(problem, "extra", None) or {}).get("solution")
     if not sol or "####" not in sol:
-        raise ValueError(f"problem {getattr(problem, 'id', '?')} has no GSM8K solution in extra['solution']")
+        raise InputError(f"problem {getattr(problem, 'id', '?')} has no GSM8K solution in extra['solution']")
     return sol
 
 
@@ -127,7 +139,7 @@ def _name(line: str, start: int, end: int, result: str, used: set, k: int) -> st
     return name
 
 
-def _steps(problem) -> tuple[list[tuple[str, str, str]], str] | None:
+def solution_steps(problem) -> tuple[list[tuple[str, str, str]], str] | None:
     """[(comment sentence, variable, python expression)], answer variable; None if unconvertible."""
     gold = parse_number(problem.answer)
     question_numbers = {parse_number(m) for m in re.findall(r"\d[\d,]*(?:\.\d+)?", problem.question)}
@@ -159,30 +171,43 @@ def _steps(problem) -> tuple[list[tuple[str, str, str]], str] | None:
     return steps, target
 
 
-def convert(problem, thought: str) -> str | None:
-    """The unverified conversion of `problem`'s gold solution into `thought` (None if impossible)."""
-    if thought not in FORMATS:
-        raise ValueError(f"no reference conversion for {thought!r}; formats: {', '.join(FORMATS)}")
-    if thought == "cot":
-        lines = _body_lines(_solution(problem))
-        for line in lines:
-            for m in _NOTE.finditer(line):
-                v, r = _value(m.group(1)), parse_number(m.group(2).strip())
-                if v is None or r is None or not _close(v, r):
-                    return None  # the gold solution's own arithmetic is wrong
-        return "\n".join(_clean(ln) for ln in lines) + f"\nThe answer is {problem.answer}."
-    conv = _steps(problem)
+def solution_sentences(problem) -> list[str] | None:
+    """The gold solution's lines without their calculator notes; None when a note's arithmetic is
+    wrong (the gold solution's own arithmetic)."""
+    lines = _body_lines(_solution(problem))
+    for line in lines:
+        for m in _NOTE.finditer(line):
+            v, r = _value(m.group(1)), parse_number(m.group(2).strip())
+            if v is None or r is None or not _close(v, r):
+                return None
+    return [_clean(ln) for ln in lines]
+
+
+def assignments(problem, comment: str) -> str | None:
+    """The gold solution's steps as `name = expression` lines, each after its sentence as a
+    `comment` line, then `ans = <the step whose value is the gold answer>`; None if unconvertible."""
+    conv = solution_steps(problem)
     if conv is None:
         return None
     steps, target = conv
-    mark = "#" if thought == "pot" else "%"
     out = []
-    for comment, name, py in steps:
-        if comment:
-            out.append(f"{mark} {comment}")
+    for sentence, name, py in steps:
+        if sentence:
+            out.append(f"{comment} {sentence}")
         out.append(f"{name} = {py}")
     out.append(f"ans = {target}")
     return "\n".join(out)
+
+
+def _format(thought: str) -> Thought:
+    if thought not in FORMATS:
+        raise InputError(f"no reference conversion for {thought!r}; formats: {', '.join(FORMATS)}")
+    return get(thought)
+
+
+def convert(problem, thought: str) -> str | None:
+    """The unverified conversion of `problem`'s gold solution into `thought` (None if impossible)."""
+    return _format(thought).reference(problem)
 
 
 def training_rows(n: int, thought: str = "cot", offset: int = 0, data_dir=None) -> list[dict]:
@@ -200,25 +225,21 @@ def training_rows(n: int, thought: str = "cot", offset: int = 0, data_dir=None) 
     raise ValueError(f"fewer than {n} GSM8K train problems convert to {thought} after the first {offset}")
 
 
-def _verify(problems: Sequence, thought: str, texts: list[str | None]) -> list[str | None]:
-    from mathdistill.thoughts import get
-
+def _verify(problems: Sequence, fmt: Thought, texts: list[str | None]) -> list[str | None]:
+    """`texts` where the format's scorer gives the problem's gold answer, else None."""
     idx = [i for i, t in enumerate(texts) if t is not None]
-    if thought == "cot":
-        ok = [is_equivalent(extract_answer(texts[i]), problems[i].answer) for i in idx]
-    else:
-        scored = get(thought).score_batch([texts[i] for i in idx], [problems[i].answer for i in idx])
-        ok = [s.correct for s in scored]
+    scored = fmt.score_batch([texts[i] for i in idx], [problems[i].answer for i in idx])
     out: list[str | None] = [None] * len(texts)
-    for i, good in zip(idx, ok):
-        if good:
+    for i, s in zip(idx, scored):
+        if s.correct:
             out[i] = texts[i]
     return out
 
 
 def reference_rationale(problem, thought: str) -> str | None:
     """The verified reference rationale of one GSM8K problem in `thought` (cot, pot, eot), or None."""
-    return _verify([problem], thought, [convert(problem, thought)])[0]
+    fmt = _format(thought)
+    return _verify([problem], fmt, [fmt.reference(problem)])[0]
 
 
 def _key(problem) -> str:
@@ -233,6 +254,7 @@ def reference_rationales(problems: Iterable, thought: str, cache: bool = True,
     from mathdistill.io import write_jsonl
     from mathdistill.paths import cache_dir
 
+    fmt = _format(thought)
     problems = list(problems)
     path = cache_dir() / "reference" / f"{thought}.jsonl"
     stored: dict[str, str | None] = {}
@@ -249,7 +271,7 @@ def reference_rationales(problems: Iterable, thought: str, cache: bool = True,
     with _progress(progress, len(todo), f"reference {thought}") as advance:
         for s in range(0, len(todo), chunk):
             part = todo[s: s + chunk]
-            texts = _verify([problems[i] for i in part], thought, [convert(problems[i], thought) for i in part])
+            texts = _verify([problems[i] for i in part], fmt, [fmt.reference(problems[i]) for i in part])
             for i, text in zip(part, texts):
                 stored[keys[i]] = text
             advance(len(part))

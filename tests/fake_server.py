@@ -13,12 +13,15 @@ Each distinct request (messages + seed) has its own script: a list of actions pl
     truncated     200 whose body stops half-way (Content-Length promises more), then close
     empty         200 with JSON lacking "choices"
 
-Every request is logged server-side (`log`), so tests can count what was really sent.
+Every request is logged server-side (`log`: path, headers, body, action, usage), so tests can count what was really sent.
 `hold_after=N` makes every request after the first N "ok" ones wait (unanswered) until `release()`
 (then answered) or `drop_held()` (then closed unanswered): a deterministic moment to kill a
 client mid-run.
 
-    python -m mathdistill.teacher.fake_server --port 8011 --latency 0.2
+    python tests/fake_server.py --port 8011 --latency 0.2      # prints its URL on stdout
+
+Tests import it as `from fake_server import FakeServer` (pytest puts tests/ on sys.path: tests/
+has a conftest.py and no __init__.py).
 """
 
 from __future__ import annotations
@@ -171,7 +174,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, b'{"error": {"message": "bad json"}}')
             return
         key, action, hold = fake._next_action(body)
-        entry = {"key": key, "action": action, "time": time.time(), "usage": None, "held": hold, "body": body, "headers": {k.lower(): v for k, v in self.headers.items()}}
+        entry = {"key": key, "action": action, "time": time.time(), "usage": None, "held": hold, "body": body,
+                 "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}
         with fake.lock:
             fake.log.append(entry)
         if hold:

@@ -1,0 +1,19 @@
+"""The untrained student, evaluated as it is: the `base` row every experiment compares with."""
+
+from __future__ import annotations
+
+from mathdistill.methods import steps
+from mathdistill.methods.config import RecipeConfig
+
+
+def recipe(cfg: RecipeConfig, run) -> list[dict]:
+    return run.stage("eval", lambda: steps.evaluate(run, cfg, "base", None, cfg.thoughts))
+
+
+def _method():
+    from mathdistill.methods import Method
+
+    return Method("base", RecipeConfig, recipe, "the untrained student, evaluated as it is")
+
+
+METHODS = [_method()]

@@ -1,0 +1,129 @@
+"""The stages most recipes share, as small functions over the components: each runs one stage (or
+a group of them) in a run folder or scope, and returns what later stages need.
+
+    steps.teach(run, cfg, problems, ["cot", "pot"])       teach-<t> stages: teach/<t>/rationales.jsonl
+    steps.data(run, ["cot", "pot"])                        data stage: data/train.jsonl (kept rationales)
+    steps.train(run, cfg, "student")                       train stage: train/student/ (a PEFT adapter)
+    steps.evaluate(run, cfg, "etd", run.path("train", "student"), ["cot", "pot"], vote=True)
+
+Recipes read their config here and hand the components explicit inputs; the components themselves
+(teacher.collect, student.train.train, eval.evaluate, eval.vote_formats) never see a config or a run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from mathdistill.data import Problem, load
+from mathdistill.io import InputError, read_json, read_jsonl, write_json, write_jsonl
+from mathdistill.methods.config import DistillConfig, RecipeConfig, Split, resolve_teacher
+from mathdistill.methods.run import Run, console
+
+
+def problems(split: Split, data_dir: str | None) -> list[Problem]:
+    """The problems of one configured slice."""
+    ps = load(split.dataset, split.split, data_dir=data_dir)
+    end = None if split.limit is None else split.offset + split.limit
+    return ps[split.offset : end]
+
+
+def teach(run: Run, cfg: DistillConfig, problems: list[Problem], thoughts: list[str], samples: int | None = None,
+          context=None) -> None:
+    """One `teach-<thought>` stage per format: verified rationales in teach/<thought>/."""
+    from mathdistill.teacher import collect
+
+    for t in thoughts:
+        run.stage(f"teach-{t}", lambda t=t: collect(
+            problems, t, resolve_teacher(cfg, t), run.path("teach", t), samples=samples or cfg.teach.samples,
+            keep=cfg.teach.keep, dedupe="normalized" if cfg.teach.dedupe else "none", context=context,
+            data_dir=cfg.data.data_dir,
+        ).summary)
+
+
+def rationales(run: Run, thought: str) -> list[dict]:
+    return read_jsonl(run.path("teach", thought, "rationales.jsonl"))
+
+
+def data(run: Run, thoughts: list[str], tagged: bool = False, extra: list[dict] = (), name: str = "data") -> dict:
+    """Stage `name`: data/train.jsonl from the kept rationales of `thoughts` (+ `extra` rows)."""
+    from mathdistill.student.train import rows_from_rationales
+
+    def make() -> dict:
+        rows = rows_from_rationales([r for t in thoughts for r in rationales(run, t)], thoughts, tagged=tagged)
+        rows += list(extra)
+        if not rows:
+            raise InputError(f"{run.dir}: no kept teacher rationales for {', '.join(thoughts)}: nothing to train on")
+        write_jsonl(run.path(name, "train.jsonl"), rows)
+        summary = {"examples": len(rows), "per_thought": dict(Counter(r["thought"] for r in rows))}
+        write_json(run.path(name, "summary.json"), summary)
+        return summary
+
+    return run.stage(name, make)
+
+
+def train(run: Run, cfg: DistillConfig, adapter: str = "student", data_file: Path | None = None,
+          frozen: dict[str, str] | None = None, stage: str | None = None, init: Path | None = None) -> dict:
+    """Stage `train` (or `stage`): a LoRA (or full) fine-tune on data/train.jsonl into train/<adapter>/
+    (`init`: starting from that adapter folder's weights, with a new optimizer and schedule)."""
+    from mathdistill.student.train import TrainConfig, train as fit
+
+    def make() -> dict:
+        tcfg = TrainConfig(**cfg.train.model_dump(), model=cfg.student.model, adapter_name=adapter,
+                           frozen_adapters=frozen or {}, seed=cfg.seed, init_adapter=str(init) if init else None)
+        out = run.path("train", adapter)
+        r = fit(tcfg, data_file or run.path("data", "train.jsonl"), out)
+        summary = {"adapter": adapter, "seconds": r.seconds, "steps": r.global_step, "examples": r.examples,
+                   "tokens": r.completion_tokens, "train_loss": r.train_loss, "resumed_from": r.resumed_from}
+        write_json(out / "train_summary.json", summary)
+        return summary
+
+    return run.stage(stage or "train", make)
+
+
+def evaluate(run: Run, cfg: RecipeConfig, name: str, adapter_dir: Path | None, formats: list[str],
+             vote: bool = False, preference: list[str] = (), train: dict | None = None, folder: str = "eval") -> list[dict]:
+    """Evaluate the student (+ the adapter in `adapter_dir`, merged) on every eval split in each of
+    `formats` (+ their vote): eval/<dataset>/<format|vote>/. Returns result rows named by contract 9
+    (`name` for the vote or a single format, `name:<format>` for each format of several)."""
+    from mathdistill.eval import evaluate as run_eval, weights_identity
+    from mathdistill.eval.vote import vote_formats
+    from mathdistill.student.adapters import load_merged
+
+    e = cfg.eval
+    model, tok = load_merged(cfg.student.model, adapter_dir)
+    weights = weights_identity(cfg.student.model, adapter_dir)
+    rows = []
+    several = len(formats) > 1
+    for split in cfg.data.eval:
+        ps = problems(split, cfg.data.data_dir)
+        per_format = {}
+        for t in formats:
+            res = run_eval(model, tok, ps, thought=t, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
+                           temperature=e.temperature, top_p=e.top_p, samples=e.samples, seed=cfg.seed,
+                           shots=e.shots, data_dir=cfg.data.data_dir,
+                           loop_stop=e.loop_stop, out_dir=run.path(folder, split.dataset, t), dataset=split.dataset,
+                           split=split.split, weights=weights,
+                           model_name=cfg.student.model + (f"+{adapter_dir}" if adapter_dir else ""))
+            per_format[t] = res
+            rows.append(result_row(f"{name}:{t}" if several else name, t, res.metrics, train))
+            console.print(f"{split.dataset} {t}: {res.metrics['accuracy']:.1%} of {res.metrics['n']}")
+        if vote and several:
+            res = vote_formats(per_format, preference, out_dir=run.path(folder, split.dataset, "vote"))
+            rows.append(result_row(name, "vote", res.metrics, train))
+            console.print(f"{split.dataset} vote: {res.metrics['accuracy']:.1%} of {res.metrics['n']}")
+    return rows
+
+
+def result_row(name: str, variant: str, metrics: dict, train: dict | None) -> dict:
+    """One results.json row (contract 9): the row name, the evaluation and what training cost."""
+    train = train or {}
+    return {"method": name, "dataset": metrics["dataset"], "variant": variant, "n": metrics["n"],
+            "correct": metrics["correct"], "accuracy": metrics["accuracy"], "ci95": metrics["ci95"],
+            "train_seconds": train.get("seconds"), "train_steps": train.get("steps"),
+            "train_tokens": train.get("tokens"), "eval_seconds": metrics.get("seconds"),
+            "gen_tokens_per_s": metrics.get("tokens_per_second")}
+
+
+def train_summary(run: Run, adapter: str = "student") -> dict:
+    return read_json(run.path("train", adapter, "train_summary.json"))
