@@ -1,0 +1,67 @@
+"""KPDD (Zhu et al., 2024): the student writes the problem's key points, then the solution, in one pass.
+
+    target:  Core question: ...  Key points: - ...  Solution: <CoT, or a program run in the sandbox>
+    teach key points + solution (a teacher writes all three parts; offline: the recorded plan-only
+          rationales as key points, followed by the verified recorded Llama-3-70B CoT (`solution: cot`)
+          or the verified reference program (`solution: pot`))
+    -> one LoRA -> answer in the `keypoints` format, scored on its solution part -> rows kpdd-cot, kpdd-pot
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from mathdistill.methods import steps
+from mathdistill.methods.config import DistillConfig
+from mathdistill.methods.lorid import PLANS, _yield_note, teach_intermediate
+from mathdistill.thoughts.keypoints import KeyPoints
+
+
+class KPDDConfig(DistillConfig):
+    solution: Literal["cot", "pot"] = Field("cot", description="the solution part: cot (KPDD-CoT) or pot (KPDD-PoT)")
+    plans: str | None = Field(PLANS, description="recorded plan-only rationales standing in for the key points "
+                                                  "(offline); null: a teacher writes all parts (teach.per_thought.keypoints)")
+
+    @model_validator(mode="after")
+    def _check(self):
+        self.thoughts = [self.solution]  # the format whose verified rationales become the solution part
+        if self.plans is None:
+            try:
+                self.teach.for_thought("keypoints")
+            except ValueError:
+                raise ValueError("plans is null: set a key-point teacher (teach.per_thought.keypoints or teach.default)") from None
+        return self
+
+
+def recipe(cfg: KPDDConfig, run) -> list[dict]:
+    problems = steps.problems(cfg.data.train, cfg.data.data_dir)
+    fmt = KeyPoints(solution=cfg.solution)
+    solutions = {}
+    if cfg.plans is not None:
+        steps.teach(run, cfg, problems, [cfg.solution])
+        solutions = {r["problem_id"]: r["text"] for r in steps.rationales(run, cfg.solution) if r["kept"]}
+    why = (f"recorded Gemini-1.5-Flash plan-only rationales ({Path(cfg.plans or '').name}, final answer sentence cut) "
+           "stand in for the teacher's key points: their steps, not the facts of the problem KPDD extracts")
+    kp = teach_intermediate(run, cfg, problems, fmt, lambda p, plan: KeyPoints.compose(
+        KeyPoints.from_recorded(plan, p.question), solutions.get(p.id, "")), why)
+    if cfg.plans is not None:
+        run.note(f"Offline stand-in: {why}; the solution part is the verified "
+                 + ("recorded Llama-3-70B CoT." if cfg.solution == "cot" else "reference program (GSM8K gold solution "
+                    "converted to Python, executed in the sandbox)."))
+    run.note(_yield_note(kp, f"Key points + {cfg.solution} solution"))
+    steps.data(run, ["keypoints"])
+    train = steps.train(run, cfg)
+    return run.stage("eval", lambda: steps.evaluate(run, cfg, f"kpdd-{cfg.solution}", run.path("train", "student"),
+                                                     ["keypoints"], train=train))
+
+
+def _method():
+    from mathdistill.methods import Method
+
+    return Method("kpdd", KPDDConfig, recipe, "KPDD: key points (core question, facts) then the solution, CoT or PoT")
+
+
+METHODS = [_method()]

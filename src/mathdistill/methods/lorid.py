@@ -1,0 +1,291 @@
+"""LoRID (Li et al., 2025): three LoRA adapters on one student, and a consistency loop between them.
+
+    teach cot (verified) + knowledge (teacher, or recorded plans as an offline stand-in)
+    -> train ir: question -> CoT;  kg: question -> knowledge;  dr: question + knowledge -> CoT
+       (one `train-<role>` stage each, standard PEFT folders train/<role>/)
+    -> one base with the three adapters (`load_with_adapters`), the adapter chosen per call
+    -> greedy IR (`lorid:ir`), greedy KG -> DR (`lorid:dr`), the loop (`lorid`): IR, KG and DR sampled
+       again for the unresolved problems only until an IR and a DR answer agree (`eval.consistency`)
+
+Besides the paper's code: no merged copies of the base, any iteration limit (the accuracy of every
+budget 1..max comes from one run: table + figure), a fallback at the limit instead of counting the
+problem wrong, a cached and resumable teacher, and resumable sampling.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from mathdistill.methods import steps
+from mathdistill.methods.config import DistillConfig, Strict
+from mathdistill.thoughts.knowledge import Knowledge
+
+ROLES = ("ir", "kg", "dr")
+PLANS = "teacher/gsm8k_train_gemini-1.5-flash_plan.json"
+KNOWLEDGE = Knowledge()
+
+
+class RoleSampling(Strict):
+    temperature: float = Field(0.7, gt=0, description="sampling temperature (after a greedy first iteration; paper: 1.5)")
+    top_p: float = Field(0.9, gt=0, le=1, description="nucleus sampling (paper: 0.9)")
+
+
+class LoopConfig(Strict):
+    max_iterations: int = Field(20, ge=1, description="IR + KG -> DR rounds at most (paper: 20)")
+    first_greedy: bool = Field(True, description="the first iteration decodes greedily (then it gives lorid:ir / lorid:dr)")
+    agreement: Literal["any", "same-iteration"] = Field(
+        "any", description="any: any IR answer so far equals any DR answer so far (the LoRID code); same-iteration")
+    fallback: Literal["abstain", "ir", "majority"] = Field(
+        "majority", description="answer at the limit: abstain (paper: wrong), ir (IR's first), majority (ties: IR's first)")
+    ir: RoleSampling = RoleSampling()
+    kg: RoleSampling = RoleSampling()
+    dr: RoleSampling = RoleSampling()
+    knowledge_max_new_tokens: int = Field(128, ge=1, description="token limit of the knowledge generator")
+
+
+class LoRIDConfig(DistillConfig):
+    plans: str | None = Field(PLANS, description="recorded plan-only rationales standing in for the teacher's knowledge "
+                                                  "(offline); null: ask teach.per_thought.knowledge")
+    loop: LoopConfig = LoopConfig()
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.thoughts != ["cot"]:
+            raise ValueError("LoRID's reasoners write chain of thought: thoughts must be [cot]")
+        if self.eval.samples != 1 or self.eval.temperature != 0:
+            raise ValueError("LoRID samples through loop.* (temperature per role): leave eval.samples and eval.temperature")
+        if self.plans is None:
+            try:
+                self.teach.for_thought("knowledge")
+            except ValueError:
+                raise ValueError("plans is null: set a knowledge teacher (teach.per_thought.knowledge or teach.default)") from None
+        return self
+
+
+# ----------------------------------------------------------------------------- teacher side
+
+
+def teach_intermediate(run, cfg, problems, fmt, convert, why: str) -> dict:
+    """Stage teach-<fmt.name>: `fmt` (knowledge, key points) from the teacher, or, with `cfg.plans`, from
+    the recorded plan-only rationales: each turned into `fmt` by `convert(problem, plan)`, written as a
+    replay file teach/<fmt>/<plans>.<fmt>.json and collected (validated, deduplicated) like any teacher's
+    text. Returns the summary (yield; for knowledge, the share of items quoting a question's number)."""
+    from mathdistill.io import write_json
+    from mathdistill.methods.config import resolve_teacher
+    from mathdistill.teacher import TeacherConfig, collect
+    from mathdistill.teacher.backends import load_recordings, normalize_question
+    from mathdistill.thoughts.knowledge import question_numbers
+
+    out = run.path("teach", fmt.name)
+
+    def make() -> dict:
+        extra = {}
+        teacher = resolve_teacher(cfg, fmt.name) if cfg.plans is None else None
+        if cfg.plans is not None:
+            try:
+                (source,) = TeacherConfig(kind="replay", replay=[cfg.plans]).with_data_root(cfg.data.data_dir).replay
+            except ValueError as e:
+                raise type(e)(f"plans: {e}") from None
+            table = load_recordings(source)
+            plans = {p.id: table[normalize_question(p.question)][0] for p in problems
+                     if normalize_question(p.question) in table}
+            derived = out / f"{Path(source).stem}.{fmt.name}.json"
+            write_json(derived, [{"instruction": p.question, "output": convert(p, plans[p.id])}
+                                 for p in problems if p.id in plans])
+            teacher = TeacherConfig(kind="replay", replay=[derived])
+            extra = {"offline_stand_in": why, "source": {"plans": Path(source).name, "recorded": len(plans),
+                                                          "conversion": "final answer sentence cut, one item per sentence"}}
+        res = collect(problems, fmt, teacher, out, samples=1, keep=cfg.teach.keep,
+                      dedupe="normalized" if cfg.teach.dedupe else "none", data_dir=cfg.data.data_dir)
+        if fmt.name == "knowledge":
+            extra["question_numbers"] = question_numbers(res.rows)
+        summary = {**res.summary, **extra}
+        write_json(out / "summary.json", summary)
+        return summary
+
+    return run.stage(f"teach-{fmt.name}", make)
+
+
+def _yield_note(summary: dict, what: str) -> str:
+    return f"{what}: {summary['kept']} of {summary['problems']} training problems kept ({summary['yield']:.0%} valid)"
+
+
+def dr_rows(run) -> list[dict]:
+    """Deep Reasoner rows: question + the problem's kept knowledge -> its kept CoT rationale."""
+    knowledge = {r["problem_id"]: r["text"] for r in steps.rationales(run, "knowledge") if r["kept"]}
+    return [{"prompt": KNOWLEDGE.reasoning_prompt(r["question"], knowledge[r["problem_id"]], "cot"),
+             "completion": r["text"].strip(), "thought": "cot", "problem_id": r["problem_id"]}
+            for r in steps.rationales(run, "cot") if r["kept"] and r["problem_id"] in knowledge]
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+class Roles:
+    """The three adapters of one loaded base as the loop's roles, each call through `student.sample`:
+    the adapter chosen per call, seeded by (seed, role, iteration) and problem, kept resumably in
+    folder/<greedy | iteration-t>/<role>/ (a greedy first iteration reuses the greedy rows' samples).
+    `tokens[folder]`: the tokens generated for each call's rows (a reused call counted once)."""
+
+    def __init__(self, model, tok, cfg: LoRIDConfig, weights: dict, folder: Path, progress: bool = True):
+        self.model, self.tok, self.cfg, self.weights, self.folder, self.progress = model, tok, cfg, weights, folder, progress
+        self.tokens: dict[Path, int] = {}
+
+    def sample(self, role: str, problems, t: int, knowledge=None) -> list[dict]:
+        """Rows of `student.sample` for `role` at iteration t (0: the greedy rows)."""
+        from mathdistill.student.chat import render_prompt
+        from mathdistill.student.generate import derive_seed
+        from mathdistill.student.sample import sample
+
+        loop, e, s = self.cfg.loop, self.cfg.eval, getattr(self.cfg.loop, role)
+        greedy = t == 0 or (t == 1 and loop.first_greedy)
+        prompts = None  # ir: the CoT student prompt, as in training
+        if role == "kg":  # sampled as "cot" for its caching; its outputs are knowledge, their scores unused
+            prompts = [render_prompt(self.tok, KNOWLEDGE.student_prompt(p.question)) for p in problems]
+        elif role == "dr":
+            prompts = [render_prompt(self.tok, KNOWLEDGE.reasoning_prompt(p.question, k, "cot"))
+                       for p, k in zip(problems, knowledge)]
+        out = self.folder / ("greedy" if greedy else f"iteration-{t}") / role
+        rows = sample(self.model, self.tok, problems, "cot", adapter=role, prompts=prompts,
+                      temperature=0.0 if greedy else s.temperature, top_p=s.top_p, seed=derive_seed(self.cfg.seed, role, t),
+                      max_new_tokens=loop.knowledge_max_new_tokens if role == "kg" else e.max_new_tokens,
+                      batch_size=e.batch_size, loop_stop=e.loop_stop, weights=self.weights[role],
+                      out_dir=out, progress=self.progress).rows
+        self.tokens[out] = sum(sum(r["num_tokens"]) for r in rows)
+        return rows
+
+    def loop_roles(self) -> dict:
+        """ir, kg, dr as `consistency_loop` takes them."""
+        def answers(rows):
+            return [(r["outputs"][0], r["predictions"][0]) for r in rows]
+
+        return {"ir": lambda ps, t: answers(self.sample("ir", ps, t)),
+                "kg": lambda ps, t: [r["outputs"][0] for r in self.sample("kg", ps, t)],
+                "dr": lambda ps, k, t: answers(self.sample("dr", ps, t, k))}
+
+
+def _write_eval(folder: Path, split, rows: list[dict], seconds: float, **extra) -> dict:
+    """predictions.jsonl + metrics.json of one evaluation (the layout the report reads)."""
+    from mathdistill.eval import wilson_ci
+    from mathdistill.io import write_json, write_jsonl
+
+    n, correct = len(rows), sum(r["correct"] for r in rows)
+    metrics = {"dataset": split.dataset, "split": split.split, "n": n, "correct": correct, "accuracy": correct / n,
+               "ci95": list(wilson_ci(correct, n)), "no_answer": sum(r["prediction"] is None for r in rows),
+               "seconds": round(seconds, 1), **extra}
+    write_jsonl(folder / "predictions.jsonl", rows)
+    write_json(folder / "metrics.json", metrics)
+    return metrics
+
+
+def _greedy_rows(rows: list[dict], knowledge=None) -> list[dict]:
+    return [{"id": r["id"], "question": r["question"], "gold": r["gold"], "output": r["outputs"][0],
+             "prediction": r["predictions"][0], "correct": r["corrects"][0],
+             **({"knowledge": knowledge[i]} if knowledge else {})} for i, r in enumerate(rows)]
+
+
+def _cost(summaries: list[dict]) -> dict:
+    return {k: sum(s[k] or 0 for s in summaries) for k in ("seconds", "steps", "tokens")}
+
+
+def plot_budget(budgets: list[dict], path: Path, title: str) -> Path:
+    """Accuracy (95% CI) and share resolved against the iteration budget."""
+    from mathdistill.report.plots import _pyplot, _save
+
+    plt = _pyplot()
+    xs = [b["budget"] for b in budgets]
+    acc = [100 * b["accuracy"] for b in budgets]
+    err = [[a - 100 * b["ci95"][0] for a, b in zip(acc, budgets)], [100 * b["ci95"][1] - a for a, b in zip(acc, budgets)]]
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.errorbar(xs, acc, yerr=err, marker="o", capsize=3, label="accuracy (95% CI)")
+    ax.plot(xs, [100 * b["resolved"] for b in budgets], marker="s", linestyle="--", label="resolved (IR = DR)")
+    ax.set_xticks(xs)
+    ax.set_xlabel("iteration budget")
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def evaluate(run, cfg: LoRIDConfig, train: dict) -> list[dict]:
+    """Rows lorid (the loop), lorid:ir, lorid:dr for every eval split; the budget table and figure."""
+    from mathdistill.eval import weights_identity
+    from mathdistill.eval.consistency import consistency_loop
+    from mathdistill.student.adapters import load_with_adapters
+
+    folders = {r: run.path("train", r) for r in ROLES}
+    model, tok = load_with_adapters(cfg.student.model, folders)  # one base, three adapters, none merged
+    weights = {r: weights_identity(cfg.student.model, f) for r, f in folders.items()}
+    cost = {"lorid": _cost([train[r] for r in ROLES]), "ir": _cost([train["ir"]]), "dr": _cost([train["kg"], train["dr"]])}
+    loop, out = cfg.loop, []
+    for split in cfg.data.eval:
+        ps = steps.problems(split, cfg.data.data_dir)
+        roles = Roles(model, tok, cfg, weights, run.path("sample", f"{split.dataset}-{split.split}"))
+        start = t0 = time.perf_counter()
+        ir = roles.sample("ir", ps, 0)
+        ir_m = _write_eval(run.path("eval", split.dataset, "ir"), split, _greedy_rows(ir), time.perf_counter() - t0,
+                           generated_tokens=sum(roles.tokens.values()))
+        t0 = time.perf_counter()
+        knowledge = [r["outputs"][0] for r in roles.sample("kg", ps, 0)]
+        dr = roles.sample("dr", ps, 0, knowledge)
+        dr_m = _write_eval(run.path("eval", split.dataset, "dr"), split, _greedy_rows(dr, knowledge), time.perf_counter() - t0,
+                           generated_tokens=sum(roles.tokens.values()) - ir_m["generated_tokens"])
+        res = consistency_loop(ps, **roles.loop_roles(), max_iterations=loop.max_iterations, agreement=loop.agreement,
+                               fallback=loop.fallback, on_iteration=lambda t, n, done: steps.console.print(
+                                   f"{split.dataset} iteration {t}: {n} sampled, {done}/{len(ps)} resolved"))
+        last = res.budgets[-1]
+        # the loop's seconds include the greedy IR, KG and DR calls: its first iteration reuses them
+        m = _write_eval(run.path("eval", split.dataset, "loop"), split, res.rows, time.perf_counter() - start,
+                        generated_tokens=sum(roles.tokens.values()), mean_iterations=last["mean_iterations"],
+                        resolved=last["resolved"], sampled=res.sampled, budgets=res.budgets, max_iterations=loop.max_iterations, fallback=loop.fallback,
+                        agreement=loop.agreement)
+        extra = {"mean_iterations": round(last["mean_iterations"], 3), "resolved": round(last["resolved"], 4),
+                 "generated_tokens": m["generated_tokens"]}
+        out += [{**steps.result_row("lorid", "loop", m, cost["lorid"]), **extra},
+                steps.result_row("lorid:ir", "ir", ir_m, cost["ir"]), steps.result_row("lorid:dr", "dr", dr_m, cost["dr"])]
+        title = f"LoRID on {split.dataset} (n={len(ps)}): accuracy by iteration budget, fallback {loop.fallback}"
+        run.add_table(title, [{"budget": b["budget"], "accuracy": f"{b['accuracy']:.1%}",
+                               "95% CI": f"{b['ci95'][0]:.1%}-{b['ci95'][1]:.1%}", "resolved": f"{b['resolved']:.0%}",
+                               "mean iterations": round(b["mean_iterations"], 2), "problems sampled": b["sampled"]}
+                              for b in res.budgets])
+        run.add_figure(plot_budget(res.budgets, run.path("eval", split.dataset, "loop", "budget.png"), title), title)
+        steps.console.print(f"{split.dataset}: lorid {m['accuracy']:.1%}, ir {ir_m['accuracy']:.1%}, "
+                            f"dr {dr_m['accuracy']:.1%}, resolved {last['resolved']:.0%}")
+    return out
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+
+def recipe(cfg: LoRIDConfig, run) -> list[dict]:
+    problems = steps.problems(cfg.data.train, cfg.data.data_dir)
+    steps.teach(run, cfg, problems, ["cot"])
+    why = (f"recorded Gemini-1.5-Flash plan-only rationales ({Path(cfg.plans or '').name}, final answer sentence cut) "
+           "stand in for the teacher's general knowledge: they are problem-specific plans")
+    know = teach_intermediate(run, cfg, problems, KNOWLEDGE, lambda p, plan: Knowledge.from_recorded(plan), why)
+    if cfg.plans is not None:
+        run.note(f"Offline stand-in: {why}, not the general, question-independent rules the LoRID paper asks for.")
+    share = know["question_numbers"]
+    run.note(_yield_note(know, "Knowledge") + (f"; {share['quoting']} of {share['items']} knowledge items "
+             f"({share['share']:.0%}) quote a number from their question" if share["items"] else ""))
+    steps.data(run, ["cot"], name="data-ir")
+    steps.data(run, ["knowledge"], name="data-kg")
+    steps.data(run, [], extra=dr_rows(run), name="data-dr")
+    train = {r: steps.train(run, cfg, r, run.path(f"data-{r}", "train.jsonl"), stage=f"train-{r}") for r in ROLES}
+    return run.stage("eval", lambda: evaluate(run, cfg, train))
+
+
+def _method():
+    from mathdistill.methods import Method
+
+    return Method("lorid", LoRIDConfig, recipe, "LoRID: intuitive, knowledge and deep reasoners (3 LoRAs, one base) "
+                  "in a consistency loop")
+
+
+METHODS = [_method()]

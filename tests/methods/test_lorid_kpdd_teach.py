@@ -1,0 +1,129 @@
+"""LoRID / KPDD teacher side offline, without a model: the recorded plans turned into knowledge and
+key points + solutions, validated by the formats, with their yield; the Deep Reasoner's rows; configs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mathdistill.io import InputError, read_jsonl
+from mathdistill.methods import METHODS, steps
+from mathdistill.methods.config import dump_config, load_config, validate
+from mathdistill.methods.lorid import KNOWLEDGE, dr_rows, teach_intermediate
+from mathdistill.methods.run import Run
+from mathdistill.thoughts.keypoints import KeyPoints, parse
+from mathdistill.thoughts.knowledge import Knowledge
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+N = 40
+
+
+def open_run(tmp_path, data_dir, recipe: str, *overrides: str):
+    cfg = load_config(ROOT / "recipes" / recipe, [f"runs_dir={tmp_path}", f"data.train.limit={N}",
+                                                  f"data.data_dir={data_dir}", *overrides])
+    validate(cfg)
+    return cfg, Run.open(cfg.run_dir, dump_config(cfg), ["test"]), steps.problems(cfg.data.train, cfg.data.data_dir)
+
+
+def test_knowledge_from_recorded_plans(tmp_path, data_dir):
+    cfg, run, problems = open_run(tmp_path, data_dir, "lorid.yaml")
+    steps.teach(run, cfg, problems, ["cot"])
+    s = teach_intermediate(run, cfg, problems, KNOWLEDGE, lambda p, plan: Knowledge.from_recorded(plan), "why")
+    rows = read_jsonl(run.path("teach", "knowledge", "rationales.jsonl"))
+    assert s["problems"] == len(rows) == N and s["offline_stand_in"] == "why"
+    assert s["source"]["plans"] == "gsm8k_train_gemini-1.5-flash_plan.json" and s["source"]["recorded"] >= N - 2
+    assert "replay: gsm8k_train_gemini-1.5-flash_plan.knowledge.json" in s["teacher"]
+    kept = [r for r in rows if r["kept"]]
+    assert 0.5 * N < len(kept) == s["kept"] < N and s["yield"] == round(len(kept) / N, 4)
+    assert all(r["text"].startswith("Knowledge:\n- ") and "answer is" not in r["text"].lower() for r in kept)
+    dropped = {r["error"] for r in rows if not r["kept"]}
+    assert dropped <= {"knowledge states the answer", "empty knowledge"} | {e for e in dropped if e.startswith("replay miss")}
+    assert "knowledge states the answer" in dropped
+    q = s["question_numbers"]
+    assert q["items"] >= len(kept) and 0 < q["quoting"] < q["items"] and q["share"] == round(q["quoting"] / q["items"], 4)
+    assert json.loads(run.path("teach", "knowledge", "summary.json").read_text())["question_numbers"] == q
+
+    dr = dr_rows(run)
+    cot = {r["problem_id"]: r["text"] for r in steps.rationales(run, "cot") if r["kept"]}
+    know = {r["problem_id"]: r["text"] for r in kept}
+    assert [r["problem_id"] for r in dr] == [p.id for p in problems if p.id in cot and p.id in know]
+    first = dr[0]
+    assert first["prompt"] == KNOWLEDGE.reasoning_prompt(problems[0].question, know[first["problem_id"]], "cot")
+    assert "Knowledge:\n- " in first["prompt"] and first["prompt"].endswith(
+        "[CoT] Think step by step, then finish with \"The answer is <number>\".")
+    assert first["completion"] == cot[first["problem_id"]].strip()
+
+
+def test_key_points_from_recorded_plans_with_verified_programs(tmp_path, data_dir):
+    cfg, run, problems = open_run(tmp_path, data_dir, "kpdd.yaml", "solution=pot")
+    assert cfg.thoughts == ["pot"]
+    steps.teach(run, cfg, problems, ["pot"])  # the reference programs, verified in the sandbox
+    programs = {r["problem_id"]: r["text"] for r in steps.rationales(run, "pot") if r["kept"]}
+    fmt = KeyPoints(solution="pot")
+    s = teach_intermediate(run, cfg, problems, fmt, lambda p, plan: KeyPoints.compose(
+        KeyPoints.from_recorded(plan, p.question), programs.get(p.id, "")), "why")
+    rows = {r["problem_id"]: r for r in read_jsonl(run.path("teach", "keypoints", "rationales.jsonl"))}
+    kept = [r for r in rows.values() if r["kept"]]
+    assert s["kept"] == len(kept) > N // 3 and "question_numbers" not in s
+    for r in kept:
+        p = parse(r["text"])
+        assert p["core_question"] and p["key_points"] and p["solution"] == programs[r["problem_id"]].strip()
+        assert r["prediction"] is not None and r["correct"]
+    missing = [rows[pid] for pid in rows if pid not in programs]
+    assert missing and not any(r["kept"] for r in missing)  # no verified program: no target
+    assert "no solution part" in {r["error"] for r in missing}
+
+
+def test_configs_are_checked(tmp_path):
+    with pytest.raises(InputError, match="thoughts must be \\[cot\\]"):
+        load_config(ROOT / "recipes" / "lorid.yaml", ["thoughts=[pot]"])
+    with pytest.raises(InputError, match="plans is null: set a knowledge teacher"):
+        load_config(ROOT / "recipes" / "lorid.yaml", ["plans=null"])
+    with pytest.raises(InputError, match="loop.fallback"):
+        load_config(ROOT / "recipes" / "lorid.yaml", ["loop.fallback=vote"])
+    with pytest.raises(InputError, match="leave eval.samples"):
+        load_config(ROOT / "recipes" / "lorid.yaml", ["eval.samples=4"])
+    with pytest.raises(InputError, match="plans is null: set a key-point teacher"):
+        load_config(ROOT / "recipes" / "kpdd.yaml", ["plans=null"])
+    ok = load_config(ROOT / "recipes" / "kpdd.yaml", ["plans=null", "teach.per_thought.keypoints={kind: openai, url: "
+                                                      "'http://127.0.0.1:1/v1', model: m}"])
+    assert ok.plans is None and ok.thoughts == ["cot"]
+    assert {"lorid", "kpdd"} <= set(METHODS)
+
+
+@pytest.mark.parametrize("recipe,overrides,rows", [("lorid.yaml", [], ["lorid"]), ("kpdd.yaml", ["solution=pot"], ["kpdd-pot"]),
+                                                    ("kpdd.yaml", ["solution=cot"], ["kpdd-cot"])])
+def test_offline_recipes_label_the_stand_in(tmp_path, data_dir, monkeypatch, recipe, overrides, rows):
+    """The recipes up to training (training and evaluation replaced by recorders): the notes that go into
+    results.json and the report say that recorded plans stood in, with the yield (and for LoRID the share
+    of knowledge items quoting a question's number); each adapter gets its own data."""
+    from mathdistill.methods import kpdd, lorid
+
+    cfg, run, _ = open_run(tmp_path, data_dir, recipe, *overrides)
+    trained = {}
+
+    def fake_train(run_, cfg_, adapter="student", data_file=None, stage=None, **kw):
+        trained[adapter] = read_jsonl(data_file or run_.path("data", "train.jsonl"))
+        return {"seconds": 0, "steps": 0, "tokens": 0}
+
+    monkeypatch.setattr(steps, "train", fake_train)
+    monkeypatch.setattr(lorid, "evaluate", lambda run_, cfg_, train: [{"method": "lorid"}])
+    monkeypatch.setattr(steps, "evaluate", lambda run_, cfg_, name, *a, **kw: [{"method": name}])
+    module = lorid if recipe == "lorid.yaml" else kpdd
+    assert [r["method"] for r in module.recipe(cfg, run)] == rows
+    notes = run.extras()["notes"]
+    assert any(n.startswith("Offline stand-in: recorded Gemini-1.5-Flash plan-only rationales") for n in notes)
+    if recipe == "lorid.yaml":
+        assert any("knowledge items" in n and "quote a number from their question" in n and "training problems kept" in n
+                   for n in notes)
+        assert list(trained) == ["ir", "kg", "dr"]
+        kept = {r["problem_id"] for r in steps.rationales(run, "knowledge") if r["kept"]}
+        assert len(trained["ir"]) == N and len(trained["kg"]) == len(kept) and len(trained["dr"]) <= len(kept)
+        assert all(r["completion"].startswith("Knowledge:\n- ") for r in trained["kg"])
+        assert all("Knowledge:\n- " in r["prompt"] and r["thought"] == "cot" for r in trained["dr"])
+    else:
+        solution = cfg.solution
+        assert any(f"Key points + {solution} solution:" in n for n in notes)
+        assert any(("reference program" if solution == "pot" else "recorded Llama-3-70B CoT") in n for n in notes)
+        assert list(trained) == ["student"] and all(r["completion"].startswith("Core question:") for r in trained["student"])
