@@ -1,0 +1,207 @@
+"""SIKeD (Adarsh et al., 2024): one student, several strategies, trained again on its own correct solutions.
+
+    teach every strategy (verified against gold)
+    iteration-0   data: the teacher's rows, each target starting with its strategy's tag, under one
+                  neutral prompt (`thoughts.choice_prompt`) -> train -> eval
+    iteration-i   sample: k per problem and strategy with iteration i-1's student, the tag prefilled
+                  data: its correct samples (`keep`) + the teacher's rows (`mixing`; adaptive: only
+                  for problems it never solved), alpha and counts -> train (`init: previous` continues
+                  the adapter, a new optimizer and schedule; `base`: a new one) -> eval
+    eval          the student chooses the strategy (it writes the tag; row siked-i<i>); the last
+                  iteration also with each strategy forced (siked-i<N>:cot, ...)
+
+Every step of every iteration is a stage of its scope (`iteration-<i>/...`), so a killed run resumes
+where it stopped; sampling itself resumes per problem. The rows' train_* and sample_seconds add up
+iterations 0..i (what that student cost). Tables: data and alpha per iteration; accuracy, alpha and
+the strategies chosen per iteration; figure: their shares (the paper's histogram). Notes name the
+offline stand-in teachers and the missing L2M strategy.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from mathdistill.io import InputError, read_jsonl, write_json, write_jsonl
+from mathdistill.methods import Method, steps
+from mathdistill.methods.config import DistillConfig, Strict, _known_formats
+from mathdistill.methods.run import console
+
+
+class SampleSettings(Strict):
+    k: int = Field(10, ge=1, description="samples per training problem and strategy")
+    temperature: float = Field(0.7, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int | None = Field(None, ge=1, description="None: eval.max_new_tokens")
+    batch_size: int | None = Field(None, ge=1, description="None: eval.batch_size")
+    loop_stop: bool | None = Field(None, description="end a looping sample; None: eval.loop_stop")
+
+
+class SIKeDConfig(DistillConfig):
+    strategies: list[str] = Field(default_factory=lambda: ["cot", "pot", "eot"], min_length=1,
+                                  description="formats the student learns and chooses among (the paper: cot, pot, l2m)")
+    iterations: int = Field(2, ge=0, description="self-training iterations after iteration 0 (2: iterations 0, 1, 2)")
+    keep: Literal["one", "all_distinct"] = Field("all_distinct", description="own correct samples kept per problem "
+                                                 "and strategy: the first, or every distinct one")
+    mixing: Literal["adaptive", "all"] = Field("adaptive", description="teacher rows added: only for problems the "
+                                               "student never solved (adaptive), or all")
+    init: Literal["previous", "base"] = Field("previous", description="each iteration continues the previous adapter "
+                                              "(new optimizer and schedule), or trains a new one from the base")
+    forced: bool = Field(True, description="also evaluate the last iteration with each strategy forced")
+    sample: SampleSettings = SampleSettings()
+
+    @field_validator("strategies")
+    @classmethod
+    def _formats(cls, v: list[str]) -> list[str]:
+        return _known_formats(v)
+
+    @model_validator(mode="after")
+    def _strategies_are_the_formats(self):
+        if "thoughts" in self.model_fields_set and self.thoughts != self.strategies:
+            raise ValueError("thoughts: SIKeD's formats are its strategies; set strategies instead")
+        self.thoughts = list(self.strategies)  # teachers are checked for these
+        if self.eval.samples != 1 or self.eval.shots:
+            raise ValueError("eval.samples must be 1 and eval.shots 0: the student answers once, zero-shot, in the "
+                             "strategy it chooses")
+        return self
+
+
+def recipe(cfg: SIKeDConfig, run) -> list[dict]:
+    problems = steps.problems(cfg.data.train, cfg.data.data_dir)
+    steps.teach(run, cfg, problems, cfg.strategies)
+    teacher = [r for t in cfg.strategies for r in steps.rationales(run, t)]
+    if "l2m" not in cfg.strategies:
+        run.note(f"SIKeD strategies here: {', '.join(cfg.strategies)} (the paper's are CoT, PoT and least-to-most; "
+                 "offline there is no live teacher for L2M)")
+    stand_ins = [f"{t}: {cfg.teach.for_thought(t).describe(t)}" for t in cfg.strategies
+                 if cfg.teach.for_thought(t).offline_stand_in]
+    if stand_ins:
+        run.note(f"Offline stand-ins (not a live teacher) wrote SIKeD's teacher data: {'; '.join(stand_ins)}")
+    run.note("SIKeD rows' train_seconds/steps/tokens and sample_seconds add up iterations 0..i")
+    rows, data_table, choice_table, hists = [], [], [], {}
+    cost = {"seconds": 0.0, "steps": 0, "tokens": 0, "sample_seconds": 0.0}
+    previous = None
+    for i in range(cfg.iterations + 1):
+        it = run.scope(f"iteration-{i}")
+        if i:
+            sampled = it.stage("sample", lambda: _sample(it, cfg, problems, previous))
+            cost["sample_seconds"] += sum(s["seconds"] for s in sampled.values())
+        data = it.stage("data", lambda: _data(it, cfg, teacher, own=i > 0))
+        train = steps.train(it, cfg, init=previous if i and cfg.init == "previous" else None)
+        for key, part in (("seconds", "seconds"), ("steps", "steps"), ("tokens", "tokens")):
+            cost[key] += train[part] or 0
+        previous = it.path("train", "student")
+        extra = {"scope": f"iteration-{i}", "alpha": data["alpha"], "sample_seconds": round(cost["sample_seconds"], 1)}
+        name = f"{cfg.method}-i{i}"
+        forced = cfg.strategies if cfg.forced and i == cfg.iterations else []
+        chosen = it.stage("eval", lambda: _evaluate(it, cfg, name, previous, [None], cost, extra))
+        rows += chosen
+        if forced:
+            rows += it.stage("eval-forced", lambda: _evaluate(it, cfg, name, previous, forced, cost, extra))
+        data_table.append({"iteration": i, **{k: data[k] for k in ("problems", "solved", "self_rows", "teacher_rows",
+                                                                     "teacher_problems", "alpha")},
+                           **{f"{k} {t}": v for t, c in data["per_strategy"].items() for k, v in c.items()}})
+        for r in chosen:  # one row per eval dataset
+            hists[(i, r["dataset"])] = r["strategies"]
+            choice_table.append({"iteration": i, "dataset": r["dataset"], "n": r["n"], "accuracy": r["accuracy"],
+                                 "alpha": data["alpha"], **r["strategies"]})
+        run.add_table("SIKeD: training data per iteration (alpha = teacher share)", data_table)
+        run.add_table("SIKeD: accuracy, alpha and the strategy the student chose, per iteration", choice_table)
+        run.add_figure(_plot(hists, run.path("figures", "siked-strategies.png")),
+                       "Strategy the student chose at inference (share of test problems), per iteration")
+        it.close_scope()
+    return rows
+
+
+def _sample(it, cfg: SIKeDConfig, problems, adapter_dir) -> dict:
+    """k samples per problem in each strategy (its tag prefilled) with the previous student."""
+    from mathdistill import thoughts
+    from mathdistill.eval import weights_identity
+    from mathdistill.student.adapters import load_merged
+    from mathdistill.student.chat import render_prompt
+    from mathdistill.student.sample import sample
+
+    model, tok = load_merged(cfg.student.model, adapter_dir)
+    weights = weights_identity(cfg.student.model, adapter_dir)
+    prompts = [render_prompt(tok, thoughts.choice_prompt(p.question, cfg.strategies)) for p in problems]
+    s, split = cfg.sample, cfg.data.train
+    out = {}
+    for t in cfg.strategies:
+        res = sample(model, tok, problems, t, k=s.k, temperature=s.temperature, top_p=s.top_p, seed=cfg.seed,
+                     max_new_tokens=s.max_new_tokens or cfg.eval.max_new_tokens,
+                     batch_size=s.batch_size or cfg.eval.batch_size, prompts=prompts,
+                     loop_stop=cfg.eval.loop_stop if s.loop_stop is None else s.loop_stop,
+                     prefill=f"{thoughts.get(t).trigger}\n", weights=weights,
+                     out_dir=it.path("sample", f"{split.dataset}-{split.split}", t))
+        out[t] = {k: res.stats[k] for k in ("n", "k", "generated", "reused", "seconds", "generated_tokens",
+                                            "sample_accuracy", "pass_at_k")}
+    return out
+
+
+def _data(it, cfg: SIKeDConfig, teacher: list[dict], own: bool) -> dict:
+    """data/train.jsonl: own correct samples (none in iteration 0) mixed with the teacher's rows."""
+    from mathdistill.student.selfdata import keep_correct, mix, training_rows
+
+    split = cfg.data.train
+    samples = {t: read_jsonl(it.path("sample", f"{split.dataset}-{split.split}", t, "samples.jsonl"))
+               for t in cfg.strategies} if own else {}
+    mine = keep_correct(samples, cfg.keep)
+    mixed, stats = mix(mine, teacher, cfg.mixing if own else "all")
+    rows = training_rows(mixed, cfg.strategies)
+    if not rows:
+        raise InputError(f"{it.dir}: no kept teacher rationales and no correct own samples for "
+                         f"{', '.join(cfg.strategies)}: nothing to train on")
+    write_jsonl(it.path("data", "train.jsonl"), rows)
+    write_jsonl(it.path("data", "self.jsonl"), [r for r in mine if r["kept"]])
+    per_thought = {t: sum(r["thought"] == t for r in rows) for t in cfg.strategies}
+    summary = {"examples": len(rows), "per_thought": per_thought, **stats}
+    write_json(it.path("data", "summary.json"), summary)
+    return summary
+
+
+def _evaluate(it, cfg: SIKeDConfig, name: str, adapter_dir, forced: list, cost: dict, extra: dict) -> list[dict]:
+    """Rows for each eval split: the student's choice (None in `forced`) or each forced strategy."""
+    from mathdistill.eval import weights_identity
+    from mathdistill.eval.chosen import evaluate_chosen
+    from mathdistill.student.adapters import load_merged
+
+    e = cfg.eval
+    model, tok = load_merged(cfg.student.model, adapter_dir)
+    weights = weights_identity(cfg.student.model, adapter_dir)
+    rows = []
+    for split in cfg.data.eval:
+        ps = steps.problems(split, cfg.data.data_dir)
+        for f in forced:
+            res = evaluate_chosen(model, tok, ps, cfg.strategies, force=f, max_new_tokens=e.max_new_tokens,
+                                  batch_size=e.batch_size, temperature=e.temperature, top_p=e.top_p, seed=cfg.seed,
+                                  loop_stop=e.loop_stop, weights=weights, dataset=split.dataset, split=split.split,
+                                  out_dir=it.path("eval", split.dataset, f or "chosen"))
+            row = steps.result_row(f"{name}:{f}" if f else name, f or "chosen", res.metrics, cost)
+            rows.append({**row, **extra, "strategies": res.metrics["strategies"]})
+            console.print(f"{split.dataset} {f or 'chosen'}: {res.metrics['accuracy']:.1%} of {res.metrics['n']} "
+                                f"(strategies {res.metrics['strategies']})")
+    return rows
+
+
+def _plot(hists: dict, path):
+    """Stacked bars: the share of each strategy chosen, one bar per (iteration, dataset)."""
+    from mathdistill.report.plots import _pyplot, _save
+
+    plt = _pyplot()
+    labels = [f"i{i}" + (f" {d}" if len({d for _, d in hists}) > 1 else "") for i, d in hists]
+    names = list(next(iter(hists.values())))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 + 0.8 * len(hists)), 3.4))
+    bottom = [0.0] * len(hists)
+    for name in names:
+        share = [100 * h[name] / max(sum(h.values()), 1) for h in hists.values()]
+        ax.bar(labels, share, bottom=bottom, label=name)
+        bottom = [b + s for b, s in zip(bottom, share)]
+    ax.set_ylabel("% of test problems")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+    return _save(fig, path)
+
+
+METHODS = [Method("siked", SIKeDConfig, recipe, "SIKeD: several strategies, the student's own correct solutions, "
+                  "iterated; the student picks the strategy")]
