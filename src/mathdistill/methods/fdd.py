@@ -1,0 +1,272 @@
+"""FDD: feedback-driven distillation (Zhu, Li, Ma, Wang, 2024), over rounds that are run scopes.
+
+    round-0   teach the seed problems (paths_per_problem rationales each) -> data -> train -> eval
+    round-i   feedback: the previous student samples its training problems (easy: solved, hard: not)
+              -> generate: a harder variation of each easy problem, a similar new one for each hard
+                 one (per_problem each); repeats dropped; decontaminated against every test set
+              -> label: the teacher solves each new problem label_samples times per format; the
+                 majority answer is the label when its share >= label_threshold; agreeing
+                 rationales kept (PoT executed, EoT solved)
+              -> data: the previous round's data + the new rationales -> train (a fresh adapter on
+                 the base, or on the previous student: retrain_from) -> eval
+
+Offline (no `generate.teacher`) the pool teacher (`mathdistill.teacher.pool`) SIMULATES generation:
+GSM8K train problems after the seeds are drawn by similarity, labelled by their gold answers and
+taught by the recorded teachers; every report says so. `rounds: 2` is rounds 0, 1 and 2. Rows:
+`fdd-r0`, `fdd-r1`, ... (several formats: `fdd-etd-r0` the vote, `fdd-etd-r0:cot`, ...), with scope.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from mathdistill.data import Problem
+from mathdistill.io import read_json, read_jsonl, write_json
+from mathdistill.methods import steps
+from mathdistill.methods.config import DistillConfig, Split, Strict
+from mathdistill.methods.etd import ETDEvalConfig
+from mathdistill.teacher.config import OFFLINE_KINDS, TeacherConfig
+
+
+class FeedbackConfig(Strict):
+    samples: int = Field(1, ge=1, description="student samples per problem and format; 1: greedy")
+    temperature: float = Field(0.7, gt=0, description="sampling temperature when samples > 1")
+    top_p: float = Field(0.95, gt=0, le=1)
+    solve_threshold: float = Field(0.5, gt=0, le=1,
+                                   description="easy: at least this share of its samples (all formats) correct")
+
+
+class GenerateConfig(Strict):
+    teacher: TeacherConfig | None = Field(None, description="a live teacher writes and labels new problems; "
+                                          "none: the pool teacher (offline simulation)")
+    per_problem: int = Field(1, ge=1, description="new problems per training problem and round (n)")
+    label_samples: int = Field(4, ge=1, description="teacher solutions per new problem and format (m)")
+    label_threshold: float = Field(0.5, gt=0, le=1, description="label only when the majority holds this share")
+    pool_limit: int | None = Field(None, ge=1, description="pool teacher: the first N train problems after the seeds")
+
+
+class DecontamConfig(Strict):
+    ngram: int = Field(13, ge=1, description="drop a new problem sharing a word n-gram with a test question")
+    cosine: float = Field(0.8, gt=0, le=1, description="drop one whose TF-IDF cosine to a test question is >= this")
+
+
+class FDDConfig(DistillConfig):
+    eval: ETDEvalConfig = ETDEvalConfig()
+    rounds: int = Field(2, ge=0, description="rounds after the first: 2 means rounds 0, 1 and 2")
+    paths_per_problem: int = Field(2, ge=1, description="teacher rationales per seed / pool problem and format")
+    retrain_from: Literal["base", "previous"] = Field("base", description="each round trains a fresh adapter "
+                                                      "on the base (the paper's choice) or on the previous student")
+    feedback: FeedbackConfig = FeedbackConfig()
+    generate: GenerateConfig = GenerateConfig()
+    decontam: DecontamConfig = DecontamConfig()
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.teach.samples != 1:
+            raise ValueError("FDD sets the rationales per problem with paths_per_problem, not teach.samples")
+        t = self.generate.teacher
+        if t is not None and t.kind in OFFLINE_KINDS:
+            raise ValueError(f"generate.teacher must write new problems ({t.kind} cannot): a live teacher, "
+                             "or none for the pool teacher")
+        if t is None and self.data.train.dataset != "gsm8k":
+            raise ValueError("the pool teacher draws from GSM8K train: data.train.dataset must be gsm8k")
+        return self
+
+
+def family(thoughts: list[str]) -> str:
+    """The row name before `-rN`: fdd (CoT), fdd-etd (CoT+PoT+EoT), else fdd-<formats>."""
+    if thoughts == ["cot"]:
+        return "fdd"
+    return "fdd-etd" if sorted(thoughts) == ["cot", "eot", "pot"] else "fdd-" + "-".join(thoughts)
+
+
+@functools.cache
+def _decontaminator(data_dir: str | None, ngram: int, cosine: float):
+    from mathdistill.data.decontam import Decontaminator
+
+    return Decontaminator.from_data_root(data_dir, ngram=ngram, cosine=cosine)
+
+
+def _check(cfg: FDDConfig, questions: list[str]) -> list[dict]:
+    return _decontaminator(cfg.data.data_dir, cfg.decontam.ngram, cfg.decontam.cosine).check(questions)
+
+
+def _feedback(r, cfg: FDDConfig, model: str, adapter: str, problems: list[Problem]) -> dict:
+    """The student (model + adapter) samples `problems` in every format: easy/hard by solved share."""
+    from mathdistill.eval import weights_identity
+    from mathdistill.student.adapters import load_merged
+    from mathdistill.student.sample import sample
+
+    fb, e = cfg.feedback, cfg.eval
+    m, tok = load_merged(model, adapter)
+    solved = Counter()
+    for t in cfg.thoughts:
+        res = sample(m, tok, problems, t, k=fb.samples, temperature=fb.temperature if fb.samples > 1 else 0.0,
+                     top_p=fb.top_p, seed=cfg.seed, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
+                     weights=weights_identity(model, adapter), out_dir=r.path("feedback", t), loop_stop=e.loop_stop)
+        solved.update({row["id"]: sum(row["corrects"]) for row in res.rows})
+    return easy_hard([p.id for p in problems], solved, fb.samples * len(cfg.thoughts), fb.solve_threshold)
+
+
+def easy_hard(ids: list[str], solved: dict[str, int], attempts: int, threshold: float) -> dict:
+    """easy: the problems whose share of correct samples (solved / attempts) is >= threshold; hard: the rest."""
+    share = {x: solved.get(x, 0) / attempts for x in ids}
+    return {"problems": len(ids), "easy": [x for x in ids if share[x] >= threshold],
+            "hard": [x for x in ids if share[x] < threshold], "share": share}
+
+
+def _generate(r, cfg: FDDConfig, problems: list[Problem], easy: list[str], drawn: set[str], seeds, i: int) -> dict:
+    """New problems for `problems` (pool draws or teacher-written), decontaminated."""
+    g = cfg.generate
+    if g.teacher is None:
+        from mathdistill.teacher.pool import PoolTeacher
+
+        seed_ids = {p.id for p in seeds}
+        pool = [p for p in steps.problems(Split(dataset=cfg.data.train.dataset, split=cfg.data.train.split),
+                                          cfg.data.data_dir) if p.id not in seed_ids][: g.pool_limit]
+        draws = PoolTeacher(pool).draw(problems, set(easy), g.per_problem, drawn)
+        found = {d.problem.id: d.problem for d in draws}
+        cands = [{"id": d.problem.id, "seed": d.seed, "kind": d.kind, "question": d.problem.question,
+                  "similarity": d.similarity, "seed_steps": d.seed_steps, "steps": d.steps} for d in draws]
+        generated = len(draws)
+    else:
+        from mathdistill.teacher.generate import write_problems
+
+        written = write_problems(problems, easy, g.teacher, g.per_problem, r.path("generate"), prefix=f"r{i}:")
+        seen, cands = {" ".join(p.question.lower().split()) for p in problems}, []
+        for w in written:
+            key = " ".join((w["question"] or "").lower().split())
+            if w["question"] and key not in seen:
+                seen.add(key)
+                cands.append({k: w[k] for k in ("id", "seed", "kind", "question")})
+        generated = sum(w["question"] is not None for w in written)
+        found = {c["id"]: Problem(c["id"], c["question"], "", "generated", {"seed": c["seed"], "kind": c["kind"]})
+                 for c in cands}
+    for c, chk in zip(cands, _check(cfg, [c["question"] for c in cands])):
+        c.update(chk)
+    kept = [found[c["id"]].to_dict() for c in cands if not c["contaminated"]]
+    counts = {"asked": len(problems) * g.per_problem, "generated": generated, "repeats": generated - len(cands),
+              "contaminated": sum(c["contaminated"] for c in cands), "clean": len(kept)}
+    return {"problems": kept, "candidates": cands, "counts": counts}
+
+
+def _teach(r, cfg: FDDConfig, problems: list[Problem], pool: bool) -> None:
+    """teach-<t> stages: paths_per_problem verified rationales per problem (pool draws marked as such)."""
+    from mathdistill.teacher.pool import DESCRIPTION
+
+    steps.teach(r, cfg, problems, cfg.thoughts, samples=cfg.paths_per_problem)
+    for t in cfg.thoughts if pool else ():
+        f = r.path("teach", t, "summary.json")
+        s = read_json(f)
+        if s.get("offline_stand_in") != DESCRIPTION:
+            write_json(f, dict(s, teacher=f"{s['teacher']}, on problems drawn by the pool teacher (simulation)",
+                               offline_stand_in=DESCRIPTION))
+
+
+def recipe(cfg: FDDConfig, run) -> list[dict]:
+    from mathdistill.student.adapters import merge
+    from mathdistill.teacher.generate import label_problems
+    from mathdistill.teacher.pool import DESCRIPTION
+
+    g = cfg.generate
+    seeds = steps.problems(cfg.data.train, cfg.data.data_dir)
+    name = family(cfg.thoughts)
+    if g.teacher is None and cfg.rounds:
+        run.note(f"FDD: no teacher wrote new problems in this run. The {DESCRIPTION}.")
+    leak = run.stage("leakage-seeds", lambda: [c["cosine"] for c in _check(cfg, [p.question for p in seeds])])
+    known = {p.id: p for p in seeds}  # every problem that entered training, by id
+    drawn: set[str] = set()
+    model, adapter, prev, rows, table, cands = cfg.student.model, None, None, [], [], []
+    for i in range(cfg.rounds + 1):
+        r = run.scope(f"round-{i}")
+        info = {"round": i}
+        if i == 0:
+            new = seeds
+        else:
+            ids = list(dict.fromkeys(x["problem_id"] for x in read_jsonl(prev.path("data", "train.jsonl"))))
+            fb = r.stage("feedback", lambda: _feedback(r, cfg, model, adapter, [known[x] for x in ids]))
+            gen = r.stage("generate", lambda: _generate(r, cfg, [known[x] for x in ids], fb["easy"], drawn, seeds, i))
+            drawn.update(c["id"] for c in gen["candidates"])
+            cands += [dict(c, round=i) for c in gen["candidates"]]
+            new = [Problem(**d) for d in gen["problems"]]
+            info.update(training_problems=len(ids), easy=len(fb["easy"]), hard=len(fb["hard"]), **gen["counts"])
+        if i == 0 or g.teacher is None:
+            _teach(r, cfg, new, pool=i > 0)
+            info["labelled"] = len(new)
+        else:
+            lab = r.stage("label", lambda: label_problems(new, cfg.thoughts, g.teacher, g.label_samples,
+                                                         g.label_threshold, r.path("teach")))
+            extra = {p.id: p.extra for p in new}
+            new = [Problem(x["id"], x["question"], x["label"], "generated", extra[x["id"]]) for x in lab if x["label"] is not None]
+            info["labelled"] = len(new)
+        summaries = [read_json(r.path("teach", t, "summary.json")) for t in cfg.thoughts]
+        data = steps.data(r, cfg.thoughts, extra=read_jsonl(prev.path("data", "train.jsonl")) if prev else ())
+        kept_ids = {x["problem_id"] for t in cfg.thoughts for x in steps.rationales(r, t) if x["kept"]}
+        known.update({p.id: p for p in new if p.id in kept_ids})
+        info.update(new_problems=len(kept_ids), rationales=sum(s["rationales"] for s in summaries),
+                    kept_rationales=sum(s["kept"] for s in summaries), examples=data["examples"])
+        if cfg.retrain_from == "previous" and adapter is not None:
+            model = r.stage("init", lambda: str(merge(model, adapter, r.path("init"))))
+        rcfg = cfg.model_copy(update={"student": cfg.student.model_copy(update={"model": model})})
+        train = steps.train(r, rcfg)
+        adapter = str(r.path("train", "student"))
+        got = r.stage("eval", lambda: steps.evaluate(r, rcfg, f"{name}-r{i}", Path(adapter), cfg.thoughts,
+                                                     cfg.eval.vote, cfg.eval.preference, train))
+        rows += [dict(x, scope=f"round-{i}", round=i, train_examples=data["examples"]) for x in got]
+        main = [x for x in got if x["method"] == f"{name}-r{i}"]
+        info.update(train_steps=train["steps"], **{f"accuracy {x['dataset']}": round(x["accuracy"], 4) for x in main})
+        table.append(info)
+        r.close_scope()
+        prev = r
+    _report(run, cfg, table, cands, leak)
+    return rows
+
+
+def _report(run, cfg: FDDConfig, table: list[dict], cands: list[dict], leak: list[float]) -> None:
+    """The method's tables and the leakage figure (recomputed from the stages' values on every run)."""
+    from mathdistill.data.decontam import histogram, plot_similarity
+
+    cols = ["round", "training_problems", "easy", "hard", "asked", "generated", "repeats", "contaminated", "clean",
+            "labelled", "new_problems", "rationales", "kept_rationales", "examples", "train_steps"]
+    cols += [k for t in table for k in t if k.startswith("accuracy") and k not in cols]
+    run.add_table("FDD rounds: feedback, generation, labelling and data",
+                  [{k: t.get(k, "-") for k in dict.fromkeys(cols)} for t in table])
+    yields = [{"round": t["round"], "generation yield": _ratio(t["generated"], t["asked"]),
+               "clean (not contaminated, not a repeat)": _ratio(t["clean"], t["generated"]),
+               "labelled": _ratio(t["labelled"], t["clean"]), "rationale yield": _ratio(t["kept_rationales"], t["rationales"]),
+               "problems with a kept rationale": _ratio(t["new_problems"], t["labelled"])} for t in table if t["round"]]
+    if yields:
+        run.add_table("FDD yield at each step (share of the step before)", yields)
+    gen = [c["cosine"] for c in cands]
+    hist_seeds, hist_gen = histogram(leak), histogram(gen)
+    run.add_table(f"FDD decontamination: largest TF-IDF cosine to any test question (drop at >= {cfg.decontam.cosine:g} "
+                  f"or a shared {cfg.decontam.ngram}-gram)",
+                  [{"cosine": a["bin"], "seed problems": a["count"], "new problems": b["count"]} for a, b in zip(hist_seeds, hist_gen)]
+                  + [{"cosine": "dropped", "seed problems": "-", "new problems": sum(c["contaminated"] for c in cands)}])
+    closest = sorted(cands, key=lambda c: -c["cosine"])[:8]
+    if closest:
+        run.add_table("FDD decontamination: the new problems closest to a test question", [
+            {"round": c["round"], "problem": c["question"][:160], "cosine": c["cosine"],
+             "nearest test item": f"{c['nearest']['dataset']} {c['nearest']['id']}: {c['nearest']['question'][:160]}",
+             "shared n-gram": c["ngram"] or "", "dropped": c["reason"] or "no"} for c in closest])
+    fig = plot_similarity({"seed problems": leak, "new problems": gen}, cfg.decontam.cosine, run.path("fdd", "leakage.png"))
+    run.add_figure(fig, "Leakage check: each problem's largest TF-IDF cosine to any test question of the data root")
+
+
+def _ratio(a: int, b: int) -> str:
+    return f"{a}/{b} ({a / b:.0%})" if b else f"{a}/0"
+
+
+def _method():
+    from mathdistill.methods import Method
+
+    return Method("fdd", FDDConfig, recipe, "FDD: rounds of student feedback, new problems (easy: harder, hard: "
+                  "similar), decontaminated, majority-labelled; retrained from the base", {"thoughts": ["cot"]})
+
+
+METHODS = [_method()]
