@@ -10,6 +10,8 @@ from mathdistill.eval.cli import eval_command
 from mathdistill.io import InputError
 from mathdistill.methods.cli import recipes_command, run_command
 from mathdistill.report.cli import report_command
+from mathdistill.serve.cli import serve_command
+from mathdistill.student.export import export_command
 from mathdistill.student.cli import train_command
 from mathdistill.teacher.cli import teach_command
 from mathdistill.thoughts.cli import score_command
@@ -49,6 +51,8 @@ app.command("train", help="Fine-tune a student (LoRA or full) on prompt/completi
 app.command("run", help="Run a distillation recipe end to end.")(run_command)
 app.command("recipes")(recipes_command)
 app.command("report", help="Write an HTML/Markdown report for one or more run folders.")(report_command)
+app.command("serve", help="Serve a distilled student over an OpenAI-compatible API.")(serve_command)
+app.command("export", help="Write a run's student as a Hugging Face model folder (+ GGUF).")(export_command)
 
 
 def main() -> None:

@@ -1,0 +1,181 @@
+"""Serve test fixtures: a scripted engine (the real tokenizer, prompts, answer extraction, sandbox and
+vote, with scripted completions in place of a model) and an in-process uvicorn server."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from concurrent.futures import Future
+from types import SimpleNamespace
+
+import pytest
+
+
+class ScriptedBatcher:
+    """Stands in for `serve.batching.Batcher`: the completion of a prompt is `script[question][format]`
+    (format read from the prompt's trigger); `gate` (an Event) holds every call until it is set."""
+
+    def __init__(self, script: dict):
+        self.script, self.gate, self.calls = script, None, []
+        self.stats = {"generate_calls": 0}
+
+    def reply(self, prompt: str) -> tuple[str, str]:
+        user = prompt.split("<|im_start|>user\n")[-1].split("<|im_end|>")[0]
+        m = re.search(r"\n\[(\w+)\] ", user)
+        question, fmt = user[: m.start()], m.group(1).lower()
+        if question == "CRASH":
+            raise RuntimeError("scripted crash")
+        return question, self.script.get(question, {}).get(fmt, "The answer is 5.")
+
+    def submit(self, prompts, settings, seeds=None, on_text=None) -> Future:
+        from mathdistill.student.generate import Generation, _cut_at_stop
+
+        fut = Future()
+        try:
+            if self.gate is not None:
+                self.gate.wait(30)
+            self.calls.append((list(prompts), dict(settings)))
+            self.stats["generate_calls"] += 1
+            gens = []
+            for p in prompts:
+                text = self.reply(p)[1]
+                if on_text is not None:
+                    for i in range(0, len(text), 3):  # in pieces, as a streamer hands them on
+                        on_text(text[i : i + 3])
+                        time.sleep(0.001)
+                n = min(len(text.split()), settings["max_new_tokens"])
+                gens.append(Generation([_cut_at_stop(text, settings.get("stop") or [])] * settings["num_samples"],
+                                       [n] * settings["num_samples"], [False] * settings["num_samples"]))
+            fut.set_result(gens)
+        except Exception as e:
+            fut.set_exception(e)
+        return fut
+
+    def generate(self, prompts, settings, seeds=None):
+        return self.submit(prompts, settings, seeds).result()
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="session")
+def tokenizer(student_path):
+    from mathdistill.student.models import load_tokenizer
+
+    return load_tokenizer(student_path)
+
+
+def scripted_engine(tokenizer, script: dict, context: int = 2048):
+    from mathdistill.serve import Defaults, Engine
+
+    model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=context))
+    return Engine(model, tokenizer, ScriptedBatcher(script), Defaults(max_new_tokens=64))
+
+
+class LiveServer:
+    """`app` served by uvicorn on a free loopback port in a thread of this process."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        from mathdistill.serve.app import listen
+
+        sock = listen("127.0.0.1", 0)
+        app.state.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{app.state.port}/v1"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started and time.time() < deadline:
+            time.sleep(0.02)
+        assert self.server.started, "the server did not start"
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def live():
+    """live(app) -> a started LiveServer, stopped after the test."""
+    servers = []
+
+    def start(app) -> LiveServer:
+        servers.append(LiveServer(app))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture(scope="session")
+def etd_run(tmp_path_factory, student_path, data_dir):
+    """A tiny real ETD run folder (tests/serve/tiny_run.py)."""
+    from tiny_run import tiny_run
+
+    return tiny_run(tmp_path_factory.mktemp("etd"), student_path, data_dir)
+
+
+# ---- a method with its own serve hook: docs/adding-a-method.md's loop over two adapters
+
+
+def loop(ctx, question):  # two adapters answer until they agree, at most 3 rounds (as in the docs)
+    from mathdistill.answers import is_equivalent
+    from mathdistill.serve import Reply
+
+    for k in range(3):
+        a, b = (ctx.generate([ctx.prompt("cot", question)], adapter=n, temperature=0.7 if k else 0)[0]
+                for n in ("ir", "dr"))
+        x, y = ctx.extract("cot", [a.text, b.text])
+        if x.prediction is not None and y.prediction is not None and is_equivalent(x.prediction, y.prediction):
+            break
+    return Reply(b.text, y.prediction, "cot", {"ir": x.prediction, "dr": y.prediction}, extra={"rounds": k + 1})
+
+
+def heads_serve(cfg, run):
+    from mathdistill.serve import Served, Single
+
+    adapters = {n: run.path / "train" / n for n in ("ir", "dr")}
+    return Served({cfg.method: loop, f"{cfg.method}:ir": Single("cot", adapter="ir"),
+                   f"{cfg.method}:dr": Single("cot", adapter="dr")}, adapters)
+
+
+def heads_recipe(cfg, run):
+    """Two random LoRA adapters (seeded, PEFT directly), each evaluated: rows `heads` (dr) and `heads:ir`."""
+    from mathdistill.methods import steps
+
+    def make(name, seed):
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        torch.manual_seed(seed)
+        lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
+        get_peft_model(AutoModelForCausalLM.from_pretrained(cfg.student.model), lora).save_pretrained(
+            run.path("train", name))
+        return name
+
+    for i, name in enumerate(("ir", "dr")):
+        run.stage(f"adapter-{name}", lambda name=name, i=i: make(name, i + 1))
+    rows = steps.evaluate(run, cfg, "heads:ir", run.path("train", "ir"), ["cot"])
+    return rows + steps.evaluate(run, cfg, "heads", run.path("train", "dr"), ["cot"], folder="eval-dr")
+
+
+@pytest.fixture(scope="session")
+def heads_run(tmp_path_factory, student_path, data_dir):
+    from tiny_run import tiny_model
+
+    from mathdistill.methods import Method, register, run
+    from mathdistill.methods.config import RecipeConfig, load_config
+
+    register(Method("heads", RecipeConfig, heads_recipe, "two adapters that answer until they agree",
+                    serve=heads_serve))
+    root = tmp_path_factory.mktemp("heads")
+    model = tiny_model(root / "model", student_path, seed=3)
+    cfg = load_config(None, [f"runs_dir={root / 'runs'}", f"student.model={model}", f"data.data_dir={data_dir}",
+                             "data.eval=[{dataset: gsm8k, split: test, limit: 2}]", "eval.max_new_tokens=8"],
+                      base={"name": "heads", "method": "heads"})
+    return run(cfg, command=["heads"])
