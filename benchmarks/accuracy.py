@@ -92,10 +92,10 @@ def run_lane(names: list[str], args, out: Path, done_dir: Path, lanes: int) -> N
     finished, the next method gets all cores."""
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads or 1)
     results = {}
     for name in names:
-        if len(list(done_dir.glob("*.done"))) >= lanes - 1:
+        if not args.threads and len(list(done_dir.glob("*.done"))) >= lanes - 1:
             torch.set_num_threads(os.cpu_count() or 1)
         results[name] = run_experiment(name, args)
         print(f"[lane {out.stem}] {name}: {results[name]['seconds']:.0f}s (threads {torch.get_num_threads()})", flush=True)
@@ -158,6 +158,8 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lanes", type=int, default=2, help="parallel processes, one thread each")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads per lane, fixed (default: 1, and all cores once the other lanes are done)")
     ap.add_argument("--runs-dir", default=str(HERE / "runs"))
     ap.add_argument("--out", default=str(HERE / "results" / "accuracy.json"))
     ap.add_argument("--lane", help=argparse.SUPPRESS)  # internal: "i:method,method:tmpdir"

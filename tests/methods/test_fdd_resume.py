@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from fake_server import FakeServer
+from killing import kill_when
 from mathdistill.data import load
 from mathdistill.teacher.generate import SYSTEM
 
@@ -79,19 +78,8 @@ def test_fdd_two_rounds_killed_in_round_1_resumes_without_resending(tmp_path, da
         (tmp_path / "fdd.yaml").write_text(recipe(server.url))
         cmd = [sys.executable, "-m", "mathdistill.cli", "run", str(tmp_path / "fdd.yaml"), f"runs_dir={tmp_path / 'runs'}"]
         env = {**os.environ, "MATHDISTILL_DATA": str(data_dir), "OMP_NUM_THREADS": "1"}
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + 600
-        try:
-            while time.time() < deadline and proc.poll() is None and not (server.held.is_set() and server.answered >= 6):
-                time.sleep(0.2)
-            assert proc.poll() is None, f"run ended before it could be killed:\n{proc.stdout.read()}"
-            time.sleep(1.0)  # the answered replies reach the client's cache
-            os.killpg(proc.pid, signal.SIGKILL)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        # settle: the answered replies reach the client's cache
+        kill_when(cmd, lambda: server.held.is_set() and server.answered >= 6, env, tmp_path, settle=1.0)
         server.drop_held()
         run_dir = tmp_path / "runs" / "fdd-tiny"
         manifest = json.loads((run_dir / "manifest.json").read_text())

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from fake_server import FakeServer
+from killing import kill_when, has_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["data.train.limit=6", "train.max_steps=3", "train.batch_size=2", "train.max_seq_len=256", "train.save_steps=1",
@@ -43,23 +42,6 @@ def teacher(data_dir):
     return reply
 
 
-def kill_in_training(cmd, env, cwd, checkpoints: Path):
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 600
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if any((c / "trainer_state.json").exists() for c in checkpoints.glob("checkpoint-*")):
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, f"run ended before it could be killed:\n{proc.stdout.read()}"
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def run_killed_and_resumed(tmp_path, data_dir, recipe: str, overrides: list[str], adapter: str, teach: list[str]):
     """(run folder, server, second run's log): killed once `adapter` has a checkpoint, then resumed."""
     server = FakeServer(reply=teacher(data_dir)).start()
@@ -69,7 +51,7 @@ def run_killed_and_resumed(tmp_path, data_dir, recipe: str, overrides: list[str]
                f"runs_dir={tmp_path / 'runs'}", *TINY, *overrides, "teach.per_thought={}", f"teach.default={live}"]
         env = {**os.environ, "MATHDISTILL_DATA": str(data_dir), "OMP_NUM_THREADS": "1"}
         run_dir = tmp_path / "runs" / "t"
-        kill_in_training(cmd, env, tmp_path, run_dir / "train" / adapter / "checkpoints")
+        kill_when(cmd, lambda: has_checkpoint(run_dir / "train" / adapter / "checkpoints"), env, tmp_path)
         manifest = json.loads((run_dir / "manifest.json").read_text())
         assert [s for s in manifest["stages"] if s.startswith("teach-")] == [f"teach-{t}" for t in teach]
         assert all(manifest["stages"][f"teach-{t}"]["status"] == "done" for t in teach)

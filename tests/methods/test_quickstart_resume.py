@@ -3,14 +3,13 @@ it resumes (no teacher stage redone, training continues from its checkpoint) and
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from killing import kill_when, has_checkpoint
 ROOT = Path(__file__).resolve().parents[2]
 
 TINY = [
@@ -36,21 +35,7 @@ def test_quickstart_killed_mid_training_resumes_and_reports(tmp_path, data_dir, 
     env = {**os.environ, "MATHDISTILL_DATA": str(data_dir)}
     run_dir = tmp_path / "runs" / "qs"
     ckpts = run_dir / "train" / "student" / "checkpoints"
-    proc = subprocess.Popen(_cmd(tmp_path / "runs"), cwd=tmp_path, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 1200
-    try:
-        # kill as soon as a complete checkpoint (trainer_state.json written) exists
-        while time.time() < deadline and proc.poll() is None:
-            if any((c / "trainer_state.json").exists() for c in ckpts.glob("checkpoint-*")):
-                break
-            time.sleep(0.5)
-        assert proc.poll() is None, f"run ended before it could be killed:\n{proc.stdout.read()}"
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_when(_cmd(tmp_path / "runs"), lambda: has_checkpoint(ckpts), env, tmp_path, timeout=1200)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stages"]["train"]["status"] == "running"  # killed: never mistaken for done
     assert [s for s, e in manifest["stages"].items() if e["status"] == "done"] == ["teach-cot", "teach-pot",

@@ -5,14 +5,13 @@ with scopes, alpha and the chosen-strategy histogram."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from killing import kill_when
 ROOT = Path(__file__).resolve().parents[2]
 N = 4  # training problems, and test problems
 
@@ -46,19 +45,8 @@ def test_siked_killed_while_sampling_resumes_without_resampling(tmp_path, data_d
     env = {**os.environ, "MATHDISTILL_DATA": str(data_dir)}
     run_dir = tmp_path / "runs" / "sk"
     sampled = run_dir / "iteration-1" / "sample" / "gsm8k-train"
-    proc = subprocess.Popen(_cmd(tmp_path / "runs"), cwd=tmp_path, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 600
-    try:
-        # kill as soon as the first strategy's samples of iteration 1 are complete
-        while time.time() < deadline and proc.poll() is None and not (sampled / "cot" / "samples.jsonl").exists():
-            time.sleep(0.1)
-        assert proc.poll() is None, f"run ended before it could be killed:\n{proc.stdout.read()}"
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    # kill as soon as the first strategy's samples of iteration 1 are complete
+    kill_when(_cmd(tmp_path / "runs"), lambda: (sampled / "cot" / "samples.jsonl").exists(), env, tmp_path)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stages"]["iteration-1/sample"]["status"] == "running"  # killed inside the stage
     assert [s for s, e in manifest["stages"].items() if e["status"] == "done"] == [

@@ -21,12 +21,9 @@ trained on different base models (`check_same_base`) and an adapter named "base"
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from mathdistill.io import InputError, read_json
+from mathdistill.io import InputError, atomic_dir, read_json
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -150,15 +147,8 @@ def merge(model: str, adapter_dir: str | Path, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     peft_model, tok = load_with_adapters(model, {"merged": adapter_dir}, dtype="float32")
     merged = peft_model.merge_and_unload()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         merged.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         mark_end_of_turn(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

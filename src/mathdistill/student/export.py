@@ -28,15 +28,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from mathdistill.io import InputError, read_json, sha256_file, write_json, write_text
+from mathdistill.io import InputError, atomic_dir, read_json, sha256_file, write_json, write_text
 from mathdistill.runtime import threads_option
 
 MARKER = "mathdistill.json"
@@ -64,9 +62,7 @@ def export(run_dir: str | Path, out: str | Path, keep_adapters: bool = False, dt
     merged = len(served.adapters) == 1 and not keep_adapters
     if gguf and served.adapters and not merged:
         raise InputError("--gguf: llama.cpp takes one set of weights; export with a single, merged adapter")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         if merged:
             model, tok = load_merged(base, next(iter(served.adapters.values())), dtype=dtype)
         else:
@@ -84,11 +80,6 @@ def export(run_dir: str | Path, out: str | Path, keep_adapters: bool = False, dt
         record = _provenance(run, cfg, served, base, str(model.dtype).removeprefix("torch."), merged, kept, gguf)
         write_json(tmp / MARKER, record)
         write_text(tmp / "README.md", card(run, cfg, served, record))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
