@@ -28,7 +28,7 @@ def cell(text: str) -> str:
 
 def main() -> None:
     import httpx
-    from conftest import LiveServer, scripted_engine
+    from serve_helpers import LiveServer, scripted_engine
     from test_app import BAD, CHAT, GOOD, MODELS, SCRIPT
 
     from mathdistill.serve.app import Limits, create_app

@@ -87,3 +87,39 @@ def test_method_configs_inherit_the_shared_one():
     etd_eval = etd.model_fields["eval"].annotation
     assert issubclass(etd_eval, EvalConfig) and set(etd_eval.model_fields) - set(EvalConfig.model_fields) == {
         "vote", "preference"}
+
+
+def test_calculator_in_a_recipe_reaches_evaluation_and_names_rows_plus_calc(tmp_path, data_dir, monkeypatch):
+    """`eval.calculator: true` is passed to every evaluation and names every row `<row>+calc` (contract 9)."""
+    from types import SimpleNamespace
+    from pathlib import Path
+
+    import mathdistill.eval as ev
+    import mathdistill.eval.vote as ev_vote
+    import mathdistill.student.adapters as adapters
+    from mathdistill.methods import steps
+    from mathdistill.methods.run import Run
+
+    seen = []
+
+    def fake_eval(model, tok, ps, thought, **kw):
+        seen.append((thought, kw["calculator"]))
+        return SimpleNamespace(metrics={"dataset": "gsm8k", "n": len(ps), "correct": 1, "accuracy": 0.5,
+                                        "ci95": [0.1, 0.9], "interventions_per_answer": 1.5})
+
+    monkeypatch.setattr(adapters, "load_merged", lambda model, adapter: (None, None))
+    monkeypatch.setattr(ev, "weights_identity", lambda model, adapter: "w")
+    monkeypatch.setattr(ev, "evaluate", fake_eval)
+    monkeypatch.setattr(ev_vote, "vote_formats", lambda per_format, pref, out_dir: fake_eval(None, None, [1, 2], "vote",
+                                                                                              calculator=True))
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "etd.yaml"
+    for calc in (True, False):
+        seen.clear()
+        cfg = load_config(recipe, [f"eval.calculator={str(calc).lower()}", f"data.data_dir={data_dir}",
+                                   "data.eval=[{dataset: gsm8k, split: test, limit: 2}]"])
+        run = Run.open(tmp_path / f"r{calc}", cfg.model_dump(mode="json"))
+        rows = steps.evaluate(run, cfg, "etd", None, ["cot", "pot"], vote=True, preference=["pot", "cot"])
+        suffix = "+calc" if calc else ""
+        assert [r["method"] for r in rows] == [f"etd:cot{suffix}", f"etd:pot{suffix}", f"etd{suffix}"]
+        assert seen[:2] == [("cot", calc), ("pot", calc)]
+        assert rows[0]["interventions_per_answer"] == 1.5

@@ -12,7 +12,7 @@ import threading
 import httpx
 import openai
 import pytest
-from conftest import scripted_engine
+from serve_helpers import ScriptedBatcher, scripted_engine
 
 from mathdistill.serve import Vote, family
 from mathdistill.serve.app import Limits, create_app
@@ -236,7 +236,6 @@ def test_the_api_key_is_checked_when_one_is_set(live, tokenizer):
 
 def test_vote_samples_and_ties():
     """Several samples per format vote together; the content is a sample that gave the winning answer."""
-    from conftest import ScriptedBatcher
 
     from mathdistill.serve import Context, Defaults, Engine
     from mathdistill.student.models import load_tokenizer

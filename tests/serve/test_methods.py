@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import openai
 import pytest
-from conftest import ScriptedBatcher
+from serve_helpers import ScriptedBatcher
 
 from mathdistill.io import InputError
 from mathdistill.serve import Context, Defaults, Engine

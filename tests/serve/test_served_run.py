@@ -15,7 +15,7 @@ import sys
 import httpx
 import openai
 import pytest
-from conftest import LiveServer
+from serve_helpers import LiveServer
 
 from mathdistill.io import read_jsonl
 

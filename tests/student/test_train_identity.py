@@ -141,7 +141,7 @@ def test_an_adapter_of_another_base_is_a_clear_error(tmp_path, tiny, student_pat
     (["--out", "{tmp}/a.jsonl"], r"a.jsonl: is a file; the training output \(--out\) must be a folder"),
     (["--batch-size", "0"], r"--batch-size: Input should be greater than 0 \(got 0\)"),
     (["--max-steps", "-5"], r"--max-steps: Input should be greater than 0 \(got -5\)"),
-    (["--packing", "zip"], r"--packing: Input should be 'padding_free', 'bfd' or 'none' \(got 'zip'\)"),
+    (["--packing", "zip"], r"--packing: Input should be 'auto', 'padding_free', 'bfd' or 'none' \(got 'zip'\)"),
     (["--thought", "xyz"], r"--thought: unknown thought 'xyz'"),
     (["--with-adapter", "x={tmp}/nope"], r"adapter 'x': .*nope not found"),
 ])

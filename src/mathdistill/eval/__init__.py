@@ -161,7 +161,8 @@ def _key(settings: dict) -> str:
 
 
 def _cached(out_dir: Path, key: str, ids: set[str]) -> dict[str, dict]:
-    """Generations already made with the same settings: {problem id: {"texts", "num_tokens", "looped"}}."""
+    """Generations already made with the same settings: {problem id: {"texts", "num_tokens", "looped"}}
+    (and "interventions" when made with the calculator)."""
     from mathdistill.student.sample import read_generations
 
     found: dict[str, dict] = {}
@@ -178,6 +179,8 @@ def _cached(out_dir: Path, key: str, ids: set[str]) -> dict[str, dict]:
                     looped = row.get("looped", False)
                     found[row["id"]] = {"texts": texts, "num_tokens": _as_list(row.get("num_tokens")),
                                         "looped": looped if isinstance(looped, list) else [looped] * len(texts)}
+                    if "interventions" in row:
+                        found[row["id"]]["interventions"] = _as_list(row["interventions"])
     return found | read_generations(out_dir / PARTIAL, dict.fromkeys(ids, key))
 
 
@@ -222,6 +225,7 @@ def evaluate(
     progress: bool = True,
     loop_stop: bool = False,
     engine: str = "auto",
+    calculator: bool = False,
 ) -> EvalResult:
     """Generate, score and summarise `problems` (a list of `mathdistill.data.Problem`).
 
@@ -233,7 +237,11 @@ def evaluate(
     replaces the thought's prompts and the exemplars. `loop_stop` ends completions that repeat
     themselves early (`student.generate.ends_in_loop`); metrics count them (`loop_stopped`).
     `engine` ("auto", "hf", "vllm") is `student.sample`'s. Samples are seeded by (seed, problem
-    id, sample index), so they do not depend on batching or resuming.
+    id, sample index), so they do not depend on batching or resuming. `calculator=True` forces the
+    value of every arithmetic step the student writes (`student.calculator`; hf engine only): rows
+    carry `interventions`, metrics `interventions`, `interventions_per_answer` and
+    `answers_with_interventions` (the share of answers it changed is the share of predictions that
+    differ from a run without it: `benchmarks/arith_slips.py --compare`).
     Every setting is checked before anything is generated or written.
     """
     from mathdistill.student.generate import check_settings
@@ -257,7 +265,7 @@ def evaluate(
     elif exemplars is None:
         exemplars = few_shot_exemplars(thought, shots, data_dir, exclude=[p.question for p in problems])
     exemplars = list(exemplars)
-    engine = pick_engine(engine, model, loop_stop)
+    engine = pick_engine(engine, model, loop_stop, calculator)
     if stop is None and exemplars and not getattr(tokenizer, "chat_template", None):
         stop = ["\n\n"]  # plain-text k-shot prompts separate exemplars with a blank line
     dataset = dataset or problems[0].source
@@ -279,6 +287,8 @@ def evaluate(
     # only when they differ from what came before, so results saved earlier still resume
     if loop_stop:
         settings["loop_stop"] = True
+    if calculator:
+        settings["calculator"] = True
     if temperature > 0:
         settings["sampler"] = "per-row"  # seeded by (seed, problem id, sample index) since issue 12
     if engine != "hf":
@@ -289,7 +299,8 @@ def evaluate(
     try:
         res = sample(model, tokenizer, problems, thought, k=samples, temperature=temperature, top_p=top_p,
                      seed=seed, max_new_tokens=max_new_tokens, batch_size=batch_size, adapter=adapter,
-                     prompts=prompts, stop=stop, engine=engine, loop_stop=loop_stop, progress=progress, cache=cache)
+                     prompts=prompts, stop=stop, engine=engine, loop_stop=loop_stop, progress=progress, cache=cache,
+                     **({"calculator": True} if calculator else {}))
     finally:
         cache.close()
     rows = []
@@ -303,6 +314,8 @@ def evaluate(
             row.update(prediction=pred, correct=ok, error=None if pred is not None else r["errors"][0],
                        outputs=r["outputs"], predictions=r["predictions"], corrects=r["corrects"],
                        num_tokens=r["num_tokens"], looped=r["looped"])
+        if calculator:
+            row["interventions"] = r["interventions"][0] if samples == 1 else r["interventions"]
         rows.append(row)
     stats = res.stats
     generated_now, seconds, todo = stats["generated_tokens"], stats["seconds"], stats["generated"]
@@ -322,6 +335,12 @@ def evaluate(
         "mean_output_tokens": sum(sum(_as_list(r["num_tokens"])) for r in rows) / (n * samples),
         "key": key,
     }
+    if calculator:
+        metrics["calculator"] = True
+        metrics["interventions"] = stats["interventions"]
+        metrics["interventions_per_answer"] = stats["interventions_per_answer"]
+        touched = sum(sum(n > 0 for n in r["interventions"]) for r in res.rows)
+        metrics["answers_with_interventions"] = touched / (n * samples)
     if samples > 1:
         metrics["pass_at_k"], metrics["sample_accuracy"] = stats["pass_at_k"], stats["sample_accuracy"]
     if out is not None:

@@ -15,6 +15,8 @@ import typer
 from mathdistill.runtime import threads_option
 from mathdistill.student.models import DEFAULT_STUDENT
 
+PROMPT_ROOM = 512  # tokens a row's own prompt may take besides a shared prefix, for the batch size from free memory
+
 
 def _top_p(value: float) -> float:
     if not 0 < value <= 1:
@@ -38,7 +40,8 @@ def eval_command(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", exists=True, file_okay=False,
                                             help="Data root (else $MATHDISTILL_DATA or ../shared/data, else the hub)."),
     max_new_tokens: int = typer.Option(320, "--max-new-tokens", min=1, help="Most tokens generated per completion."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Completions generated together."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Completions generated together "
+                                             "(default: 16 on a CPU, from the free memory on a GPU)."),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="Sampling temperature; 0 = greedy."),
     top_p: float = typer.Option(1.0, "--top-p", callback=_top_p, help="Nucleus sampling mass in (0, 1] (with --temperature > 0)."),
     samples: int = typer.Option(1, "--samples", min=1, help="Completions per problem; >1 scores the majority vote."),
@@ -47,6 +50,9 @@ def eval_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (on stderr)."),
     loop_stop: bool = typer.Option(False, "--loop-stop/--no-loop-stop",
                                    help="End a completion that repeats one block 3 times in a row (saves time; off by default)."),
+    calculator: bool = typer.Option(False, "--calculator/--no-calculator",
+                                    help="Force the value of every arithmetic step the student writes (`2 * 3 =`, "
+                                    "`<<48/2=`) and continue from it (off by default; hf engine)."),
     threads: Optional[int] = threads_option(),
 ) -> None:
     """Write OUT/predictions.jsonl and OUT/metrics.json; stdout is one line, the metrics JSON."""
@@ -69,11 +75,15 @@ def eval_command(
     from mathdistill.student.adapters import load_merged
 
     m, tok = load_merged(model, adapter)
+    if batch_size is None:
+        from mathdistill.student.generate import auto_batch_size
+
+        batch_size = auto_batch_size(m, max_new_tokens + PROMPT_ROOM)
     result = evaluate(
         m, tok, problems, thought=thought, exemplars=exemplars, max_new_tokens=max_new_tokens,
         batch_size=batch_size, temperature=temperature, top_p=top_p, samples=samples, seed=seed, stop=stop,
         out_dir=out, dataset=dataset, split=split, model_name=name, weights=weights, progress=progress,
-        loop_stop=loop_stop,
+        loop_stop=loop_stop, calculator=calculator,
     )
     mt = result.metrics
     lo, hi = mt["ci95"]

@@ -69,6 +69,8 @@ class EvalConfig(Strict):
     shots: int = Field(0, ge=0, description="k-shot exemplars from GSM8K train before each question")
     loop_stop: bool = Field(True, description="end a completion that repeats one block 3 times in a row")
     base: bool = Field(False, description="also evaluate the untrained student")
+    calculator: bool = Field(False, description="calculator decoding: force the value of every arithmetic step "
+                                                "the student writes (`a op b =`); rows are named `<row>+calc`")
 
 
 class RecipeConfig(Strict):

@@ -95,6 +95,7 @@ def evaluate(run: Run, cfg: RecipeConfig, name: str, adapter_dir: Path | None, f
     weights = weights_identity(cfg.student.model, adapter_dir)
     rows = []
     several = len(formats) > 1
+    calc = "+calc" if e.calculator else ""  # contract 9: method[-variant][:inference][+calc]
     for split in cfg.data.eval:
         ps = problems(split, cfg.data.data_dir)
         per_format = {}
@@ -102,15 +103,16 @@ def evaluate(run: Run, cfg: RecipeConfig, name: str, adapter_dir: Path | None, f
             res = run_eval(model, tok, ps, thought=t, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
                            temperature=e.temperature, top_p=e.top_p, samples=e.samples, seed=cfg.seed,
                            shots=e.shots, data_dir=cfg.data.data_dir,
-                           loop_stop=e.loop_stop, out_dir=run.path(folder, split.dataset, t), dataset=split.dataset,
+                           loop_stop=e.loop_stop, calculator=e.calculator, out_dir=run.path(folder, split.dataset, t),
+                           dataset=split.dataset,
                            split=split.split, weights=weights,
                            model_name=cfg.student.model + (f"+{adapter_dir}" if adapter_dir else ""))
             per_format[t] = res
-            rows.append(result_row(f"{name}:{t}" if several else name, t, res.metrics, train))
+            rows.append(result_row((f"{name}:{t}" if several else name) + calc, t, res.metrics, train))
             console.print(f"{split.dataset} {t}: {res.metrics['accuracy']:.1%} of {res.metrics['n']}")
         if vote and several:
             res = vote_formats(per_format, preference, out_dir=run.path(folder, split.dataset, "vote"))
-            rows.append(result_row(name, "vote", res.metrics, train))
+            rows.append(result_row(name + calc, "vote", res.metrics, train))
             console.print(f"{split.dataset} vote: {res.metrics['accuracy']:.1%} of {res.metrics['n']}")
     return rows
 
@@ -122,7 +124,8 @@ def result_row(name: str, variant: str, metrics: dict, train: dict | None) -> di
             "correct": metrics["correct"], "accuracy": metrics["accuracy"], "ci95": metrics["ci95"],
             "train_seconds": train.get("seconds"), "train_steps": train.get("steps"),
             "train_tokens": train.get("tokens"), "eval_seconds": metrics.get("seconds"),
-            "gen_tokens_per_s": metrics.get("tokens_per_second")}
+            "gen_tokens_per_s": metrics.get("tokens_per_second"),
+            "interventions_per_answer": metrics.get("interventions_per_answer")}
 
 
 def train_summary(run: Run, adapter: str = "student") -> dict:

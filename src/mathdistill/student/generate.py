@@ -48,10 +48,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from mathdistill.io import InputError
+from mathdistill.student.calculator import TAIL_TOKENS
 from mathdistill.student.chat import prompt_token_ids
 
 __all__ = ["Generation", "generate", "ends_in_loop", "check_settings", "derive_seed", "BASE",
-           "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_BATCH_SIZE"]
+           "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_BATCH_SIZE", "batch_size_for_memory", "auto_batch_size"]
 
 BASE = "base"  #: adapter sentinel: the base model with every adapter disabled
 DEFAULT_MAX_NEW_TOKENS = 320
@@ -78,6 +79,7 @@ class Generation:
     texts: list[str] = field(default_factory=list)
     num_tokens: list[int] = field(default_factory=list)
     looped: list[bool] = field(default_factory=list)  # stopped by the loop stop
+    interventions: list[int] = field(default_factory=list)  # calculator results forced (empty: calculator off)
 
     @property
     def text(self) -> str:
@@ -172,7 +174,7 @@ class _RowSampler:
     next token from softmax(scores / temperature) (top-p nucleus) with the uniform `_uniform(seed,
     position)` of its row, and leaves only that token (all others -inf), so greedy decoding picks
     it. `offset[r]`: tokens row r generated in earlier batches; `width`: the batch's input width;
-    `done[r]` (the stopping criterion's list) is not None once row r has finished."""
+    `done[r]` (the stopping criterion's list, or a function giving it) is not None once row r has finished."""
 
     def __init__(self, seeds, offset, width, temperature, top_p, done):
         self.seeds, self.offset, self.width = seeds, offset, width
@@ -182,7 +184,8 @@ class _RowSampler:
         import torch
 
         step = input_ids.shape[1] - self.width
-        rows = [r for r, d in enumerate(self.done) if d is None]
+        done = self.done() if callable(self.done) else self.done
+        rows = [r for r, d in enumerate(done) if d is None]
         out = torch.full_like(scores, float("-inf"))
         if not rows:
             return out
@@ -280,22 +283,23 @@ def _shared_prefix_attention(module, query, key, value, attention_mask, dropout=
     hkv, t, p = key.shape[1], key.shape[2], pk.shape[2]
     g = hq // hkv
     scale = scaling if scaling is not None else d**-0.5
-    dtype = query.dtype
-    q = query.float().reshape(b, hkv, g * s, d)  # rows (group, position) per KV head
+    dtype = query.dtype  # matmuls run in the model's dtype (no fp32 copy of the keys/values); the
+    # softmax statistics (maxima, sums: small) in fp32
+    q = query.reshape(b, hkv, g * s, d)  # rows (group, position) per KV head
     # the shared prefix: [Hkv, B*G*S, P]
     qp = q.transpose(0, 1).reshape(hkv, b * g * s, d)
-    sp = torch.bmm(qp, pk[0].float().transpose(1, 2)).mul_(scale)
+    sp = torch.bmm(qp, pk[0].transpose(1, 2)).float().mul_(scale)
     mp = sp.amax(-1, keepdim=True)
     ep = torch.exp_(sp.sub_(mp))
     lp = ep.sum(-1, keepdim=True)
-    op = torch.bmm(ep, pv[0].float())
+    op = torch.bmm(ep.to(dtype), pv[0]).float()
 
     def rows(x):  # [Hkv, B*G*S, n] -> [B, Hkv, G*S, n]
         return x.view(hkv, b, g * s, x.shape[-1]).transpose(0, 1)
 
     op, mp, lp = rows(op), rows(mp), rows(lp)
     # each row's own tokens: [B, Hkv, G*S, T]
-    ss = torch.matmul(q, key.float().transpose(-1, -2)).mul_(scale)
+    ss = torch.matmul(q, key.transpose(-1, -2)).float().mul_(scale)
     if attention_mask is not None:
         own = attention_mask[..., p:]
         if own.dtype == torch.bool:
@@ -309,7 +313,7 @@ def _shared_prefix_attention(module, query, key, value, attention_mask, dropout=
     m = torch.maximum(mp, ss.amax(-1, keepdim=True))  # finite: the prefix is never masked
     es = torch.exp(ss - m)
     wp = torch.exp(mp - m)
-    out = (op * wp + torch.matmul(es, value.float())) / (lp * wp + es.sum(-1, keepdim=True))
+    out = (op * wp + torch.matmul(es.to(dtype), value).float()) / (lp * wp + es.sum(-1, keepdim=True))
     return out.reshape(b, hq, s, d).transpose(1, 2).contiguous().to(dtype), None
 
 
@@ -370,50 +374,193 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
 
 
 class _Finish:
-    """Stopping criterion for one batch.
+    """Stopping criterion for one batch, checked on the device (no host copy per step).
 
     Row r is finished at EOS, at a stop string in what it generated (`gen_start[r]` is where its
     generated text starts in the batch's input, earlier segments included), or when it used up
-    its token `budget[r]`, or (`loop_stop`) when what it generated ends in a loop (`ends_in_loop`).
+    its token `budget[r]`, or (`loop_stop`) when what it generated ends in a loop (`ends_in_loop`,
+    here `_loops` for the whole batch every LOOP_EVERY steps).
     Once at least `min_steps` (PREEMPT_MIN_STEPS) steps are done and no more than `preempt_at`
     rows are still running, the whole batch stops early (`preempted`): the running rows go back
     to the queue and continue in a later, fuller batch.
+    EOS, budget, loop and preemption are tensor operations; a stop string is looked for (in the
+    decoded tail, as before) only in the rows whose last token can have completed one
+    (`_stop_candidates`), so with no such token there is no per-row Python. `length[r]` (tokens
+    generated in this batch once done, else None) and `looped[r]` are host copies, made when read:
+    after generation (and every step by `_RowSampler`, whose sampling is per-row Python anyway);
+    `finished` is the rows' state on the device during it.
     """
 
-    def __init__(self, tokenizer, width, gen_start, budget, eos, stop, on_done, preempt_at=0, loop_stop=False,
+    def __init__(self, tokenizer, width, gen_start, budget, eos, stop, preempt_at=0, loop_stop=False,
                  min_steps=None):
         self.tokenizer, self.width, self.gen_start, self.budget = tokenizer, width, gen_start, budget
-        self.eos, self.stop, self.on_done = set(eos), list(stop), on_done
+        self.eos, self.stop = list(eos), list(stop)
         self.preempt_at, self.loop_stop = preempt_at, loop_stop
         self.min_steps = PREEMPT_MIN_STEPS if min_steps is None else min_steps
-        self.looped = [False] * len(budget)
         self.tail = max((len(s) for s in self.stop), default=0) + 2  # tokens are >= 1 character
-        self.length: list[int | None] = [None] * len(budget)  # tokens generated in this batch, once done
-        self.preempted = False
+        self.candidates = _stop_candidates(tokenizer, tuple(self.stop)) if self.stop else None
+        self.finished = None  # bool [rows] on the device, from the first step on
+        self._lists = None
+
+    def _setup(self, device) -> None:
+        import torch
+
+        rows = len(self.budget)
+        self.finished = torch.zeros(rows, dtype=torch.bool, device=device)
+        self.at = torch.full((rows,), -1, dtype=torch.long, device=device)  # step a row finished at
+        self.looped_rows = torch.zeros(rows, dtype=torch.bool, device=device)
+        self.eos_ids = torch.tensor(self.eos, dtype=torch.long, device=device)
+        self.budget_t = torch.tensor(self.budget, dtype=torch.long, device=device)
+        self.gen_start_t = torch.tensor(self.gen_start, dtype=torch.long, device=device)
+        if self.candidates is not None:
+            self.candidates = self.candidates.to(device)
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        rows, cur = input_ids.shape
+        cur = input_ids.shape[1]
         steps = cur - self.width
-        last = input_ids[:, -1].tolist()
-        for i in range(rows):
-            if self.length[i] is not None:
-                continue
-            hit = last[i] in self.eos or steps >= self.budget[i]
-            if not hit and self.stop:
+        if self.finished is None:
+            self._setup(input_ids.device)
+        last, running = input_ids[:, -1], ~self.finished
+        hit = (torch.isin(last, self.eos_ids) | (self.budget_t <= steps)) & running
+        if self.stop:
+            maybe = running & ~hit
+            if self.candidates is not None:
+                maybe &= torch.isin(last, self.candidates)
+            for i in maybe.nonzero()[:, 0].tolist():
                 tail = self.tokenizer.decode(input_ids[i, max(self.gen_start[i], cur - self.tail) :])
-                hit = any(s in tail for s in self.stop)
-            if not hit and self.loop_stop and steps % LOOP_EVERY == 0:
-                hit = self.looped[i] = ends_in_loop(input_ids[i, self.gen_start[i] :].tolist())
-            if hit:
-                self.length[i] = steps
-                self.on_done(1)
-        running = sum(n is None for n in self.length)
-        if running and steps >= self.min_steps and running <= self.preempt_at:
-            self.preempted = True
-            return torch.ones(rows, dtype=torch.bool, device=input_ids.device)
-        return torch.tensor([n is not None for n in self.length], dtype=torch.bool, device=input_ids.device)
+                if any(s in tail for s in self.stop):
+                    hit[i] = True
+        if self.loop_stop and steps % LOOP_EVERY == 0:
+            width = min(cur, LOOP_WINDOW)
+            looped = _loops(input_ids[:, cur - width :], cur - self.gen_start_t) & running & ~hit
+            self.looped_rows |= looped
+            hit |= looped
+        self.at = torch.where(hit, steps, self.at)
+        self.finished |= hit
+        self._lists = None
+        if self.preempt_at and steps >= self.min_steps:
+            left = (~self.finished).sum()
+            return self.finished | ((left > 0) & (left <= self.preempt_at))
+        return self.finished.clone()
+
+    def _collect(self) -> tuple[list, list]:
+        if self._lists is None:
+            if self.finished is None:
+                self._lists = [None] * len(self.budget), [False] * len(self.budget)
+            else:
+                self._lists = [n if n >= 0 else None for n in self.at.tolist()], self.looped_rows.tolist()
+        return self._lists
+
+    @property
+    def length(self) -> list[int | None]:
+        return self._collect()[0]
+
+    @property
+    def looped(self) -> list[bool]:
+        return self._collect()[1]
+
+    @property
+    def preempted(self) -> bool:
+        """Whether the batch stopped with rows still running (read after generation)."""
+        return any(n is None for n in self.length)
+
+
+LOOP_WINDOW = max(LOOP_REPEATS * LOOP_MAX_PERIOD, LOOP_MIN_SPAN)  # tokens `_loops` looks at
+
+
+def _loops(ids, generated):
+    """`ends_in_loop` for every row of `ids` [rows, W] (a batch's last W <= LOOP_WINDOW columns) at
+    once, on its device; `generated[r]`: how many of row r's tokens were generated (only those count)."""
+    import torch
+
+    rows, width = ids.shape
+    device = ids.device
+    period = torch.arange(1, LOOP_MAX_PERIOD + 1, device=device)[:, None]  # [P, 1]
+    span = (period * LOOP_REPEATS).clamp(min=LOOP_MIN_SPAN)  # [P, 1]
+    col = torch.arange(width, device=device)[None, :]  # [1, W]
+    compared = col >= width - span + period  # ids[j] == ids[j - p] for j in the last span - p columns
+    same = ids[:, (col - period).clamp(min=0)] == ids[:, None, :]  # [rows, P, W]
+    periodic = (same | ~compared).all(-1) & (span[:, 0] <= width)  # [rows, P]
+    return (periodic & (span[:, 0] <= generated[:, None])).any(-1)
+
+
+_TOKEN_TEXTS: dict = {}
+
+
+def _token_texts(tokenizer) -> list[str]:
+    """Each vocabulary token's text as it reads after other text (`decode([a, t])` less `decode([a])`,
+    so a SentencePiece token keeps its leading space), special tokens included; once per tokenizer."""
+    cached = _TOKEN_TEXTS.get(id(tokenizer))
+    if cached is not None and cached[0] is tokenizer:
+        return cached[1]
+    ref = tokenizer.encode("a", add_special_tokens=False)[-1:]
+    base = tokenizer.decode(ref)
+    pairs = tokenizer.batch_decode([ref + [i] for i in range(len(tokenizer))])
+    texts = [t[len(base):] if t.startswith(base) else t for t in pairs]
+    _TOKEN_TEXTS[id(tokenizer)] = (tokenizer, texts)
+    return texts
+
+
+def _stop_candidates(tokenizer, stop: tuple[str, ...]):
+    """The token ids after which a stop string can newly appear in a row's decoded tail: a new
+    occurrence needs a character the last token added, so its text shares a character with a stop
+    string, or is empty or a partial UTF-8 sequence (`\ufffd`, completing an earlier one). None
+    (every token) for a tokenizer that cleans up spaces in decoding (text can change further back)."""
+    import torch
+
+    if getattr(tokenizer, "clean_up_tokenization_spaces", False):
+        return None
+    key = (id(tokenizer), stop)
+    cached = _TOKEN_TEXTS.get(key)
+    if cached is None or cached[0] is not tokenizer:
+        chars = set("".join(stop))
+        ids = [i for i, t in enumerate(_token_texts(tokenizer)) if not t or "\ufffd" in t or chars.intersection(t)]
+        cached = _TOKEN_TEXTS[key] = (tokenizer, torch.tensor(ids, dtype=torch.long))
+    return cached[1]
+
+
+class _CalculatorHook:
+    """Logits processor for calculator decoding (`student.calculator`): when a running row's last
+    token ends with `=` (checked on the device for the whole batch: `Calculator.triggers`), the
+    row's last generated tokens are decoded and, if they end in an arithmetic expression, the
+    tokens of its value are forced one per step (all other tokens -inf). Python runs only for the
+    rows that triggered or are being forced; the others are untouched. `state[r]` is row r's
+    [tokens still to force, interventions so far] (kept across a hand-over to a later batch);
+    `gen_start[r]` is where its generated tokens start; `finish.finished` (a `_Finish`; None
+    before its first step) marks the rows that are done (a finished row's token is padding)."""
+
+    def __init__(self, calculator, gen_start, state, finish):
+        self.calculator, self.gen_start, self.state, self.finish = calculator, gen_start, state, finish
+        self.forcing = {r for r, (pending, _) in enumerate(state) if pending}  # rows with tokens to force
+        self.triggers = None
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if self.triggers is None:
+            self.triggers = torch.tensor(self.calculator.triggers, dtype=torch.long, device=input_ids.device)
+        cur = input_ids.shape[1]
+        hit = torch.isin(input_ids[:, -1], self.triggers)
+        if self.finish.finished is not None:
+            hit &= ~self.finish.finished
+        for r in hit.nonzero()[:, 0].tolist():  # one small copy per step: the rows that wrote `=`
+            if self.state[r][0]:
+                continue
+            start = max(self.gen_start[r], cur - TAIL_TOKENS)
+            forced = self.calculator.forced(input_ids[r, start:].tolist(), at_start=start == self.gen_start[r])
+            if forced:
+                self.state[r][0], self.state[r][1] = list(forced), self.state[r][1] + 1
+                self.forcing.add(r)
+        if self.forcing:
+            rows = sorted(self.forcing)
+            tokens = [self.state[r][0].pop(0) for r in rows]
+            self.forcing = {r for r in rows if self.state[r][0]}
+            at = torch.tensor(rows, device=scores.device)
+            scores[at] = float("-inf")
+            scores[at, torch.tensor(tokens, device=scores.device)] = 0.0
+        return scores
 
 
 def _progress(total: int, enabled: bool):
@@ -434,6 +581,47 @@ _RULES = {  # setting -> (check, the rule as errors state it)
     "temperature": (lambda v: isinstance(v, (int, float)) and v >= 0, ">= 0"),
     "top_p": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "in (0, 1]"),
 }
+
+
+MAX_AUTO_BATCH = 4096  # most rows `batch_size_for_memory` picks
+
+
+def batch_size_for_memory(free_bytes: int, *, layers: int, kv_heads: int, heads: int, head_dim: int, vocab: int,
+                          dtype_bytes: int, tokens_per_row: int, fraction: float = 0.8,
+                          cap: int = MAX_AUTO_BATCH) -> int:
+    """How many rows to generate together in `fraction` of `free_bytes` of accelerator memory.
+
+    A row holds its keys and values (2 x layers x kv_heads x head_dim x dtype_bytes per token, for
+    `tokens_per_row` tokens: its prompt suffix and its new tokens; a shared prefix is stored once),
+    one step's logits and their processed copy (2 x vocab fp32) and, while its prompt is prefilled,
+    one layer's attention scores (heads x tokens_per_row^2 fp32, an upper bound). Between 1 and `cap`.
+    E.g. SmolLM2-135M in bf16 (30 layers, 3 KV heads, 9 heads, head_dim 64, vocab 49152), 640
+    tokens a row, 60 GiB free: `batch_size_for_memory(60 * 2**30, layers=30, kv_heads=3, heads=9,
+    head_dim=64, vocab=49152, dtype_bytes=2, tokens_per_row=640)`."""
+    per_row = (2 * layers * kv_heads * head_dim * dtype_bytes * tokens_per_row + 2 * 4 * vocab
+               + heads * tokens_per_row * tokens_per_row * 4)
+    return max(1, min(cap, int(free_bytes * fraction) // per_row))
+
+
+def auto_batch_size(model, tokens_per_row: int, free_bytes: int | None = None, fraction: float = 0.8) -> int:
+    """`batch_size_for_memory` for `model` (its config and dtype) on its device: the free memory
+    of its CUDA device (`free_bytes` overrides it); DEFAULT_BATCH_SIZE on a CPU (measured best
+    there, see benchmarks/README.md) unless `free_bytes` is given."""
+    if free_bytes is None:
+        device = getattr(model, "device", None)
+        if device is None or getattr(device, "type", "cpu") != "cuda":
+            return DEFAULT_BATCH_SIZE
+        import torch
+
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    config = model.config
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    dtype_bytes = next(model.parameters()).element_size()
+    return batch_size_for_memory(free_bytes, layers=config.num_hidden_layers,
+                                 kv_heads=getattr(config, "num_key_value_heads", None) or heads, heads=heads,
+                                 head_dim=head_dim, vocab=config.vocab_size, dtype_bytes=dtype_bytes,
+                                 tokens_per_row=tokens_per_row, fraction=fraction)
 
 
 def check_settings(**settings) -> None:
@@ -463,6 +651,7 @@ def generate(
     share_prefix: bool = True,
     loop_stop: bool = False,
     seeds: Sequence[int] | None = None,
+    calculator: bool = False,
 ) -> list[Generation]:
     """Complete each already-rendered prompt; return one `Generation` per prompt, in input order.
 
@@ -476,6 +665,9 @@ def generate(
     prefix's KV cache into every row instead of using the shared-prefix attention (same text).
     `loop_stop=True` ends a completion that repeats itself (see `ends_in_loop`) instead of letting
     it run to `max_new_tokens`; `Generation.looped` says which ones.
+    `calculator=True` forces the value of every arithmetic step a completion writes (`2 * 3 =`,
+    `<<48/2=`; see `student.calculator`) and generation continues from there;
+    `Generation.interventions` counts them per completion (empty when off).
     """
     import torch
     from transformers import Cache, DynamicCache, LogitsProcessorList, StoppingCriteriaList
@@ -510,6 +702,13 @@ def generate(
     texts: list[list[str | None]] = [[None] * num_samples for _ in prompts]
     counts: list[list[int]] = [[0] * num_samples for _ in prompts]
     looped: list[list[bool]] = [[False] * num_samples for _ in prompts]
+    calc = None
+    if calculator:
+        from mathdistill.student.calculator import Calculator
+
+        calc = Calculator(tokenizer)
+    calc_state: dict[tuple[int, int], list] = {}  # (prompt, sample) -> [tokens still to force, interventions]
+    interventions: list[list[int]] = [[0] * num_samples for _ in prompts]
     left = [num_samples] * len(prompts)
     generated = 0
     t0 = time.perf_counter()
@@ -562,19 +761,24 @@ def generate(
                 preempt_at = int(batch_size * PREEMPT_FRACTION) if len(queue) >= batch_size // 2 else 0
             finish = _Finish(
                 tokenizer, width, [width - len(done) for _, _, done in batch], budget, eos, stop,
-                lambda n: bar.advance(task, n), preempt_at=preempt_at, loop_stop=loop_stop,
+                preempt_at=preempt_at, loop_stop=loop_stop,
                 min_steps=REFILL_MIN_STEPS if carry else PREEMPT_MIN_STEPS,
             )
             if sampling:
                 kwargs["logits_processor"] = LogitsProcessorList([_RowSampler(
                     [derive_seed(seeds[i], k) for i, k, _ in batch], [len(done) for _, _, done in batch], width,
-                    temperature, top_p, finish.length)])
+                    temperature, top_p, lambda: finish.length)])
+            if calc is not None:
+                state = [calc_state.setdefault((i, k), [[], 0]) for i, k, _ in batch]
+                hook = _CalculatorHook(calc, finish.gen_start, state, finish)
+                kwargs["logits_processor"] = LogitsProcessorList([*kwargs.get("logits_processor", []), hook])
             with attention:
                 out = model.generate(
                     input_ids=input_ids.to(device), attention_mask=mask.to(device),
                     stopping_criteria=StoppingCriteriaList([finish]), **kwargs,
                 )
             new = out[:, width:].cpu().tolist()
+            bar.advance(task, sum(n is not None for n in finish.length))
             handed = []
             for r, (i, k, done) in enumerate(batch):
                 n = finish.length[r]
@@ -589,17 +793,19 @@ def generate(
                 ids = done + new[r][:n]
                 text = tokenizer.decode(ids, skip_special_tokens=True)
                 texts[i][k], counts[i][k], looped[i][k] = _cut_at_stop(text, stop), len(ids), finish.looped[r]
+                if calc is not None:
+                    interventions[i][k] = calc_state.pop((i, k))[1]
                 generated += len(ids)
                 left[i] -= 1
                 if left[i] == 0 and on_result is not None:
-                    on_result(i, _result(texts[i], counts[i], looped[i], wanted))
+                    on_result(i, _result(texts[i], counts[i], looped[i], wanted, interventions[i] if calc else []))
             if carry:  # next batch first: their keys/values are held in memory
                 queue.extendleft(reversed(handed))
             else:
                 queue.extend(handed)
             speed = generated / max(time.perf_counter() - t0, 1e-9)
             bar.update(task, speed=f"{speed:.0f} tok/s")
-    return [_result(t, c, lp, wanted) for t, c, lp in zip(texts, counts, looped)]
+    return [_result(t, c, lp, wanted, n if calc else []) for t, c, lp, n in zip(texts, counts, looped, interventions)]
 
 
 def _sampling_cache(model, layers, batch, input_ids, mask, shared: int, kept: dict) -> None:
@@ -651,7 +857,7 @@ def _sampling_cache(model, layers, batch, input_ids, mask, shared: int, kept: di
         layer.own_values[at, :, begin - shared : own - 1] = t.own_values[index, :, : t.length]
 
 
-def _result(texts, counts, looped, wanted: int) -> Generation:
+def _result(texts, counts, looped, wanted: int, interventions=()) -> Generation:
     """A prompt's Generation, its one greedy completion repeated when `wanted` > 1 were asked for."""
     repeat = wanted // len(texts)
-    return Generation(list(texts) * repeat, list(counts) * repeat, list(looped) * repeat)
+    return Generation(list(texts) * repeat, list(counts) * repeat, list(looped) * repeat, list(interventions) * repeat)

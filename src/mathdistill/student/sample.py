@@ -25,6 +25,9 @@ starting the completion with its tag), LoRID (re-sample only the unresolved prob
   or a model name; adapters are folders, sent as LoRA requests), "auto": vllm when it is
   installed, CUDA is there and `model` is a name or a `vllm.LLM` (not a loaded transformers model)
   and no loop stop is asked for, else hf.
+- Calculator (`calculator=True`, hf engine only): the value of every arithmetic step a completion
+  writes is forced (`student.calculator`); each row then has `interventions` (one count per
+  sample) and the stats the total and `interventions_per_answer`.
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ def judge(thought: str):
 
 def read_generations(path: Path, keys: dict[str, str]) -> dict[str, dict]:
     """Generations in a partial or finished samples file whose row key is `keys[row id]`:
-    {id: {"texts", "num_tokens", "looped"}}. Lines cut short by a kill are skipped."""
+    {id: {"texts", "num_tokens", "looped"}} (and "interventions" when the calculator made them).
+    Lines cut short by a kill are skipped."""
     found: dict[str, dict] = {}
     if not path.is_file():
         return found
@@ -77,6 +81,8 @@ def read_generations(path: Path, keys: dict[str, str]) -> dict[str, dict]:
             texts = row.get("texts") or row.get("outputs")
             found[row["id"]] = {"texts": texts, "num_tokens": row["num_tokens"],
                                 "looped": row.get("looped") or [False] * len(texts)}
+            if "interventions" in row:
+                found[row["id"]]["interventions"] = row["interventions"]
     return found
 
 
@@ -117,7 +123,7 @@ def _is_torch_model(model) -> bool:
     return isinstance(model, torch.nn.Module)
 
 
-def pick_engine(engine: str, model, loop_stop: bool = False) -> str:
+def pick_engine(engine: str, model, loop_stop: bool = False, calculator: bool = False) -> str:
     """"hf" or "vllm" for `engine` (see the module doc); InputError for one that cannot run here."""
     from mathdistill.student import vllm_engine
 
@@ -127,13 +133,16 @@ def pick_engine(engine: str, model, loop_stop: bool = False) -> str:
         import torch
 
         named = isinstance(model, (str, Path)) or type(model).__module__.startswith("vllm")
-        use = named and not loop_stop and vllm_engine.installed() and torch.cuda.is_available()
+        use = named and not loop_stop and not calculator and vllm_engine.installed() and torch.cuda.is_available()
         return "vllm" if use else "hf"
     if engine == "vllm":
         if not vllm_engine.installed():
             raise InputError("engine vllm: vLLM is not installed (pip install vllm; it needs a CUDA GPU)")
         if loop_stop:
             raise InputError("engine vllm: loop_stop is only available with engine hf")
+        if calculator:
+            raise InputError("engine vllm: calculator decoding is only available with engine hf (it forces tokens "
+                             "inside the project's own generation loop); use engine hf or leave the calculator off")
         if _is_torch_model(model):
             raise InputError("engine vllm: pass a model name or a vllm.LLM, not a loaded transformers model")
     return engine
@@ -185,6 +194,7 @@ def sample(
     loop_stop: bool = False,
     progress: bool = True,
     cache: Cache | None = None,
+    calculator: bool = False,
 ) -> SampleResult:
     """k samples of each of `problems` (`mathdistill.data.Problem`s) in `thought`, scored.
 
@@ -192,7 +202,7 @@ def sample(
     an adapter folder. `weights` identifies the weights in the resume key (default: the tensors'
     sha256 for a loaded model, `weights_identity(name, adapter)` for a name). `cache` replaces
     the files in `out_dir` by the caller's own (what `evaluate` does). Every input is checked
-    before anything is generated or written.
+    before anything is generated or written. `calculator`: see the module doc.
     """
     from mathdistill.eval import build_prompts, check_out_dir, check_thought
     from mathdistill.student.generate import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, check_settings
@@ -210,7 +220,7 @@ def sample(
         raise InputError(f"{len(prompts)} prompts for {len(problems)} problems")
     prefills = _prefills(prefill, len(problems))
     out = check_out_dir(out_dir) if out_dir is not None else None
-    engine = pick_engine(engine, model, loop_stop)
+    engine = pick_engine(engine, model, loop_stop, calculator)
     if tokenizer is None and isinstance(model, (str, Path)):
         from mathdistill.student.models import load_tokenizer
 
@@ -228,6 +238,8 @@ def sample(
                 "temperature": temperature, "top_p": top_p if temperature > 0 else 1.0,
                 "seed": seed if temperature > 0 else None, "stop": stop, "loop_stop": loop_stop,
             }
+            if calculator:  # only when on, so samples saved earlier still resume
+                settings["calculator"] = True
             keys = {p.id: _key(settings, prompt, pre) for p, prompt, pre in zip(problems, prompts, prefills)}
             found = read_generations(out / SAMPLES, keys) | read_generations(out / PARTIAL, keys)
             cache = Cache(out / PARTIAL, keys, found)
@@ -236,7 +248,10 @@ def sample(
     def save(j: int, g) -> None:
         i = todo[j]
         texts = [prefills[i] + t for t in g.texts]
-        cache.add(problems[i].id, {"texts": texts, "num_tokens": list(g.num_tokens), "looped": list(g.looped)})
+        gen = {"texts": texts, "num_tokens": list(g.num_tokens), "looped": list(g.looped)}
+        if calculator:
+            gen["interventions"] = list(g.interventions)
+        cache.add(problems[i].id, gen)
 
     t0 = time.perf_counter()
     try:
@@ -249,7 +264,7 @@ def sample(
             run(model, tokenizer, [prompts[i] + prefills[i] for i in todo], save, k=k, temperature=temperature,
                 top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop, adapter=adapter,
                 seeds=[derive_seed(seed, problems[i].id) for i in todo] if seed is not None else None,
-                loop_stop=loop_stop, progress=progress)
+                loop_stop=loop_stop, progress=progress, **({"calculator": True} if calculator else {}))
     finally:
         if own:
             cache.close()
@@ -267,6 +282,8 @@ def sample(
                      "predictions": [x.prediction for x in s], "corrects": [bool(x.correct) for x in s],
                      "errors": [x.error for x in s], "num_tokens": list(d["num_tokens"]),
                      "looped": [bool(x) for x in d["looped"]]})
+        if calculator:
+            rows[-1]["interventions"] = list(d.get("interventions") or [0] * len(d["texts"]))
     tokens = sum(sum(cache.found[problems[i].id]["num_tokens"]) for i in todo)
     stats = {
         "thought": thought, "engine": engine, "k": k, "temperature": temperature,
@@ -279,7 +296,11 @@ def sample(
         "tokens_per_second": tokens / seconds if todo and seconds > 0 else None,
         "sample_accuracy": sum(sum(r["corrects"]) for r in rows) / (len(rows) * k),
         "pass_at_k": sum(any(r["corrects"]) for r in rows) / len(rows),
+        "calculator": calculator,
     }
+    if calculator:
+        stats["interventions"] = sum(sum(r["interventions"]) for r in rows)
+        stats["interventions_per_answer"] = stats["interventions"] / (len(rows) * k)
     if own and out is not None:
         write_jsonl(out / SAMPLES, [{**r, "key": cache.keys[r["id"]]} for r in rows])
         write_json(out / STATS, stats)

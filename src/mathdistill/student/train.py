@@ -14,6 +14,13 @@ text `eval` feeds the model) and its `completion` gets the chat template's end-o
 a trained student stops by itself. Prompt and completion are tokenized separately and joined, so
 the prompt tokens are the ones seen at inference; the loss covers the completion only.
 
+The device decides what `auto`/None settings become (`student.device`; the resolved values are recorded):
+on a CPU its measured best (fp32, one unpadded row per forward pass, a log record per step); on a GPU bf16,
+whole examples packed best-fit-decreasing into rows of `max_seq_len` tokens, kept apart by per-example
+position ids (flash-attention's varlen kernels when installed, else sdpa with a block-diagonal mask per
+row), as many rows per forward pass as fit half the free memory, a log record every 20 steps (the step
+itself never waits for the GPU). Full fine-tuning keeps one checkpoint and writes at most 8 GB of them.
+
 The out folder receives:
   mathdistill.json     first: what the run is made of: the base model's provenance (file, sha256,
                        quantisation, public origin), the data (sha256 of the normalised rows), the
@@ -58,10 +65,12 @@ RESULT_FILE = "train_result.json"
 LOG_FILE = "train_log.jsonl"
 STATE_FILE = "trainer_state.json"
 CHECKPOINTS = "checkpoints"
+# settings added after runs were recorded, and the value that gives what mathdistill did before them
+_ADDED_SETTINGS = {"batch_tokens": None, "attention": "sdpa", "compile": False}
 OLD_CONFIG_FILE = "train_config.json"  # what older versions wrote instead of META_FILE
 # fields that may change between a killed run and its resumption without making it another run;
 # `model` and `init_adapter` are compared by their weights' sha256, not by how they were named
-_RESUMABLE_CHANGES = {"resume", "save_steps", "keep_checkpoints", "logging_steps", "model", "init_adapter"}
+_RESUMABLE_CHANGES = {"resume", "save_steps", "keep_checkpoints", "logging_steps", "model", "init_adapter", "compile"}
 
 
 class TrainSettings(BaseModel):
@@ -79,17 +88,32 @@ class TrainSettings(BaseModel):
     target_modules: list[str] | str = "all-linear"
     batch_size: int = Field(8, gt=0, description="examples (bfd: packed rows of max_seq_len) per device per step")
     grad_accum: int = Field(1, gt=0, description="steps of batch_size accumulated into one optimizer update")
+    batch_tokens: int | None = Field(
+        None, gt=0, description="bfd packing: tokens per device per step, in packed rows of max_seq_len "
+        "(overrides batch_size); None: batch_size rows"
+    )
     micro_batch_size: int | None = Field(
-        None, gt=0, description="examples per forward pass (a divisor of batch_size); None: 1 on CPU, batch_size on GPU"
+        None, gt=0, description="examples (bfd: packed rows) per forward pass (a divisor of batch_size); None: 1 on "
+        "CPU (bfd: all), on GPU as many as fit half the free memory"
     )
-    max_seq_len: int = Field(1024, gt=0, description="prompt+completion tokens; longer rows are cut at the end")
-    packing: Literal["padding_free", "bfd", "none"] = Field(
-        "padding_free", description="padding_free | bfd | none (pad to longest in batch)"
+    max_seq_len: int = Field(1024, gt=0, description="prompt+completion tokens; longer rows are cut at the end; "
+                             "bfd: the length of a packed row")
+    packing: Literal["auto", "padding_free", "bfd", "none"] = Field(
+        "auto", description="auto | padding_free | bfd | none (pad to longest in batch); auto: padding_free on CPU "
+        "(one row per forward), bfd on GPU (whole examples packed into rows, kept apart by their position ids)"
     )
+    attention: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(
+        "auto", description="attention implementation; auto: flash_attention_2 on a GPU that has it, else sdpa"
+    )
+    compile: bool = Field(False, description="torch.compile the model (Trainer torch_compile)")
     warmup: float = Field(0.03, ge=0, description="warm-up: a ratio of all steps if < 1, else a step count")
     weight_decay: float = Field(0.0, ge=0)
-    save_steps: int = Field(50, gt=0)
-    logging_steps: int = Field(1, gt=0)
+    save_steps: int | None = Field(
+        None, gt=0, description="checkpoint every N steps; None: 50 for LoRA; full fine-tuning: at most 8 GB of "
+        "checkpoints per run (1.6 GB each for the 135M student), keeping 1"
+    )
+    logging_steps: int | None = Field(None, gt=0, description="log every N steps; None: 1 on CPU, 20 on GPU "
+                                      "(each log record waits for the GPU)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto | fp32 | bf16 | fp16 (auto: bf16/fp16 on GPU, fp32 on CPU)"
     )
@@ -132,6 +156,8 @@ class TrainResult(BaseModel):
     train_loss: float | None
     examples: int
     completion_tokens: int = Field(description="supervised tokens in one pass over the data")
+    tokens: int | None = Field(None, description="all tokens (prompts too) in one pass over the data")
+    device: str | None = Field(None, description="cuda | cpu")
     seconds: float
     resumed_from: int | None = None
     skipped: bool = False
@@ -356,18 +382,27 @@ def _differences(old: dict | None, new: dict) -> list[str]:
     if old.get("init_adapter") != new.get("init_adapter"):
         diff.append(f"init adapter: sha256 {_short(old.get('init_adapter'))} -> {_short(new.get('init_adapter'))}")
     old_cfg, new_cfg = old["config"], new["config"]
-    keys = (set(old_cfg) | set(new_cfg)) - _RESUMABLE_CHANGES
+    # a setting added since the old record was written had the value it has here when that is its old behaviour
+    keys = (set(old_cfg) | {k for k in new_cfg if new_cfg[k] != _ADDED_SETTINGS.get(k)}) - _RESUMABLE_CHANGES
     diff += sorted(f"{k}: {old_cfg.get(k)!r} -> {new_cfg.get(k)!r}" for k in keys if old_cfg.get(k) != new_cfg.get(k))
     return diff
 
 
-def _precision(name: str) -> dict:
-    import torch
+def _precision(name: str, dev) -> dict:
+    from mathdistill.student import device
 
-    cuda = torch.cuda.is_available()
-    if name == "auto":
-        name = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
-    return {"bf16": name == "bf16", "fp16": name == "fp16", "use_cpu": not cuda}
+    name = device.precision(name, dev)
+    return {"bf16": name == "bf16", "fp16": name == "fp16", "use_cpu": not dev.gpu}
+
+
+def resolve(cfg: TrainConfig, dev) -> TrainConfig:
+    """`cfg` with the device's defaults filled in (packing, attention, logging_steps), so the recorded config
+    says what ran. On a CPU this is what mathdistill always did (padding_free, sdpa, a log record per step)."""
+    from mathdistill.student import device
+
+    pack = device.packing(cfg.packing, dev)
+    return cfg.model_copy(update={"packing": pack, "attention": device.attention(cfg.attention, dev, pack),
+                                  "logging_steps": device.logging_steps(cfg.logging_steps, dev)})
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -385,6 +420,8 @@ def _build_model(cfg: TrainConfig):
     check_same_base({**cfg.frozen_adapters, **({cfg.adapter_name: cfg.init_adapter} if cfg.init_adapter else {})})
     set_seed(cfg.seed)  # LoRA init is random
     model, tok = load_model(cfg.model, dtype="float32", device="cpu")  # the Trainer moves it
+    if cfg.attention != "auto" and model.config._attn_implementation != cfg.attention:
+        model.set_attn_implementation(cfg.attention)
     if cfg.full:
         return model, tok
     lora = LoraConfig(
@@ -415,7 +452,7 @@ def _check_config(cfg: TrainConfig) -> None:
         raise InputError("full fine-tuning cannot keep frozen adapters beside it")
     if cfg.adapter_name in cfg.frozen_adapters:
         raise InputError(f"adapter '{cfg.adapter_name}' is both the one to train and a frozen one")
-    if cfg.micro_batch_size is not None and cfg.batch_size % cfg.micro_batch_size:
+    if cfg.micro_batch_size is not None and cfg.batch_tokens is None and cfg.batch_size % cfg.micro_batch_size:
         raise InputError(f"micro_batch_size {cfg.micro_batch_size} must divide batch_size {cfg.batch_size}")
     if cfg.init_adapter:
         from mathdistill.student.adapters import ADAPTER_CONFIG, check_adapter
@@ -431,22 +468,12 @@ def _check_config(cfg: TrainConfig) -> None:
             raise InputError(f"init_adapter {cfg.init_adapter}: its LoRA settings differ: {', '.join(differ)}")
 
 
-def _micro_batch(cfg: TrainConfig) -> int:
-    """Examples per forward pass. On a CPU one unpadded row at a time is fastest: no attention mask,
-    so attention takes the fused causal kernel (measured 151 vs 135 tokens/s for 8 rows flattened into
-    one padding-free row, 64 padded); the optimizer update still covers batch_size x grad_accum rows."""
-    import torch
-
-    if cfg.micro_batch_size is None:
-        return 1 if cfg.packing != "bfd" and not torch.cuda.is_available() else cfg.batch_size
-    return cfg.micro_batch_size
-
-
-def _sft_config(cfg: TrainConfig, ckpt_dir: Path):
+def _sft_config(cfg: TrainConfig, ckpt_dir: Path, dev, micro: int, rows: int, save_steps: int | None,
+                save_limit: int):
+    """TRL's config for a resolved `cfg`: `rows` examples (bfd: packed rows) per device per step, `micro` of them
+    per forward pass; bfd rows come packed already (`pack_examples`), so TRL neither packs nor truncates."""
     from trl import SFTConfig
 
-    packing = cfg.packing
-    micro = _micro_batch(cfg)
     return SFTConfig(
         output_dir=str(ckpt_dir),
         num_train_epochs=cfg.epochs,
@@ -456,24 +483,97 @@ def _sft_config(cfg: TrainConfig, ckpt_dir: Path):
         warmup_steps=cfg.warmup if cfg.warmup < 1 else int(cfg.warmup),
         weight_decay=cfg.weight_decay,
         per_device_train_batch_size=micro,
-        gradient_accumulation_steps=cfg.grad_accum * cfg.batch_size // micro,
+        gradient_accumulation_steps=cfg.grad_accum * rows // micro,
         gradient_checkpointing=cfg.gradient_checkpointing,
         seed=cfg.seed,
-        # rows are tokenized (and cut to max_seq_len) by tokenize_rows; TRL only masks, packs and batches
+        # rows are tokenized (and cut to max_seq_len) by tokenize_rows; TRL only masks and batches
         completion_only_loss=True,
-        max_length=cfg.max_seq_len if packing == "bfd" else None,
-        packing=packing == "bfd",
-        padding_free=packing == "padding_free",
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=2,  # the newest complete checkpoint survives a kill during the next save
+        max_length=None,
+        padding_free=cfg.packing == "padding_free",
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        save_total_limit=save_limit,
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
+        logging_nan_inf_filter=not dev.gpu,  # the filter reads the loss of every step (a host sync)
+        torch_compile=cfg.compile,
         report_to="none",
         ddp_find_unused_parameters=False,
         dataloader_drop_last=False,
-        **_precision(cfg.precision),
+        **_precision(cfg.precision, dev),
     )
+
+
+def pack_examples(examples: list[dict], length: int):
+    """A datasets.Dataset of rows of at most `length` tokens, each holding whole examples packed best-fit-
+    decreasing (TRL's `pack_dataset` "bfd"): input_ids, labels (-100 outside completions) and seq_lengths, the
+    lengths of the examples in the row, from which the collator gives each example its own position ids."""
+    from datasets import Dataset
+    from trl.data_utils import pack_dataset
+
+    rows = [{"input_ids": e["input_ids"],
+             "labels": [t if m else -100 for t, m in zip(e["input_ids"], e["completion_mask"])]} for e in examples]
+    return pack_dataset(Dataset.from_list(rows), length, "bfd")
+
+
+def packed_collator(pad_token_id: int, flatten: bool):
+    """Batches of packed rows. Each example restarts its position ids at 0, which is what keeps examples
+    apart: flattened (`flatten`: all rows joined into one, with cu_seq_lens, for flash-attention's varlen
+    kernels; TRL's padding-free layout), or row by row for sdpa/eager, where transformers turns position ids
+    into a block-diagonal causal mask per row (no attention_mask may be passed, or it would be used instead).
+    Either way the first token of each example is not a target (it would be predicted from the example before)."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    class PackedRows(DataCollatorForLanguageModeling):
+        def torch_call(self, examples):
+            out = super().torch_call(examples)
+            if not self.padding_free:
+                out.pop("attention_mask")
+                out["labels"][out["position_ids"] == 0] = -100
+            return out
+
+    return PackedRows(pad_token_id=pad_token_id, padding_free=flatten, return_position_ids=True)
+
+
+def _trainer_class():
+    """TRL's SFTTrainer whose training step never waits for the device: the token count, entropy and token
+    accuracy TRL reads with `.item()` every step are summed on the device and read once per log record.
+    The loss is TRL's own (completion tokens' mean NLL through its fused LM head)."""
+    import torch
+    from trl import SFTTrainer
+
+    class Trainer(SFTTrainer):
+        _pending = None
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if (return_outputs or not model.training or self.compute_loss_func is not None or self.aux_loss_enabled
+                    or self.label_smoother is not None or self.args.loss_type != "nll"):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inputs["use_cache"] = False
+            outputs = model(**inputs, fused_lm_head=True)
+            mask = outputs.label_mask
+            n = mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = -outputs.log_probs.sum() / torch.as_tensor(n).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+            seen = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].new_tensor(
+                inputs["input_ids"].numel())
+            sums = torch.stack([mask.sum(), outputs.entropy.detach().sum(), outputs.is_top1.sum(), seen]).double()
+            self._pending = sums if self._pending is None else self._pending + sums
+            return loss
+
+        def log(self, logs, start_time=None):
+            if self._pending is not None:
+                valid, entropy, top1, seen = self.accelerator.gather_for_metrics(self._pending[None]).sum(0).tolist()
+                self._pending = None
+                self._total_train_tokens += int(seen) // self._tp_size
+                metrics = self._metrics["train"]
+                metrics["entropy"] = [entropy / valid if valid else 0.0]
+                metrics["mean_token_accuracy"] = [top1 / valid if valid else 0.0]
+                metrics["num_tokens"] = [self._total_train_tokens]
+            super().log(logs, start_time)
+
+    return Trainer
 
 
 def _log_callback(path: Path):
@@ -496,7 +596,10 @@ def train(config: TrainConfig, data: str | Path | Iterable[dict], out_dir: str |
           thoughts: Sequence[str] = ()) -> TrainResult:
     """Train one adapter (or the full model) on `data` (see `load_rows`; `thoughts` picks the formats
     of teach output rows); write it to `out_dir`. See the module docstring for re-runs."""
-    cfg = config
+    from mathdistill.student import device
+
+    dev = device.probe()
+    cfg = resolve(config, dev)
     out = Path(out_dir)
     ckpt_dir = out / CHECKPOINTS
     main = int(os.environ.get("RANK", "0")) == 0  # accelerate/torchrun set RANK on every process
@@ -520,7 +623,6 @@ def train(config: TrainConfig, data: str | Path | Iterable[dict], out_dir: str |
         raise InputError(f"--resume: {ckpt_dir} has no complete checkpoint to resume from")
 
     from datasets import Dataset
-    from trl import SFTTrainer
 
     model, tok = _build_model(cfg)
     examples, dropped = tokenize_rows(tok, rows, cfg.max_seq_len)
@@ -528,6 +630,20 @@ def train(config: TrainConfig, data: str | Path | Iterable[dict], out_dir: str |
         log.warning("%d of %d rows dropped: their prompt alone fills max_seq_len=%d", dropped, len(rows), cfg.max_seq_len)
     if not examples:
         raise InputError(f"every row's prompt is longer than max_seq_len={cfg.max_seq_len}")
+    if cfg.packing == "bfd":
+        dataset = pack_examples(examples, cfg.max_seq_len)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        collator = packed_collator(pad, device.flatten_packed(cfg.attention))
+    else:
+        dataset, collator = Dataset.from_list(examples), None
+    plan = _batch_plan(cfg, dev, model, len(dataset))
+    if dev.gpu and cfg.packing == "padding_free" and not device.flatten_packed(cfg.attention) and main:
+        log.warning("padding_free without flash-attention builds one dense mask over each whole batch (measured "
+                    "7k vs 27k tokens/s on an H100): packing 'bfd' (the GPU default) keeps rows apart instead")
+    if main:
+        log.info("training on %s: %s, %s attention, %d %s per step, %d per forward pass, checkpoint every %s steps",
+                 dev.kind, cfg.packing, cfg.attention, plan["rows"], "packed rows" if cfg.packing == "bfd" else "examples",
+                 plan["micro"], plan["save_steps"] or "no")
 
     if main:
         if restart and _is_training_dir(out):
@@ -535,6 +651,7 @@ def train(config: TrainConfig, data: str | Path | Iterable[dict], out_dir: str |
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / OLD_CONFIG_FILE).unlink(missing_ok=True)
+        ident["config"]["save_steps"] = plan["save_steps"]  # what the checkpoint policy chose
         write_json(out / META_FILE, ident)  # first: the folder now belongs to this run
         # a kill during a save leaves a checkpoint without trainer_state.json, or a staging folder: drop them
         leftovers = [*out.glob(".final-*"), *(ckpt_dir.glob("checkpoint-*") if ckpt_dir.is_dir() else [])]
@@ -542,10 +659,11 @@ def train(config: TrainConfig, data: str | Path | Iterable[dict], out_dir: str |
             if p not in checkpoints:
                 shutil.rmtree(p, ignore_errors=True)
 
-    trainer = SFTTrainer(
+    trainer = _trainer_class()(
         model=model,
-        args=_sft_config(cfg, ckpt_dir),
-        train_dataset=Dataset.from_list(examples),
+        args=_sft_config(cfg, ckpt_dir, dev, plan["micro"], plan["rows"], plan["save_steps"], plan["save_limit"]),
+        train_dataset=dataset,
+        data_collator=collator,
         processing_class=tok,
         callbacks=[_log_callback(out / LOG_FILE)],
     )
@@ -569,6 +687,8 @@ def train(config: TrainConfig, data: str | Path | Iterable[dict], out_dir: str |
         train_loss=_mean_loss(trainer.state.log_history) if output is None else float(output.training_loss),
         examples=len(examples),
         completion_tokens=sum(sum(e["completion_mask"]) for e in examples),
+        tokens=sum(len(e["input_ids"]) for e in examples),
+        device=dev.kind,
         seconds=round(seconds, 2),
         resumed_from=int(resume_from.name.split("-")[-1]) if resume_from else None,
     )
@@ -582,6 +702,26 @@ def train(config: TrainConfig, data: str | Path | Iterable[dict], out_dir: str |
         write_json(out / RESULT_FILE, result.model_dump(mode="json"))  # last: marks the run done
     trainer.accelerator.wait_for_everyone()
     return result
+
+
+def _batch_plan(cfg: TrainConfig, dev, model, n_rows: int) -> dict:
+    """Rows per step and per forward pass, and the checkpoint policy, for `n_rows` dataset rows on `dev`."""
+    from mathdistill.student import device
+
+    text = model.config.get_text_config()
+    rows = device.rows_per_step(cfg.batch_size, cfg.batch_tokens if cfg.packing == "bfd" else None, cfg.max_seq_len)
+    per_token = device.activation_bytes_per_token(text.hidden_size, text.num_hidden_layers,
+                                                  getattr(text, "intermediate_size", 4 * text.hidden_size))
+    micro = device.micro_batch(cfg.micro_batch_size, rows, cfg.packing, dev, cfg.max_seq_len, per_token)
+    if rows % micro:
+        raise InputError(f"micro_batch_size {micro} must divide the {rows} rows of a step")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_epoch = max(1, -(-n_rows // (rows * world)) // cfg.grad_accum)
+    total = cfg.max_steps or max(1, int(per_epoch * cfg.epochs))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    ckpt = device.checkpoint_bytes(model.num_parameters(), cfg.full, trainable)
+    save_steps, limit = device.checkpoint_plan(cfg.full, cfg.save_steps, total, ckpt)
+    return {"rows": rows, "micro": micro, "save_steps": save_steps, "save_limit": limit, "total_steps": total}
 
 
 def _mean_loss(history: list[dict]) -> float | None:

@@ -1,0 +1,138 @@
+"""Data-parallel evaluation: every process of an `accelerate launch` evaluates its share of the problems
+with `eval.evaluate`, and the main process merges the shares into the one evaluation a single process writes.
+
+    accelerate launch --multi_gpu --num_processes 4 -m mathdistill.eval.parallel --dataset gsm8k --out DIR ...
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m mathdistill.eval.parallel ...
+
+Process r of w takes problems r, r + w, r + 2w, ... (lengths spread evenly) on its own device
+(cuda:<local rank>, or the CPU) and writes DIR/shards/<r>-of-<w>/ (resumable: `evaluate`'s own cache); the
+main process then writes DIR/predictions.jsonl in problem order and DIR/metrics.json (contract 4), whose
+`seconds` is the slowest share's, `generated_tokens` the sum, `tokens_per_second` their ratio, and
+`processes` the number of processes. Predictions do not depend on the split: greedy rows are computed
+alone or in batches the same way, and samples are seeded by (seed, problem id, sample index).
+On a machine without GPUs, `--multi_gpu` (or configs/accelerate/cpu_ddp.yaml) starts CPU processes that
+meet over gloo; accelerate's `--cpu` alone starts one process (its multi-CPU mode needs mpirun).
+Plain `python -m mathdistill.eval.parallel ...` is one process: the same result as `mathdistill eval`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import typer
+
+from mathdistill.io import write_json, write_jsonl
+
+SHARDS = "shards"
+# metrics that add up over shares, and those that are means over problems (weighted by each share's n)
+_SUMMED = ("correct", "no_answer", "loop_stopped", "generated", "reused", "generated_tokens", "interventions")
+_MEANS = ("mean_output_tokens", "pass_at_k", "sample_accuracy", "interventions_per_answer", "answers_with_interventions")
+
+
+def shard(items: Sequence, rank: int, world: int) -> list:
+    """Process `rank`'s share of `items`: every `world`-th one from its rank on."""
+    return list(items[rank::world])
+
+
+def shard_dir(out: Path, rank: int, world: int) -> Path:
+    return Path(out) / SHARDS / f"{rank}-of-{world}"
+
+
+def merge(order: Sequence[str], parts: Sequence[tuple[list[dict], dict]]) -> tuple[list[dict], dict]:
+    """(rows in `order` of problem ids, metrics) of one evaluation from its shares' (rows, metrics)."""
+    from mathdistill.eval import wilson_ci
+
+    by_id = {r["id"]: r for rows, _ in parts for r in rows}
+    rows = [by_id[i] for i in order]
+    metrics = dict(parts[0][1])
+    n = len(rows)
+    for key in _SUMMED:
+        if key in metrics:
+            metrics[key] = sum(m[key] for _, m in parts)
+    for key in _MEANS:
+        if key in metrics and metrics[key] is not None:
+            metrics[key] = sum(m[key] * m["n"] for _, m in parts) / n
+    seconds = max(m["seconds"] for _, m in parts)
+    metrics.update(n=n, accuracy=metrics["correct"] / n, ci95=list(wilson_ci(metrics["correct"], n)), seconds=seconds,
+                   problems_per_second=metrics["generated"] / seconds if metrics["generated"] and seconds > 0 else None,
+                   tokens_per_second=metrics["generated_tokens"] / seconds if seconds > 0 else None,
+                   processes=len(parts), shard_seconds=[m["seconds"] for _, m in parts])
+    metrics.pop("key", None)  # each share has its own resume key (its problems); see shards/
+    return rows, metrics
+
+
+def parallel_eval_command(
+    dataset: str = typer.Option(..., "--dataset", help="Benchmark (as `mathdistill eval --dataset`)."),
+    out: Path = typer.Option(..., "--out", file_okay=False, help="Folder for predictions.jsonl and metrics.json."),
+    model: str = typer.Option("smollm2-135m", "--model", help="HF id, local model folder, .gguf file or alias."),
+    split: str = typer.Option("test", "--split"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N problems."),
+    thought: str = typer.Option("cot", "--thought"),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", exists=True, file_okay=False),
+    shots: int = typer.Option(0, "--shots", min=0),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", exists=True, file_okay=False),
+    max_new_tokens: int = typer.Option(320, "--max-new-tokens", min=1),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Completions generated together, per process."),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    samples: int = typer.Option(1, "--samples", min=1),
+    seed: int = typer.Option(0, "--seed", min=0),
+    loop_stop: bool = typer.Option(False, "--loop-stop/--no-loop-stop"),
+) -> None:
+    """Evaluate this process's share; the main process writes OUT/predictions.jsonl and OUT/metrics.json and
+    prints the metrics JSON (one line on stdout)."""
+    import torch
+    from accelerate import PartialState
+
+    from mathdistill import data, runtime
+    from mathdistill.eval import check_out_dir, check_thought, evaluate, few_shot_exemplars, weights_identity
+    from mathdistill.student.adapters import load_merged
+
+    runtime.quiet()
+    # joins the processes (gloo between CPU processes: accelerate needs cpu=True to see them); sets this process's GPU
+    state = PartialState(cpu=not torch.cuda.is_available())
+    thought = check_thought(thought)
+    check_out_dir(out)
+    problems = data.load(dataset, split=split, data_dir=data_dir, limit=limit)
+    exemplars = few_shot_exemplars(thought, shots, data_dir, exclude=[p.question for p in problems])
+    rank, world = state.process_index, state.num_processes
+    mine = shard(problems, rank, world)
+    name = f"{model}+{adapter.resolve()}" if adapter is not None else model
+    m, tok = load_merged(model, adapter)
+    m.to(state.device)  # cuda:<local rank> (accelerate made it this process's current GPU), or the CPU
+    part = shard_dir(out, rank, world)
+    if mine:
+        evaluate(m, tok, mine, thought=thought, exemplars=exemplars, max_new_tokens=max_new_tokens,
+                 batch_size=batch_size, temperature=temperature, top_p=top_p, samples=samples, seed=seed,
+                 out_dir=part, dataset=dataset, split=split, model_name=name, weights=weights_identity(model, adapter),
+                 progress=state.is_main_process, loop_stop=loop_stop)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        parts = [_read(shard_dir(out, r, world)) for r in range(world) if shard(problems, r, world)]
+        rows, metrics = merge([p.id for p in problems], parts)
+        write_jsonl(out / "predictions.jsonl", rows)
+        write_json(out / "metrics.json", metrics)
+        typer.echo(json.dumps(metrics))
+    state.wait_for_everyone()
+
+
+def _read(folder: Path) -> tuple[list[dict], dict]:
+    from mathdistill.io import iter_jsonl, read_json
+
+    return [row for _, row in iter_jsonl(folder / "predictions.jsonl")], read_json(folder / "metrics.json")
+
+
+def main() -> None:
+    from mathdistill.io import InputError
+
+    try:
+        typer.run(parallel_eval_command)
+    except InputError as e:  # as the CLI: exit 2, no traceback
+        typer.echo(f"error: {e}", err=True)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
