@@ -9,14 +9,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from mathdistill.methods import steps
 from mathdistill.methods.config import DistillConfig
-from mathdistill.methods.lorid import PLANS, _yield_note, teach_intermediate
+from mathdistill.methods.lorid import (PLANS, _yield_note, plans_stand_in, require_teacher_without_plans,
+                                      teach_intermediate)
 from mathdistill.thoughts.keypoints import KeyPoints
 
 
@@ -28,11 +28,7 @@ class KPDDConfig(DistillConfig):
     @model_validator(mode="after")
     def _check(self):
         self.thoughts = [self.solution]  # the format whose verified rationales become the solution part
-        if self.plans is None:
-            try:
-                self.teach.for_thought("keypoints")
-            except ValueError:
-                raise ValueError("plans is null: set a key-point teacher (teach.per_thought.keypoints or teach.default)") from None
+        require_teacher_without_plans(self, "keypoints", "key-point")
         return self
 
 
@@ -43,8 +39,7 @@ def recipe(cfg: KPDDConfig, run) -> list[dict]:
     if cfg.plans is not None:
         steps.teach(run, cfg, problems, [cfg.solution])
         solutions = {r["problem_id"]: r["text"] for r in steps.rationales(run, cfg.solution) if r["kept"]}
-    why = (f"recorded Gemini-1.5-Flash plan-only rationales ({Path(cfg.plans or '').name}, final answer sentence cut) "
-           "stand in for the teacher's key points: their steps, not the facts of the problem KPDD extracts")
+    why = plans_stand_in(cfg, "key points: their steps, not the facts of the problem KPDD extracts")
     kp = teach_intermediate(run, cfg, problems, fmt, lambda p, plan: KeyPoints.compose(
         KeyPoints.from_recorded(plan, p.question), solutions.get(p.id, "")), why)
     if cfg.plans is not None:

@@ -58,12 +58,22 @@ class LoRIDConfig(DistillConfig):
             raise ValueError("LoRID's reasoners write chain of thought: thoughts must be [cot]")
         if self.eval.samples != 1 or self.eval.temperature != 0:
             raise ValueError("LoRID samples through loop.* (temperature per role): leave eval.samples and eval.temperature")
-        if self.plans is None:
-            try:
-                self.teach.for_thought("knowledge")
-            except ValueError:
-                raise ValueError("plans is null: set a knowledge teacher (teach.per_thought.knowledge or teach.default)") from None
+        require_teacher_without_plans(self, "knowledge", "knowledge")
         return self
+
+
+def require_teacher_without_plans(cfg, fmt: str, what: str) -> None:
+    """With `plans: null` (no recorded stand-in) a teacher must write `fmt`: refused at config time otherwise."""
+    if cfg.plans is None:
+        try:
+            cfg.teach.for_thought(fmt)
+        except ValueError:
+            raise ValueError(f"plans is null: set a {what} teacher (teach.per_thought.{fmt} or teach.default)") from None
+
+
+def plans_stand_in(cfg, what: str) -> str:  # the report's sentence for the recorded plans
+    return (f"recorded Gemini-1.5-Flash plan-only rationales ({Path(cfg.plans or '').name}, final answer sentence cut) "
+            f"stand in for the teacher's {what}")
 
 
 # ----------------------------------------------------------------------------- teacher side
@@ -266,8 +276,7 @@ def evaluate(run, cfg: LoRIDConfig, train: dict) -> list[dict]:
 def recipe(cfg: LoRIDConfig, run) -> list[dict]:
     problems = steps.problems(cfg.data.train, cfg.data.data_dir)
     steps.teach(run, cfg, problems, ["cot"])
-    why = (f"recorded Gemini-1.5-Flash plan-only rationales ({Path(cfg.plans or '').name}, final answer sentence cut) "
-           "stand in for the teacher's general knowledge: they are problem-specific plans")
+    why = plans_stand_in(cfg, "general knowledge: they are problem-specific plans")
     know = teach_intermediate(run, cfg, problems, KNOWLEDGE, lambda p, plan: Knowledge.from_recorded(plan), why)
     if cfg.plans is not None:
         run.note(f"Offline stand-in: {why}, not the general, question-independent rules the LoRID paper asks for.")
