@@ -123,3 +123,12 @@ def test_calculator_in_a_recipe_reaches_evaluation_and_names_rows_plus_calc(tmp_
         assert [r["method"] for r in rows] == [f"etd:cot{suffix}", f"etd:pot{suffix}", f"etd{suffix}"]
         assert seen[:2] == [("cot", calc), ("pot", calc)]
         assert rows[0]["interventions_per_answer"] == 1.5
+    seen.clear()  # `both`: the same weights without, then with the calculator (rows etd:cot ... etd+calc)
+    cfg = load_config(recipe, ["eval.calculator=both", f"data.data_dir={data_dir}",
+                               "data.eval=[{dataset: gsm8k, split: test, limit: 2}]"])
+    rows = steps.evaluate(Run.open(tmp_path / "both", cfg.model_dump(mode="json")), cfg, "etd", None, ["cot", "pot"],
+                          vote=True, preference=["pot", "cot"])
+    assert [r["method"] for r in rows] == ["etd:cot", "etd:pot", "etd", "etd:cot+calc", "etd:pot+calc", "etd+calc"]
+    assert seen == [("cot", False), ("pot", False), ("vote", True), ("cot", True), ("pot", True), ("vote", True)]
+    with pytest.raises(InputError, match="calculator"):
+        load_config(recipe, ["eval.calculator=sometimes"])

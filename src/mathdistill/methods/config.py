@@ -69,8 +69,10 @@ class EvalConfig(Strict):
     shots: int = Field(0, ge=0, description="k-shot exemplars from GSM8K train before each question")
     loop_stop: bool = Field(True, description="end a completion that repeats one block 3 times in a row")
     base: bool = Field(False, description="also evaluate the untrained student")
-    calculator: bool = Field(False, description="calculator decoding: force the value of every arithmetic step "
-                                                "the student writes (`a op b =`); rows are named `<row>+calc`")
+    calculator: bool | Literal["both"] = Field(
+        False, description="calculator decoding: force the value of every arithmetic step the student writes "
+                           "(`a op b =`); rows are named `<row>+calc`. `both`: each test set without and with it, "
+                           "same weights (rows `<row>` and `<row>+calc`)")
 
 
 class RecipeConfig(Strict):

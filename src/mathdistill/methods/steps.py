@@ -95,25 +95,25 @@ def evaluate(run: Run, cfg: RecipeConfig, name: str, adapter_dir: Path | None, f
     weights = weights_identity(cfg.student.model, adapter_dir)
     rows = []
     several = len(formats) > 1
-    calc = "+calc" if e.calculator else ""  # contract 9: method[-variant][:inference][+calc]
     for split in cfg.data.eval:
         ps = problems(split, cfg.data.data_dir)
-        per_format = {}
-        for t in formats:
-            res = run_eval(model, tok, ps, thought=t, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
-                           temperature=e.temperature, top_p=e.top_p, samples=e.samples, seed=cfg.seed,
-                           shots=e.shots, data_dir=cfg.data.data_dir,
-                           loop_stop=e.loop_stop, calculator=e.calculator, out_dir=run.path(folder, split.dataset, t),
-                           dataset=split.dataset,
-                           split=split.split, weights=weights,
-                           model_name=cfg.student.model + (f"+{adapter_dir}" if adapter_dir else ""))
-            per_format[t] = res
-            rows.append(result_row((f"{name}:{t}" if several else name) + calc, t, res.metrics, train))
-            console.print(f"{split.dataset} {t}: {res.metrics['accuracy']:.1%} of {res.metrics['n']}")
-        if vote and several:
-            res = vote_formats(per_format, preference, out_dir=run.path(folder, split.dataset, "vote"))
-            rows.append(result_row(name + calc, "vote", res.metrics, train))
-            console.print(f"{split.dataset} vote: {res.metrics['accuracy']:.1%} of {res.metrics['n']}")
+        for on in ([False, True] if e.calculator == "both" else [e.calculator]):
+            calc = "+calc" if on else ""  # contract 9: method[-variant][:inference][+calc]
+            per_format = {}
+            for t in formats:
+                res = run_eval(model, tok, ps, thought=t, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
+                               temperature=e.temperature, top_p=e.top_p, samples=e.samples, seed=cfg.seed,
+                               shots=e.shots, data_dir=cfg.data.data_dir, loop_stop=e.loop_stop, calculator=on,
+                               out_dir=run.path(folder, split.dataset, t + calc), dataset=split.dataset,
+                               split=split.split, weights=weights,
+                               model_name=cfg.student.model + (f"+{adapter_dir}" if adapter_dir else ""))
+                per_format[t] = res
+                rows.append(result_row((f"{name}:{t}" if several else name) + calc, t, res.metrics, train))
+                console.print(f"{split.dataset} {t}{calc}: {res.metrics['accuracy']:.1%} of {res.metrics['n']}")
+            if vote and several:
+                res = vote_formats(per_format, preference, out_dir=run.path(folder, split.dataset, "vote" + calc))
+                rows.append(result_row(name + calc, "vote", res.metrics, train))
+                console.print(f"{split.dataset} vote{calc}: {res.metrics['accuracy']:.1%} of {res.metrics['n']}")
     return rows
 
 
