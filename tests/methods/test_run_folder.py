@@ -82,6 +82,29 @@ def test_another_config_is_refused_naming_the_keys(tmp_path):
     assert "--restart" in str(info.value)
 
 
+def test_a_key_added_since_the_run_began_is_no_change_at_its_default(tmp_path):
+    """A run folder written before a config key existed resumes when the key has its default value,
+    and is refused (naming the key) when it has another."""
+    import yaml
+
+    from mathdistill.methods.config import field_defaults
+
+    cfg = load_config(None, [f"runs_dir={tmp_path}"], base={"name": "old", "method": "cot"})
+    defaults = field_defaults(type(cfg))
+    assert defaults["eval"]["loop_stop"] is True and "name" not in defaults
+    Run.open(cfg.run_dir, cfg.model_dump(mode="json"), ["test"], defaults=defaults)
+    old = yaml.safe_load((cfg.run_dir / "config.yaml").read_text())
+    del old["eval"]["loop_stop"]  # as written by a version without the setting
+    (cfg.run_dir / "config.yaml").write_text(yaml.safe_dump(old))
+    Run.open(cfg.run_dir, cfg.model_dump(mode="json"), ["test"], defaults=defaults)  # resumes
+    (cfg.run_dir / "config.yaml").write_text(yaml.safe_dump(old))
+    changed = load_config(None, [f"runs_dir={tmp_path}", "eval.loop_stop=false"], base={"name": "old", "method": "cot"})
+    with pytest.raises(InputError, match=r"eval.loop_stop: None -> False"):
+        Run.open(cfg.run_dir, changed.model_dump(mode="json"), ["test"], defaults=defaults)
+    with pytest.raises(InputError, match=r"eval.loop_stop: None -> True"):  # without defaults: strict
+        Run.open(cfg.run_dir, cfg.model_dump(mode="json"), ["test"])
+
+
 def test_restart_clears_everything_but_the_teacher_caches(tmp_path):
     run = open_run(tmp_path / "r")
     run.stage("teach-cot", lambda: None)

@@ -58,14 +58,14 @@ def register(method: Method) -> None:
 def run(cfg: RecipeConfig, command: list[str] | None = None, restart: bool = False) -> Path:
     """Run the recipe `cfg` in its run folder (resuming it); returns the folder."""
     from mathdistill.io import write_json
-    from mathdistill.methods.config import dump_config, validate
+    from mathdistill.methods.config import dump_config, field_defaults, validate
     from mathdistill.methods.run import Run
     from mathdistill.report import write_report
     from mathdistill.student.models import provenance
 
     validate(cfg)
     info = {"student": provenance(cfg.student.model)}
-    r = Run.open(cfg.run_dir, dump_config(cfg), command or sys.argv, restart, info)
+    r = Run.open(cfg.run_dir, dump_config(cfg), command or sys.argv, restart, info, defaults=field_defaults(type(cfg)))
     rows = METHODS[cfg.method].recipe(cfg, r)
     write_json(r.path("results.json"), {"run": cfg.name, "method": cfg.method, "student": cfg.student.model,
                                         "student_provenance": info["student"], "rows": rows, **r.extras()})

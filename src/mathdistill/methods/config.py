@@ -199,6 +199,16 @@ def dump_config(cfg: RecipeConfig) -> dict:
     return cfg.model_dump(mode="json")
 
 
+def field_defaults(cls: type[BaseModel]) -> dict:
+    """Every field of config class `cls` that has a default, as JSON types (nested sections whole)."""
+    out = {}
+    for key, f in cls.model_fields.items():
+        if not f.is_required():
+            value = f.get_default(call_default_factory=True)
+            out[key] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    return out
+
+
 def validate(cfg: RecipeConfig) -> None:
     """Check the recipe as a whole before any stage runs: every dataset split present, a teacher
     for every format it trains, recorded teacher files present (or fetchable)."""

@@ -70,12 +70,17 @@ def _git_revision() -> str | None:
     return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config mappings ("train.lr: 0.0002 -> 0.0003")."""
+def config_diff(old: Any, new: Any, prefix: str = "", defaults: Any = None) -> list[str]:
+    """Dotted keys whose values differ between two config mappings ("train.lr: 0.0002 -> 0.0003").
+    A key missing from `old` whose new value is its entry in `defaults` (same shape as the configs) is
+    no difference: the setting was added to the code after the run began and keeps its old behaviour."""
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
+        defaults = defaults if isinstance(defaults, dict) else {}
         for k in sorted(set(old) | set(new), key=str):
-            out += config_diff(old.get(k), new.get(k), f"{prefix}{k}.")
+            if k not in old and k in defaults and new[k] == defaults[k]:
+                continue
+            out += config_diff(old.get(k), new.get(k), f"{prefix}{k}.", defaults.get(k))
         return out
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
@@ -115,13 +120,14 @@ class Run:
 
     @classmethod
     def open(cls, folder: str | Path, config: dict, command: list[str] | None = None, restart: bool = False,
-             info: dict | None = None) -> "Run":
+             info: dict | None = None, defaults: dict | None = None) -> "Run":
         """Create the run folder for `config` (a JSON-able mapping; URLs with credentials are redacted before
         it is written), or reopen it.
 
         Reopening with another config is an InputError naming the keys that differ, unless `restart`,
-        which clears the folder (teacher caches excepted) and starts over. `info` goes into the manifest
-        (student provenance, ...)."""
+        which clears the folder (teacher caches excepted) and starts over; a key the folder's config lacks
+        is no difference when its value is its entry in `defaults` (see `config_diff`). `info` goes into
+        the manifest (student provenance, ...)."""
         from mathdistill.secrets import redact
 
         folder = Path(folder)
@@ -136,7 +142,7 @@ class Run:
                 old = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
             except yaml.YAMLError:
                 old = {}
-            diff = config_diff(old, config)
+            diff = config_diff(old, config, defaults=redact(defaults or {}))
             if diff:
                 raise InputError(
                     f"{folder} holds a run with another config ({'; '.join(diff)}): resume it with the same recipe "
