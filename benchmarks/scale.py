@@ -3,6 +3,7 @@ and SVAMP, through `mathdistill.methods.run` (the same code as `mathdistill run`
 
     python benchmarks/scale.py --methods cot                       # on a GPU: -> benchmarks/results/scale.json
     python benchmarks/scale.py --methods cot,etd --profile cpu-smoke   # the same code at a tiny budget on a CPU
+    python benchmarks/scale.py --methods all --profile cpu-smoke --runs-dir /tmp/smoke --out /tmp/smoke/scale.json
 
 Profiles and per-method settings (epochs, LoRID 20 iterations, FDD 2 rounds, SIKeD 2 iterations with k = 4)
 are in benchmarks/scale.yaml; methods are the entries of benchmarks/experiments/ (their recipe and variant).
@@ -11,8 +12,10 @@ runs in an ordinary resumable run folder under benchmarks/runs/scale-<profile>/ 
 same command after a kill. Its rows (contract 9 names) replace the rows of the same name and dataset in the
 profile's results file, every other row is kept; each row adds eval_seconds, gen_tokens_per_s and
 train_tokens_per_s (all tokens, prompts included, of the method's trainings over their seconds), and the
-file says on which device it was measured (top-level `device`, and per row). Also written: a plot (.png)
-and a markdown table (.md) beside it, for benchmarks/README.md.
+file says on which device it was measured (top-level `device`, and per row); it is rewritten after each method,
+so a later method's failure keeps the rows before it. Also written: a plot (.png) and a markdown table (.md)
+beside it, for benchmarks/README.md. benchmarks/results/scale.json takes only the gpu profile's rows, and no
+results file mixes profiles.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ sys.path.insert(0, str(HERE))
 
 from accuracy import EXPERIMENTS, RECIPES, STUDENT  # noqa: E402
 
-from mathdistill.io import read_json, read_yaml_mapping, write_json, write_text  # noqa: E402
+from mathdistill.io import InputError, read_json, read_yaml_mapping, write_json, write_text  # noqa: E402
 
 PROFILES_FILE = HERE / "scale.yaml"
 OUT = {"gpu": HERE / "results" / "scale.json"}  # other profiles: in their runs folder (not results)
@@ -103,6 +106,9 @@ def run_method(name: str, profile: str, spec: dict, runs_dir: Path, dev: dict) -
 def merge(out: Path, results: dict, skipped: dict, profile: str, spec: dict, dev: dict) -> dict:
     """The results file with these rows replacing those of the same name and dataset (contract 9)."""
     old = read_json(out) if out.exists() else {}
+    if old.get("profile", profile) != profile:
+        raise SystemExit(f"--out: {out} holds rows of profile '{old['profile']}', not '{profile}'; "
+                         "give this profile its own file")
     new = [r for res in results.values() for r in res["rows"]]
     keys = {(r["method"], r["dataset"]) for r in new}
     rows = [r for r in old.get("rows", []) if (r["method"], r["dataset"]) not in keys] + new
@@ -141,7 +147,7 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--methods", required=True, help=f"comma list of {', '.join(EXPERIMENTS)}")
+    ap.add_argument("--methods", required=True, help=f"comma list of {', '.join(EXPERIMENTS)}; or all")
     ap.add_argument("--profile", default="gpu", help="gpu | cpu-smoke (benchmarks/scale.yaml)")
     ap.add_argument("--runs-dir", default=None, help="default: benchmarks/runs/scale-<profile>")
     ap.add_argument("--out", default=None, help="default: benchmarks/results/scale.json (gpu), else in the runs dir")
@@ -149,12 +155,14 @@ def main() -> None:
     spec = read_yaml_mapping(PROFILES_FILE)
     if args.profile not in spec["profiles"]:
         raise SystemExit(f"--profile: unknown '{args.profile}'; known: {', '.join(spec['profiles'])}")
-    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    names = list(EXPERIMENTS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in EXPERIMENTS]
     if unknown or not names:
         raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(EXPERIMENTS)}")
     runs_dir = Path(args.runs_dir or HERE / "runs" / f"scale-{args.profile}")
     out = Path(args.out or OUT.get(args.profile, runs_dir / "scale.json"))
+    if args.profile != "gpu" and out.resolve() == OUT["gpu"].resolve():
+        raise SystemExit(f"--out: {OUT['gpu']} holds the gpu profile's rows; write '{args.profile}' elsewhere")
     dev = device_name()
     if args.profile == "gpu" and dev["kind"] != "cuda":
         print("note: the gpu profile on a machine without CUDA; the rows will say so", file=sys.stderr)
@@ -167,9 +175,13 @@ def main() -> None:
             skipped[name] = f"method '{method}' is not registered in this mathdistill"
             print(f"{name}: skipped ({skipped[name]})", file=sys.stderr)
             continue
-        results[name] = run_method(name, args.profile, spec, runs_dir, dev)
+        try:
+            results[name] = run_method(name, args.profile, spec, runs_dir, dev)
+        except InputError as e:  # e.g. a run folder of another config: named, no traceback
+            raise SystemExit(f"{name}: {e}") from None
         print(f"{name}: {results[name]['seconds']:.0f}s", file=sys.stderr, flush=True)
-    doc = merge(out, results, skipped, args.profile, spec, dev)
+        merge(out, {name: results[name]}, {}, args.profile, spec, dev)  # kept if a later method fails
+    doc = merge(out, {}, skipped, args.profile, spec, dev)
     from mathdistill.report import plot_accuracy
 
     plot_accuracy(doc["rows"], out.with_suffix(".png"), title=f"{STUDENT} at real scale ({dev['name']})")

@@ -4,8 +4,8 @@ with `eval.evaluate`, and the main process merges the shares into the one evalua
     accelerate launch --multi_gpu --num_processes 4 -m mathdistill.eval.parallel --dataset gsm8k --out DIR ...
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m mathdistill.eval.parallel ...
 
-Process r of w takes problems r, r + w, r + 2w, ... (lengths spread evenly) on its own device
-(cuda:<local rank>, or the CPU) and writes DIR/shards/<r>-of-<w>/ (resumable: `evaluate`'s own cache); the
+Process r of w takes problems r, r + w, r + 2w, ... (`mathdistill.shards`, as `student.parallel` does) on its
+own device (cuda:<local rank>, or the CPU) and writes DIR/shards/<r>-of-<w>/ (resumable: `evaluate`'s own cache); the
 main process then writes DIR/predictions.jsonl in problem order and DIR/metrics.json (contract 4), whose
 `seconds` is the slowest share's, `generated_tokens` the sum, `tokens_per_second` their ratio, and
 `processes` the number of processes. Predictions do not depend on the split: greedy rows are computed
@@ -24,41 +24,23 @@ from typing import Optional, Sequence
 import typer
 
 from mathdistill.io import write_json, write_jsonl
+from mathdistill.shards import SHARDS, combine, in_order, shard, shard_dir  # noqa: F401 (shard, SHARDS: API)
 
-SHARDS = "shards"
 # metrics that add up over shares, and those that are means over problems (weighted by each share's n)
 _SUMMED = ("correct", "no_answer", "loop_stopped", "generated", "reused", "generated_tokens", "interventions")
 _MEANS = ("mean_output_tokens", "pass_at_k", "sample_accuracy", "interventions_per_answer", "answers_with_interventions")
-
-
-def shard(items: Sequence, rank: int, world: int) -> list:
-    """Process `rank`'s share of `items`: every `world`-th one from its rank on."""
-    return list(items[rank::world])
-
-
-def shard_dir(out: Path, rank: int, world: int) -> Path:
-    return Path(out) / SHARDS / f"{rank}-of-{world}"
 
 
 def merge(order: Sequence[str], parts: Sequence[tuple[list[dict], dict]]) -> tuple[list[dict], dict]:
     """(rows in `order` of problem ids, metrics) of one evaluation from its shares' (rows, metrics)."""
     from mathdistill.eval import wilson_ci
 
-    by_id = {r["id"]: r for rows, _ in parts for r in rows}
-    rows = [by_id[i] for i in order]
-    metrics = dict(parts[0][1])
-    n = len(rows)
-    for key in _SUMMED:
-        if key in metrics:
-            metrics[key] = sum(m[key] for _, m in parts)
-    for key in _MEANS:
-        if key in metrics and metrics[key] is not None:
-            metrics[key] = sum(m[key] * m["n"] for _, m in parts) / n
-    seconds = max(m["seconds"] for _, m in parts)
-    metrics.update(n=n, accuracy=metrics["correct"] / n, ci95=list(wilson_ci(metrics["correct"], n)), seconds=seconds,
+    rows = in_order(order, [r for rows, _ in parts for r in rows])
+    metrics = combine([m for _, m in parts], _SUMMED, _MEANS)
+    n, seconds = metrics["n"], metrics["seconds"]
+    metrics.update(accuracy=metrics["correct"] / n, ci95=list(wilson_ci(metrics["correct"], n)),
                    problems_per_second=metrics["generated"] / seconds if metrics["generated"] and seconds > 0 else None,
-                   tokens_per_second=metrics["generated_tokens"] / seconds if seconds > 0 else None,
-                   processes=len(parts), shard_seconds=[m["seconds"] for _, m in parts])
+                   tokens_per_second=metrics["generated_tokens"] / seconds if seconds > 0 else None)
     metrics.pop("key", None)  # each share has its own resume key (its problems); see shards/
     return rows, metrics
 
@@ -83,35 +65,29 @@ def parallel_eval_command(
 ) -> None:
     """Evaluate this process's share; the main process writes OUT/predictions.jsonl and OUT/metrics.json and
     prints the metrics JSON (one line on stdout)."""
-    import torch
-    from accelerate import PartialState
-
-    from mathdistill import data, runtime
+    from mathdistill import data, runtime, shards
     from mathdistill.eval import check_out_dir, check_thought, evaluate, few_shot_exemplars, weights_identity
     from mathdistill.student.adapters import load_merged
 
     runtime.quiet()
-    # joins the processes (gloo between CPU processes: accelerate needs cpu=True to see them); sets this process's GPU
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = shards.processes()
     thought = check_thought(thought)
     check_out_dir(out)
     problems = data.load(dataset, split=split, data_dir=data_dir, limit=limit)
     exemplars = few_shot_exemplars(thought, shots, data_dir, exclude=[p.question for p in problems])
-    rank, world = state.process_index, state.num_processes
-    mine = shard(problems, rank, world)
     name = f"{model}+{adapter.resolve()}" if adapter is not None else model
     m, tok = load_merged(model, adapter)
     m.to(state.device)  # cuda:<local rank> (accelerate made it this process's current GPU), or the CPU
-    part = shard_dir(out, rank, world)
-    if mine:
+
+    def work(mine, folder):
         evaluate(m, tok, mine, thought=thought, exemplars=exemplars, max_new_tokens=max_new_tokens,
                  batch_size=batch_size, temperature=temperature, top_p=top_p, samples=samples, seed=seed,
-                 out_dir=part, dataset=dataset, split=split, model_name=name, weights=weights_identity(model, adapter),
-                 progress=state.is_main_process, loop_stop=loop_stop)
-    state.wait_for_everyone()
+                 out_dir=folder, dataset=dataset, split=split, model_name=name,
+                 weights=weights_identity(model, adapter), progress=state.is_main_process, loop_stop=loop_stop)
+
+    folders = shards.run(problems, out, work, state)
     if state.is_main_process:
-        parts = [_read(shard_dir(out, r, world)) for r in range(world) if shard(problems, r, world)]
-        rows, metrics = merge([p.id for p in problems], parts)
+        rows, metrics = merge([p.id for p in problems], [_read(f) for f in folders])
         write_jsonl(out / "predictions.jsonl", rows)
         write_json(out / "metrics.json", metrics)
         typer.echo(json.dumps(metrics))

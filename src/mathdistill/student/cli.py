@@ -9,12 +9,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional, get_args, get_origin
 
 import typer
 
 from mathdistill import runtime
 from mathdistill.io import InputError
+from mathdistill.student.train import TrainConfig
+
+_FIELDS = TrainConfig.model_fields
+
+
+def _default(name: str):
+    """TrainConfig's default for `name`: the CLI states no default of its own (one place: train.py/device.py)."""
+    return _FIELDS[name].default
+
+
+def _help(name: str) -> str:
+    """TrainConfig's description of `name` (what auto/None become on each device), led by the values a Literal
+    field accepts: said in one place too."""
+    field = _FIELDS[name]
+    choices = " | ".join(get_args(field.annotation)) if get_origin(field.annotation) is Literal else ""
+    text = field.description
+    return (f"{choices}; {text}" if choices and not text.startswith(choices) else text) + "."
 
 
 def _named_dirs(items: list[str] | None) -> dict[str, str]:
@@ -48,29 +65,46 @@ def train_command(
         help="With teach output as --data: train on the kept rationales of these formats (cot, pot, ...; repeat or "
         "comma-separate), each as its student prompt and target, as the recipes do.",
     ),
-    adapter_name: str = typer.Option("default", "--adapter-name", help="Name of the adapter being trained."),
-    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the data (when --max-steps is not given)."),
+    adapter_name: str = typer.Option(
+        _default("adapter_name"), "--adapter-name", help="Name of the adapter being trained."
+    ),
+    epochs: float = typer.Option(
+        _default("epochs"), "--epochs", help="Passes over the data (when --max-steps is not given)."
+    ),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps; overrides --epochs."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate [2e-4 LoRA, 2e-5 full]."),
-    lora_r: int = typer.Option(16, "--lora-r", help="LoRA rank."),
+    lora_r: int = typer.Option(_default("lora_r"), "--lora-r", help="LoRA rank."),
     lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help="LoRA scaling alpha [2 x rank]."),
-    lora_dropout: float = typer.Option(0.05, "--lora-dropout", help="Dropout on the LoRA path."),
-    target_modules: str = typer.Option("all-linear", "--target-modules", help="Comma list or all-linear."),
-    full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
+    lora_dropout: float = typer.Option(_default("lora_dropout"), "--lora-dropout", help="Dropout on the LoRA path."),
+    target_modules: str = typer.Option(
+        _default("target_modules"), "--target-modules", help="Comma list or all-linear."
+    ),
+    full: bool = typer.Option(_default("full"), "--full", help="Full fine-tuning instead of LoRA."),
     with_adapter: Optional[list[str]] = typer.Option(
         None, "--with-adapter", help="NAME=DIR: an adapter loaded frozen beside the one trained (repeatable)."
     ),
-    batch_size: int = typer.Option(8, "--batch-size", help="Examples per device per step."),
-    grad_accum: int = typer.Option(1, "--grad-accum", help="Steps accumulated into one optimizer update."),
-    micro_batch_size: Optional[int] = typer.Option(
-        None, "--micro-batch-size", help="Examples per forward pass [1 on CPU, --batch-size on GPU]."
+    batch_size: int = typer.Option(
+        _default("batch_size"), "--batch-size", help="Examples (bfd: packed rows of --max-seq-len) per device per step."
     ),
-    max_seq_len: int = typer.Option(1024, "--max-seq-len", help="Prompt+completion tokens; longer rows are cut."),
-    packing: str = typer.Option("padding_free", "--packing", help="padding_free | bfd | none"),
-    warmup: float = typer.Option(0.03, "--warmup", help="Ratio of steps if < 1, else steps."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the adapter's initialisation and the data order."),
-    save_steps: int = typer.Option(50, "--save-steps", help="Checkpoint every N steps."),
-    precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16 | fp16"),
+    batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", help=_help("batch_tokens")),
+    grad_accum: int = typer.Option(
+        _default("grad_accum"), "--grad-accum", help="Steps accumulated into one optimizer update."
+    ),
+    micro_batch_size: Optional[int] = typer.Option(None, "--micro-batch-size", help=_help("micro_batch_size")),
+    max_seq_len: int = typer.Option(
+        _default("max_seq_len"), "--max-seq-len",
+        help="Prompt+completion tokens; longer rows are cut (bfd: the length of a packed row).",
+    ),
+    packing: str = typer.Option(_default("packing"), "--packing", help=_help("packing")),
+    attention: str = typer.Option(_default("attention"), "--attention", help=_help("attention")),
+    compile: bool = typer.Option(_default("compile"), "--compile/--no-compile", help=_help("compile")),
+    warmup: float = typer.Option(_default("warmup"), "--warmup", help="Ratio of steps if < 1, else steps."),
+    seed: int = typer.Option(
+        _default("seed"), "--seed", help="Seed of the adapter's initialisation and the data order."
+    ),
+    save_steps: Optional[int] = typer.Option(None, "--save-steps", help=_help("save_steps")),
+    logging_steps: Optional[int] = typer.Option(None, "--logging-steps", help=_help("logging_steps")),
+    precision: str = typer.Option(_default("precision"), "--precision", help=_help("precision")),
     resume: Optional[bool] = typer.Option(
         None, "--resume/--restart",
         help="Default: resume OUT's checkpoint of the same run (same data, base model, config), skip it when "
@@ -83,7 +117,7 @@ def train_command(
 
     from pydantic import ValidationError
 
-    from mathdistill.student.train import TrainConfig, train
+    from mathdistill.student import train as training
 
     notes = logging.getLogger("mathdistill")  # our notes (resuming, dropped rows, skipping) on stderr
     notes.setLevel(min(notes.level or logging.INFO, logging.INFO))
@@ -105,18 +139,22 @@ def train_command(
             lora_dropout=lora_dropout,
             target_modules=targets,
             batch_size=batch_size,
+            batch_tokens=batch_tokens,
             grad_accum=grad_accum,
             micro_batch_size=micro_batch_size,
             max_seq_len=max_seq_len,
             packing=packing,
+            attention=attention,
+            compile=compile,
             warmup=warmup,
             seed=seed,
             save_steps=save_steps,
+            logging_steps=logging_steps,
             precision=precision,
             resume=resume,
         )
     except ValidationError as e:
         raise InputError(_option_errors(e)) from None
     runtime.set_threads(threads)
-    result = train(config, data, out, thoughts=thoughts)
+    result = training.train(config, data, out, thoughts=thoughts)
     typer.echo(json.dumps(result.model_dump(mode="json")))

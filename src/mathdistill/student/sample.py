@@ -28,6 +28,8 @@ starting the completion with its tag), LoRID (re-sample only the unresolved prob
 - Calculator (`calculator=True`, hf engine only): the value of every arithmetic step a completion
   writes is forced (`student.calculator`); each row then has `interventions` (one count per
   sample) and the stats the total and `interventions_per_answer`.
+- Several processes (GPUs): `student.parallel.sample_parallel` (same arguments) under `accelerate
+  launch` splits the problems over the processes and merges the same rows one process gives.
 """
 
 from __future__ import annotations
