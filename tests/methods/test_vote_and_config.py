@@ -132,3 +132,14 @@ def test_calculator_in_a_recipe_reaches_evaluation_and_names_rows_plus_calc(tmp_
     assert seen == [("cot", False), ("pot", False), ("vote", True), ("cot", True), ("pot", True), ("vote", True)]
     with pytest.raises(InputError, match="calculator"):
         load_config(recipe, ["eval.calculator=sometimes"])
+
+
+def test_a_whole_config_check_names_its_keys_without_an_empty_key():
+    """A check over several keys (a model validator) reads "FILE: message", not "key '': Value error, ..."."""
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "kpdd.yaml"
+    with pytest.raises(InputError) as info:
+        load_config(recipe, ["plans=null"])
+    text = str(info.value)
+    assert text.startswith(f"{recipe}: plans is null") and "key ''" not in text and "Value error" not in text

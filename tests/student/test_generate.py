@@ -123,24 +123,16 @@ def test_adapter_choice_per_call(student_path):
 
 
 @pytest.mark.slow
-def test_long_runners_continue_in_a_later_batch_with_the_same_text(student, monkeypatch):
+def test_long_runners_continue_in_a_later_batch_with_the_same_text(student, monkeypatch, finishes):
     """A batch whose last row is still running while others wait hands it on (preemption):
     it continues from its tokens so far, and the text is what one-by-one generation gives."""
     from mathdistill.student import generate as gen
 
     model, tok = student
-    seen = []
-
-    class Spy(gen._Finish):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            seen.append(self)
-
-    monkeypatch.setattr(gen, "_Finish", Spy)
     monkeypatch.setattr(gen, "PREEMPT_MIN_STEPS", 2)
     prompts = [render_prompt(tok, q) for q in QUESTIONS]
     # batch 1 (8 longest rows): 6 stop at a comma within a few tokens, 2 run on -> handed on
     gens = generate(model, tok, prompts * 3, max_new_tokens=10, batch_size=8, stop=[","], progress=False)
-    assert any(f.preempted for f in seen)
+    assert any(f.preempted for f in finishes)
     want = [t.split(",")[0] for t in one_by_one(model, tok, prompts, 10)]
     assert [g.text for g in gens] == want * 3

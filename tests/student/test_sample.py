@@ -234,25 +234,18 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path, kw, message):
 
 
 @pytest.mark.slow
-def test_a_sample_handed_to_the_next_batch_keeps_its_text(student, monkeypatch):
+def test_a_sample_handed_to_the_next_batch_keeps_its_text(student, monkeypatch, finishes):
     """Rows still running when a few rows of their batch are done continue in the next batch from
     their kept keys/values: the samples are those of one-row batches."""
     from mathdistill.student import generate as gen
 
     model, tok = student
-    seen = []
-
-    class Spy(gen._Finish):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            seen.append(self)
-
     kw = dict(k=3, temperature=1.0, top_p=0.95, seed=2, max_new_tokens=24, stop=["."], progress=False)
     alone = sample(model, tok, PROBLEMS[:3], "cot", batch_size=1, **kw)
-    monkeypatch.setattr(gen, "_Finish", Spy)
+    finishes.clear()
     monkeypatch.setattr(gen, "REFILL_MIN_STEPS", 2)
     handed = sample(model, tok, PROBLEMS[:3], "cot", batch_size=4, **kw)
-    assert any(f.preempted for f in seen)
+    assert any(f.preempted for f in finishes)
     assert texts(handed) == texts(alone)
 
 

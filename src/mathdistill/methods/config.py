@@ -54,6 +54,10 @@ class DataConfig(Strict):
     data_dir: str | None = Field(None, description="data root; else $MATHDISTILL_DATA or ../shared/data")
     train: Split = Split(dataset="gsm8k", split="train")
     eval: list[Split] = Field(default_factory=lambda: [Split(dataset="gsm8k", split="test", limit=200)], min_length=1)
+    calc_marks: Literal["none", "keep", "add"] = Field(
+        "none", description="calculation marks in cot training targets, the pattern calculator decoding hooks into: "
+                            "none (as always), keep (GSM8K gold notes the calculator agrees with), add (keep, and wrap "
+                            "each right written `a op b = c` step as `<<a op b = c>>`); mathdistill.thoughts.calcmarks")
 
 
 class StudentConfig(Strict):
@@ -149,7 +153,9 @@ def _format_error(source: str, err: ValidationError) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"{source}: key '{loc}': {msg}")
+        if e["type"] == "value_error":  # our validators' messages name their keys themselves
+            msg = str(e.get("ctx", {}).get("error", msg))
+        lines.append(f"{source}: key '{loc}': {msg}" if loc else f"{source}: {msg}")
     return "\n".join(lines)
 
 

@@ -205,7 +205,8 @@ def recipe(cfg: FDDConfig, run) -> list[dict]:
             new = [Problem(x["id"], x["question"], x["label"], "generated", extra[x["id"]]) for x in lab if x["label"] is not None]
             info["labelled"] = len(new)
         summaries = [read_json(r.path("teach", t, "summary.json")) for t in cfg.thoughts]
-        data = steps.data(r, cfg.thoughts, extra=read_jsonl(prev.path("data", "train.jsonl")) if prev else ())
+        data = steps.data(r, cfg.thoughts, extra=read_jsonl(prev.path("data", "train.jsonl")) if prev else (),
+                          calc_marks=cfg.data.calc_marks)
         kept_ids = {x["problem_id"] for t in cfg.thoughts for x in steps.rationales(r, t) if x["kept"]}
         known.update({p.id: p for p in new if p.id in kept_ids})
         info.update(new_problems=len(kept_ids), rationales=sum(s["rationales"] for s in summaries),

@@ -29,6 +29,8 @@ class KPDDConfig(DistillConfig):
     def _check(self):
         self.thoughts = [self.solution]  # the format whose verified rationales become the solution part
         require_teacher_without_plans(self, "keypoints", "key-point")
+        if self.data.calc_marks != "none":
+            raise ValueError("data.calc_marks: KPDD's rows do not take calculation marks (cot, etd, fdd, lorid do)")
         return self
 
 

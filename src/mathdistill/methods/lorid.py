@@ -283,7 +283,7 @@ def recipe(cfg: LoRIDConfig, run) -> list[dict]:
     share = know["question_numbers"]
     run.note(_yield_note(know, "Knowledge") + (f"; {share['quoting']} of {share['items']} knowledge items "
              f"({share['share']:.0%}) quote a number from their question" if share["items"] else ""))
-    steps.data(run, ["cot"], name="data-ir")
+    steps.data(run, ["cot"], name="data-ir", calc_marks=cfg.data.calc_marks)
     steps.data(run, ["knowledge"], name="data-kg")
     steps.data(run, [], extra=dr_rows(run), name="data-dr")
     train = {r: steps.train(run, cfg, r, run.path(f"data-{r}", "train.jsonl"), stage=f"train-{r}") for r in ROLES}

@@ -61,6 +61,8 @@ class SIKeDConfig(DistillConfig):
         if "thoughts" in self.model_fields_set and self.thoughts != self.strategies:
             raise ValueError("thoughts: SIKeD's formats are its strategies; set strategies instead")
         self.thoughts = list(self.strategies)  # teachers are checked for these
+        if self.data.calc_marks != "none":
+            raise ValueError("data.calc_marks: SIKeD's rows do not take calculation marks (cot, etd, fdd, lorid do)")
         if self.eval.samples != 1 or self.eval.shots:
             raise ValueError("eval.samples must be 1 and eval.shots 0: the student answers once, zero-shot, in the "
                              "strategy it chooses")

@@ -28,14 +28,23 @@ def problems(split: Split, data_dir: str | None) -> list[Problem]:
     return ps[split.offset : end]
 
 
+def _taught(cfg: DistillConfig, thought: str):
+    """`thought`, or its format with the recipe's calculation marks (`data.calc_marks`, cot only)."""
+    from mathdistill import thoughts
+
+    marks = cfg.data.calc_marks
+    return thoughts.get(thought, calc_marks=marks) if thought == "cot" and marks != "none" else thought
+
+
 def teach(run: Run, cfg: DistillConfig, problems: list[Problem], thoughts: list[str], samples: int | None = None,
           context=None) -> None:
-    """One `teach-<thought>` stage per format: verified rationales in teach/<thought>/."""
+    """One `teach-<thought>` stage per format: verified rationales in teach/<thought>/ (gold-derived
+    cot with the recipe's `data.calc_marks`)."""
     from mathdistill.teacher import collect
 
     for t in thoughts:
         run.stage(f"teach-{t}", lambda t=t: collect(
-            problems, t, resolve_teacher(cfg, t), run.path("teach", t), samples=samples or cfg.teach.samples,
+            problems, _taught(cfg, t), resolve_teacher(cfg, t), run.path("teach", t), samples=samples or cfg.teach.samples,
             keep=cfg.teach.keep, dedupe="normalized" if cfg.teach.dedupe else "none", context=context,
             data_dir=cfg.data.data_dir,
         ).summary)
@@ -45,12 +54,16 @@ def rationales(run: Run, thought: str) -> list[dict]:
     return read_jsonl(run.path("teach", thought, "rationales.jsonl"))
 
 
-def data(run: Run, thoughts: list[str], tagged: bool = False, extra: list[dict] = (), name: str = "data") -> dict:
-    """Stage `name`: data/train.jsonl from the kept rationales of `thoughts` (+ `extra` rows)."""
+def data(run: Run, thoughts: list[str], tagged: bool = False, extra: list[dict] = (), name: str = "data",
+         calc_marks: str = "none") -> dict:
+    """Stage `name`: data/train.jsonl from the kept rationales of `thoughts` (+ `extra` rows);
+    `calc_marks="add"`: cot targets with their right written steps marked (`thoughts.calcmarks`)."""
     from mathdistill.student.train import rows_from_rationales
+    from mathdistill.thoughts.calcmarks import apply
 
     def make() -> dict:
         rows = rows_from_rationales([r for t in thoughts for r in rationales(run, t)], thoughts, tagged=tagged)
+        rows = [{**r, "completion": apply(r["completion"], calc_marks)} if r["thought"] == "cot" else r for r in rows]
         rows += list(extra)
         if not rows:
             raise InputError(f"{run.dir}: no kept teacher rationales for {', '.join(thoughts)}: nothing to train on")

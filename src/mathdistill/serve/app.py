@@ -18,7 +18,10 @@ Each choice carries the `mathdistill` field: `{"answer", "format", "answers": {f
 "errors": {format: why no answer}}` (+ `rationales` of the formats not chosen, for a vote), and the
 content is the chosen rationale. `stream: true` streams a single-format model's rationale as it is
 decoded; other models send it in one piece once their inference is done; the last chunk carries
-`finish_reason` and the `mathdistill` field.
+`finish_reason` and the `mathdistill` field. With calculator decoding (`serve --calculator`: the
+value of every arithmetic step the student writes is computed and forced, `student.calculator`),
+the `mathdistill` field also has `calculator_interventions` (values forced for that choice) and
+`usage` their sum (an extra key, which OpenAI clients keep: `usage.model_extra`).
 """
 
 from __future__ import annotations
@@ -255,13 +258,24 @@ def create_app(engine: Engine, models: dict, limits: Limits = Limits(), api_key:
         except InputError as e:
             raise RequestError(400, str(e)) from None
 
-    def choice(kind: str, i: int, reply) -> dict:
+    def info(reply, ctx: Context) -> dict:
+        """The choice's `mathdistill` field: the reply's answers (+ with --calculator, the values forced)."""
+        out = reply.info()
+        if engine.defaults.calculator:
+            out["calculator_interventions"] = ctx.interventions
+        return out
+
+    def choice(kind: str, i: int, reply, ctx: Context) -> dict:
         body = {"message": {"role": "assistant", "content": reply.content}} if kind == "chat" else {"text": reply.content}
-        return {"index": i, **body, "finish_reason": reply.finish_reason, "logprobs": None, "mathdistill": reply.info()}
+        return {"index": i, **body, "finish_reason": reply.finish_reason, "logprobs": None,
+                "mathdistill": info(reply, ctx)}
 
     def usage(ctxs) -> dict:
         p, c = sum(x.prompt_tokens for x in ctxs), sum(x.completion_tokens for x in ctxs)
-        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+        out = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+        if engine.defaults.calculator:  # an extra key: OpenAI clients keep unknown usage fields
+            out["calculator_interventions"] = sum(x.interventions for x in ctxs)
+        return out
 
     async def respond(kind: str, req: _Sampling, questions: list[str]):
         name, inference = lookup(req.model)
@@ -279,7 +293,8 @@ def create_app(engine: Engine, models: dict, limits: Limits = Limits(), api_key:
             replies = await asyncio.gather(*(answer(inference, c, q) for c, q in zip(ctxs, questions)))
         finally:
             release()
-        return {**head, "choices": [choice(kind, i, r) for i, r in enumerate(replies)], "usage": usage(ctxs)}
+        return {**head, "choices": [choice(kind, i, r, c) for i, (r, c) in enumerate(zip(replies, ctxs))],
+                "usage": usage(ctxs)}
 
     async def stream(kind, head, inference, options, question, stream_options):
         loop = asyncio.get_running_loop()
@@ -328,7 +343,7 @@ def create_app(engine: Engine, models: dict, limits: Limits = Limits(), api_key:
             rest = reply.content[len(sent):] if reply.content.startswith(sent) else ""
             if rest:
                 yield event({"content": rest})
-            yield event({}, reply.finish_reason, {"mathdistill": reply.info()})
+            yield event({}, reply.finish_reason, {"mathdistill": info(reply, ctx)})
             if stream_options.get("include_usage"):
                 yield "data: " + json.dumps({**head, "object": chunk_kind, "choices": [], "usage": usage([ctx])}) + "\n\n"
             yield "data: [DONE]\n\n"

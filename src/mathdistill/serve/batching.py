@@ -13,8 +13,9 @@ worker generates the rest. Calls arriving while the model is busy make the next 
 
 Streaming (`stream`) runs one prompt alone through transformers' own `generate` with a streamer,
 so text comes out as it is decoded: greedy text is the same as the batched path's, a sampled one is
-seeded (`seed`) but drawn differently. Only the worker touches the model, so per-call adapter
-switches never race.
+seeded (`seed`) but drawn differently; `calculator: True` in the settings forces arithmetic values
+there too (the generation loop's own calculator hook, as a logits processor). Only the worker
+touches the model, so per-call adapter switches never race.
 """
 
 from __future__ import annotations
@@ -144,8 +145,8 @@ def stream_generate(model, tokenizer, prompt: str, settings: dict, seed: int | N
     from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 
     from mathdistill.student.chat import prompt_token_ids
-    from mathdistill.student.generate import (LOOP_EVERY, Generation, _adapter_context, _cut_at_stop, _eos_ids,
-                                              ends_in_loop)
+    from mathdistill.student.generate import (LOOP_EVERY, Generation, _adapter_context, _CalculatorHook, _cut_at_stop,
+                                              _eos_ids, ends_in_loop)
 
     class Streamer(TextStreamer):
         def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
@@ -174,10 +175,22 @@ def stream_generate(model, tokenizer, prompt: str, settings: dict, seed: int | N
         kwargs.update(stop_strings=stop, tokenizer=tokenizer)
     if settings.get("loop_stop"):
         kwargs["stopping_criteria"] = StoppingCriteriaList([LoopStop()])
+    calc = None
+    if settings.get("calculator"):
+        from types import SimpleNamespace
+
+        from transformers import LogitsProcessorList
+
+        from mathdistill.student.calculator import Calculator
+
+        calc = [[[], 0]]  # [tokens still to force, interventions] of the one row
+        kwargs["logits_processor"] = LogitsProcessorList(
+            [_CalculatorHook(Calculator(tokenizer), [len(ids)], calc, SimpleNamespace(finished=None))])
     device = model.device
     with _adapter_context(model, settings.get("adapter")), torch.inference_mode():
         out = model.generate(input_ids=torch.tensor([ids], device=device),
                              attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device),
                              streamer=Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True), **kwargs)
     new = out[0, len(ids):].tolist()
-    return Generation([_cut_at_stop(tokenizer.decode(new, skip_special_tokens=True), stop)], [len(new)], [looped[0]])
+    return Generation([_cut_at_stop(tokenizer.decode(new, skip_special_tokens=True), stop)], [len(new)], [looped[0]],
+                      [calc[0][1]] if calc else [])

@@ -46,6 +46,10 @@ def serve_command(
     max_waiting: int = typer.Option(1024, "--max-waiting", min=0, help="Requests queued beyond those (more: 503)."),
     max_body: int = typer.Option(1 << 20, "--max-body", min=1024, help="Largest request body, bytes (more: 413)."),
     max_tokens: int = typer.Option(4096, "--max-tokens", min=1, help="Largest max_tokens a request may ask for."),
+    calculator: bool = typer.Option(False, "--calculator", help="Calculator decoding for every completion: the "
+                                    "value of each arithmetic step the student writes (`a op b =`, `<<expr=`) is "
+                                    "computed and forced; each choice's `mathdistill.calculator_interventions` (and "
+                                    "usage's) counts them."),
     threads: Optional[int] = threads_option(),
 ) -> None:
     """Serve a distilled student over an OpenAI-compatible API (/v1/models, /v1/chat/completions,
@@ -80,7 +84,7 @@ def serve_command(
     defaults = replace(defaults, **{k: v for k, v in {"max_new_tokens": max_new_tokens, "shots": shots,
                                                       "loop_stop": loop_stop, "batch_size": batch_size,
                                                       "data_dir": str(data_dir) if data_dir else None}.items()
-                                    if v is not None})
+                                    if v is not None}, calculator=calculator)
     sock = listen(host, port)  # the address is checked before the model loads
     runtime.set_threads(threads)
     engine = load_engine(served, base, defaults, wait=batch_wait_ms / 1000)

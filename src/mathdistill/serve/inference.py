@@ -72,6 +72,7 @@ class Defaults:
     shots: int = 0
     data_dir: str | None = None
     batch_size: int = 16
+    calculator: bool = False  # calculator decoding for every completion (`serve --calculator`)
 
     @classmethod
     def of(cls, cfg) -> "Defaults":
@@ -121,13 +122,14 @@ class Engine:
 
 
 class Context:
-    """One request's view of the engine; inferences call these. Counts the tokens it used."""
+    """One request's view of the engine; inferences call these. Counts the tokens it used (and,
+    with calculator decoding, the values it forced: `interventions`)."""
 
     def __init__(self, engine: Engine, options: Options = Options(), on_text: Callable[[str], None] | None = None):
         self.engine, self.options = engine, options
         self.on_text = on_text  # set: the first single-prompt generation streams its text to it
         self.tokenizer = engine.tokenizer
-        self.prompt_tokens = self.completion_tokens = 0
+        self.prompt_tokens = self.completion_tokens = self.interventions = 0
         self._calls = 0
         self._budget: dict[int, int] = {}
 
@@ -173,12 +175,15 @@ class Context:
         settings = {"adapter": None if adapter in e.merged else adapter, "max_new_tokens": budget,
                     "temperature": temperature, "top_p": top_p if temperature > 0 else 1.0, "num_samples": samples,
                     "stop": tuple(o.stop), "loop_stop": d.loop_stop}
+        if d.calculator:  # only then: the settings (and so the batching groups) are as before when off
+            settings["calculator"] = True
         if self.on_text is not None and len(prompts) == 1 and samples == 1:  # streamed (once per request)
             gens, self.on_text = e.batcher.submit(prompts, settings, seeds, on_text=self.on_text).result(), None
         else:
             gens = e.batcher.generate(list(prompts), settings, seeds)
         self.prompt_tokens += sum(lengths)
         self.completion_tokens += sum(sum(g.num_tokens) for g in gens)
+        self.interventions += sum(sum(g.interventions) for g in gens)
         for g in gens:
             self._budget[id(g)] = budget
         return gens

@@ -41,7 +41,7 @@ def reference_rows(problems: Sequence[Problem], thought, progress: bool = False)
     if thought.name not in reference_formats():
         raise InputError(f"the reference teacher converts GSM8K gold solutions to {', '.join(reference_formats())}; "
                          f"not to {thought.name}: configure another teacher for it")
-    texts = reference_rationales(problems, thought.name, progress=progress)
+    texts = reference_rationales(problems, thought, progress=progress)  # the Thought: its calc_marks too
     have = [p for p in problems if texts[p.id] is not None]
     scored = thought.score_batch([texts[p.id] for p in have], [p.answer for p in have])
     by_id = {p.id: s for p, s in zip(have, scored)}

@@ -5,7 +5,8 @@ This module reads them (`solution_sentences`, `solution_steps`); each format's c
 in its own form (`Thought.reference(problem)`):
 
   cot  the sentences without the notes, then "The answer is N." (None if a note's arithmetic
-       is wrong);
+       is wrong); `calc_marks="keep"|"add"` keeps / adds calculation marks
+       (`mathdistill.thoughts.calcmarks`);
   pot  one assignment per note (`clips_in_may = 48 / 2`, earlier results referred to by
        name), each after its sentence as a `#` comment, then `ans = ...`;
   eot  the same steps as equations with `%` comments.
@@ -34,6 +35,7 @@ from typing import Iterable, Sequence
 from mathdistill.answers import parse_number
 from mathdistill.io import InputError
 from mathdistill.thoughts import NAMES, Thought, get, thought_class
+from mathdistill.thoughts.calcmarks import NOTE as _NOTE  # a calculator note: <<48/2=24>>
 
 
 def reference_formats() -> tuple[str, ...]:
@@ -43,7 +45,6 @@ def reference_formats() -> tuple[str, ...]:
 
 FORMATS = reference_formats()
 VERSION = 2  # bump when the conversion changes (invalidates the cache)
-_NOTE = re.compile(r"<<([^=<>]*)=([^<>]*)>>")
 # arithmetic written out without a calculator note: "40 / 10 = 4 days", "$50 − $6 = $44"
 _N = r"\$?(?:\d[\d,]*(?:\.\d+)?|\.\d+)"
 _INLINE = re.compile(rf"(?<![\w.])(\(?{_N}(?:\s*[-+*/x×÷−]\s*\(?{_N}\)?)+)\s*=\s*\$?(-?(?:\d[\d,]*(?:\.\d+)?|\.\d+))(?!\.?\d)")
@@ -171,15 +172,20 @@ def solution_steps(problem) -> tuple[list[tuple[str, str, str]], str] | None:
     return steps, target
 
 
-def solution_sentences(problem) -> list[str] | None:
-    """The gold solution's lines without their calculator notes; None when a note's arithmetic is
-    wrong (the gold solution's own arithmetic)."""
+def solution_sentences(problem, keep_notes: bool = False) -> list[str] | None:
+    """The gold solution's lines without their calculator notes (`keep_notes`: with the notes the
+    calculator agrees with, `calcmarks.keep_notes`); None when a note's arithmetic is wrong (the
+    gold solution's own arithmetic)."""
     lines = _body_lines(_solution(problem))
     for line in lines:
         for m in _NOTE.finditer(line):
             v, r = _value(m.group(1)), parse_number(m.group(2).strip())
             if v is None or r is None or not _close(v, r):
                 return None
+    if keep_notes:
+        from mathdistill.thoughts.calcmarks import keep_notes as keep
+
+        return [keep(ln) for ln in lines]
     return [_clean(ln) for ln in lines]
 
 
@@ -199,25 +205,37 @@ def assignments(problem, comment: str) -> str | None:
     return "\n".join(out)
 
 
-def _format(thought: str) -> Thought:
-    if thought not in FORMATS:
-        raise InputError(f"no reference conversion for {thought!r}; formats: {', '.join(FORMATS)}")
-    return get(thought)
+def _format(thought: str | Thought, calc_marks: str = "none") -> Thought:
+    """The format called `thought` (or `thought` itself, a Thought); `calc_marks` other than "none"
+    (see `mathdistill.thoughts.calcmarks`) only for cot."""
+    name = thought.name if isinstance(thought, Thought) else thought
+    if name not in FORMATS:
+        raise InputError(f"no reference conversion for {name!r}; formats: {', '.join(FORMATS)}")
+    if isinstance(thought, Thought):
+        return thought
+    if calc_marks == "none":
+        return get(name)
+    if name != "cot":
+        raise InputError(f"calc_marks {calc_marks!r}: calculation marks apply to cot targets, not {name}")
+    try:
+        return get(name, calc_marks=calc_marks)
+    except ValueError as e:
+        raise InputError(str(e)) from None
 
 
-def convert(problem, thought: str) -> str | None:
+def convert(problem, thought: str, calc_marks: str = "none") -> str | None:
     """The unverified conversion of `problem`'s gold solution into `thought` (None if impossible)."""
-    return _format(thought).reference(problem)
+    return _format(thought, calc_marks).reference(problem)
 
 
-def training_rows(n: int, thought: str = "cot", offset: int = 0, data_dir=None) -> list[dict]:
+def training_rows(n: int, thought: str = "cot", offset: int = 0, data_dir=None, calc_marks: str = "none") -> list[dict]:
     """The first `n` {prompt: question, completion: converted gold solution} rows of GSM8K train,
     after skipping `offset` problems: small real training sets for tests and benchmarks."""
     from mathdistill.data import load
 
     rows = []
     for p in load("gsm8k", split="train", data_dir=data_dir, limit=4 * (n + offset))[offset:]:
-        text = convert(p, thought)
+        text = convert(p, thought, calc_marks)
         if text:
             rows.append({"prompt": p.question, "completion": text})
         if len(rows) == n:
@@ -236,9 +254,9 @@ def _verify(problems: Sequence, fmt: Thought, texts: list[str | None]) -> list[s
     return out
 
 
-def reference_rationale(problem, thought: str) -> str | None:
+def reference_rationale(problem, thought: str | Thought, calc_marks: str = "none") -> str | None:
     """The verified reference rationale of one GSM8K problem in `thought` (cot, pot, eot), or None."""
-    fmt = _format(thought)
+    fmt = _format(thought, calc_marks)
     return _verify([problem], fmt, [fmt.reference(problem)])[0]
 
 
@@ -246,17 +264,23 @@ def _key(problem) -> str:
     return hashlib.sha1(f"{VERSION}\n{problem.question}\n{_solution(problem)}".encode()).hexdigest()[:16]
 
 
-def reference_rationales(problems: Iterable, thought: str, cache: bool = True,
-                         progress: bool = False) -> dict[str, str | None]:
-    """{problem.id: verified rationale or None} for many problems, in sandbox batches.
+def reference_rationales(problems: Iterable, thought: str | Thought, cache: bool = True,
+                         progress: bool = False, calc_marks: str = "none") -> dict[str, str | None]:
+    """{problem.id: verified rationale or None} for many problems, in sandbox batches. `thought`: a
+    name, or a Thought (its own settings, e.g. `CoT(calc_marks="keep")`); `calc_marks` with a name.
 
-    Results are cached in cache_dir()/reference/<thought>.jsonl (keyed by the problem's text)."""
+    Results are cached in cache_dir()/reference/<thought>.jsonl (keyed by the problem's text;
+    <thought>-marks-<mode>-v<calcmarks.VERSION>.jsonl with calculation marks)."""
     from mathdistill.io import write_jsonl
     from mathdistill.paths import cache_dir
 
-    fmt = _format(thought)
+    from mathdistill.thoughts import calcmarks
+
+    fmt = _format(thought, calc_marks)
+    marks = getattr(fmt, "calc_marks", "none")
     problems = list(problems)
-    path = cache_dir() / "reference" / f"{thought}.jsonl"
+    name = fmt.name if marks == "none" else f"{fmt.name}-marks-{marks}-v{calcmarks.VERSION}"
+    path = cache_dir() / "reference" / f"{name}.jsonl"
     stored: dict[str, str | None] = {}
     if cache and path.exists():
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -268,7 +292,7 @@ def reference_rationales(problems: Iterable, thought: str, cache: bool = True,
     keys = [_key(p) for p in problems]
     todo = [i for i, k in enumerate(keys) if k not in stored]
     chunk = 512
-    with _progress(progress, len(todo), f"reference {thought}") as advance:
+    with _progress(progress, len(todo), f"reference {fmt.name}") as advance:
         for s in range(0, len(todo), chunk):
             part = todo[s: s + chunk]
             texts = _verify([problems[i] for i in part], fmt, [fmt.reference(problems[i]) for i in part])
