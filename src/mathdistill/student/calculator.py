@@ -198,8 +198,9 @@ def format_number(value: Fraction) -> str:
 def calculation(text: str, at_start: bool = True) -> str | None:
     """The text to force after `text` if it ends with an arithmetic expression and `=` (a space
     first when the `=` has one before it: "2 + 3 =" -> " 5", "<<2+3=" -> "5"); None to leave it.
-    `at_start=False`: `text` is a cut-off tail, so an expression starting at its very first
-    character may be cut too and is left alone."""
+    `at_start=False`: `text` is a cut-off tail, so an expression that runs back to its very first
+    character (leading spaces included: " 5 + 6 =" may be the end of "123 + 5 + 6 =") may be cut
+    too and is left alone."""
     if not text.endswith("="):
         return None
     body = text[:-1]
@@ -208,7 +209,7 @@ def calculation(text: str, at_start: bool = True) -> str | None:
         return None
     tokens, start = lexed
     first = len(body) - len(body[start:].lstrip())  # where the expression's first token starts
-    if first == 0 and not at_start:
+    if start == 0 and not at_start:
         return None
     before = body[first - 1] if first > 0 else None
     if before is not None and not before.isspace() and before not in _BOUNDARY:
