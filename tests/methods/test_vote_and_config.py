@@ -104,8 +104,9 @@ def test_calculator_in_a_recipe_reaches_evaluation_and_names_rows_plus_calc(tmp_
 
     def fake_eval(model, tok, ps, thought, **kw):
         seen.append((thought, kw["calculator"]))
-        return SimpleNamespace(metrics={"dataset": "gsm8k", "n": len(ps), "correct": 1, "accuracy": 0.5,
-                                        "ci95": [0.1, 0.9], "interventions_per_answer": 1.5})
+        rows = [{"id": i, "prediction": str(i * (2 if kw["calculator"] else 1))} for i in range(len(ps))]  # 1 of 2 differs
+        return SimpleNamespace(rows=rows, metrics={"dataset": "gsm8k", "n": len(ps), "correct": 1, "accuracy": 0.5,
+                                                   "ci95": [0.1, 0.9], "interventions_per_answer": 1.5})
 
     monkeypatch.setattr(adapters, "load_merged", lambda model, adapter: (None, None))
     monkeypatch.setattr(ev, "weights_identity", lambda model, adapter: "w")
@@ -130,6 +131,7 @@ def test_calculator_in_a_recipe_reaches_evaluation_and_names_rows_plus_calc(tmp_
                           vote=True, preference=["pot", "cot"])
     assert [r["method"] for r in rows] == ["etd:cot", "etd:pot", "etd", "etd:cot+calc", "etd:pot+calc", "etd+calc"]
     assert seen == [("cot", False), ("pot", False), ("vote", True), ("cot", True), ("pot", True), ("vote", True)]
+    assert [r.get("answers_changed_share") for r in rows] == [None, None, None, 0.5, 0.5, 0.0]  # vote: both fakes calc
     with pytest.raises(InputError, match="calculator"):
         load_config(recipe, ["eval.calculator=sometimes"])
 

@@ -110,6 +110,7 @@ def evaluate(run: Run, cfg: RecipeConfig, name: str, adapter_dir: Path | None, f
     several = len(formats) > 1
     for split in cfg.data.eval:
         ps = problems(split, cfg.data.data_dir)
+        plain = {}  # calculator "both": the rows without it, to count the answers it changed
         for on in ([False, True] if e.calculator == "both" else [e.calculator]):
             calc = "+calc" if on else ""  # contract 9: method[-variant][:inference][+calc]
             per_format = {}
@@ -121,24 +122,38 @@ def evaluate(run: Run, cfg: RecipeConfig, name: str, adapter_dir: Path | None, f
                                split=split.split, weights=weights,
                                model_name=cfg.student.model + (f"+{adapter_dir}" if adapter_dir else ""))
                 per_format[t] = res
-                rows.append(result_row((f"{name}:{t}" if several else name) + calc, t, res.metrics, train))
+                rows.append(result_row((f"{name}:{t}" if several else name) + calc, t, res.metrics, train,
+                                       changed_share(res.rows, plain.get(t))))
                 console.print(f"{split.dataset} {t}{calc}: {res.metrics['accuracy']:.1%} of {res.metrics['n']}")
             if vote and several:
                 res = vote_formats(per_format, preference, out_dir=run.path(folder, split.dataset, "vote" + calc))
-                rows.append(result_row(name + calc, "vote", res.metrics, train))
+                per_format["vote"] = res
+                rows.append(result_row(name + calc, "vote", res.metrics, train,
+                                       changed_share(res.rows, plain.get("vote"))))
                 console.print(f"{split.dataset} vote{calc}: {res.metrics['accuracy']:.1%} of {res.metrics['n']}")
+            plain = plain or per_format
     return rows
 
 
-def result_row(name: str, variant: str, metrics: dict, train: dict | None) -> dict:
-    """One results.json row (contract 9): the row name, the evaluation and what training cost."""
+def changed_share(rows: list[dict], other) -> float | None:
+    """Share of `rows` whose prediction differs from the same problem's in `other` (an EvalResult; None: None)."""
+    if other is None:
+        return None
+    theirs = {r["id"]: r.get("prediction") for r in other.rows}
+    return sum(r.get("prediction") != theirs.get(r["id"]) for r in rows) / len(rows) if rows else None
+
+
+def result_row(name: str, variant: str, metrics: dict, train: dict | None, answers_changed: float | None = None) -> dict:
+    """One results.json row (contract 9): the row name, the evaluation and what training cost
+    (+ `answers_changed_share`: of a `+calc` row measured beside its plain row, the share of answers that differ)."""
     train = train or {}
     return {"method": name, "dataset": metrics["dataset"], "variant": variant, "n": metrics["n"],
             "correct": metrics["correct"], "accuracy": metrics["accuracy"], "ci95": metrics["ci95"],
             "train_seconds": train.get("seconds"), "train_steps": train.get("steps"),
             "train_tokens": train.get("tokens"), "eval_seconds": metrics.get("seconds"),
             "gen_tokens_per_s": metrics.get("tokens_per_second"),
-            "interventions_per_answer": metrics.get("interventions_per_answer")}
+            "interventions_per_answer": metrics.get("interventions_per_answer"),
+            **({"answers_changed_share": answers_changed} if answers_changed is not None else {})}
 
 
 def train_summary(run: Run, adapter: str = "student") -> dict:
