@@ -68,3 +68,17 @@ def combine(parts: Sequence[dict], summed: Sequence[str] = (), means: Sequence[s
     out.update(n=n, seconds=max(p["seconds"] for p in parts), processes=len(parts),
                shard_seconds=[p["seconds"] for p in parts])
     return out
+
+
+def main(command: Callable) -> None:
+    """Run the typer `command` as a launched process's main: bad input is a message and exit code 2, no
+    traceback (as the `mathdistill` CLI)."""
+    import typer
+
+    from mathdistill.io import InputError
+
+    try:
+        typer.run(command)
+    except InputError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise SystemExit(2) from None

@@ -101,13 +101,9 @@ def _read(folder: Path) -> tuple[list[dict], dict]:
 
 
 def main() -> None:
-    from mathdistill.io import InputError
+    from mathdistill import shards
 
-    try:
-        typer.run(parallel_eval_command)
-    except InputError as e:  # as the CLI: exit 2, no traceback
-        typer.echo(f"error: {e}", err=True)
-        raise SystemExit(2) from None
+    shards.main(parallel_eval_command)
 
 
 if __name__ == "__main__":

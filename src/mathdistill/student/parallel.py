@@ -132,11 +132,9 @@ def parallel_sample_command(
 
 
 def main() -> None:
-    try:
-        typer.run(parallel_sample_command)
-    except InputError as e:  # as the CLI: exit 2, no traceback
-        typer.echo(f"error: {e}", err=True)
-        raise SystemExit(2) from None
+    from mathdistill import shards
+
+    shards.main(parallel_sample_command)
 
 
 if __name__ == "__main__":
