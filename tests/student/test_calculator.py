@@ -153,7 +153,8 @@ def tok(student_path):
 
 def run_hook(tok, rows, steps, done=None, state=None, free=" ok"):
     """Drive `_CalculatorHook` like greedy decoding would: each row has a prompt and what it
-    generated so far; the model "wants" `free` every step; returns the rows' texts and the state."""
+    generated so far; the model "wants" `free` every step (a list: `free[i]` at step i), else " ok";
+    returns the rows' texts and the state."""
     import torch
 
     from mathdistill.student.calculator import Calculator
@@ -168,16 +169,20 @@ def run_hook(tok, rows, steps, done=None, state=None, free=" ok"):
     done = done or [None] * len(rows)
     state = state if state is not None else [[[], 0] for _ in rows]
     finish = types.SimpleNamespace(finished=torch.tensor([d is not None for d in done]))  # as `_Finish` has it
-    hook = _CalculatorHook(Calculator(tok), gen_start, state, finish)
-    want = tok.encode(free, add_special_tokens=False)[0]
-    for _ in range(steps):
+    calc = Calculator(tok)
+    hook = _CalculatorHook(calc, gen_start, state, finish)
+    ok = tok.encode(" ok", add_special_tokens=False)[0]
+    digits = set(calc.continuations)
+    for i in range(steps):
+        want = tok.encode(free if isinstance(free, str) else free[i], add_special_tokens=False)[0]
         scores = torch.zeros(len(rows), len(tok))
+        scores[:, ok] = 0.5
         scores[:, want] = 1.0
         before = scores.clone()
         out = hook(ids, scores)
-        for r in range(len(rows)):  # untouched unless forced
-            forced = not torch.equal(out[r], before[r])
-            assert not forced or int((out[r] > float("-inf")).sum()) == 1
+        for r in range(len(rows)):  # untouched unless forced (one token left) or kept from extending a value
+            changed = set((out[r] != before[r]).nonzero()[:, 0].tolist())
+            assert not changed or int((out[r] > float("-inf")).sum()) == 1 or changed <= digits
         ids = torch.cat([ids, out.argmax(-1, keepdim=True)], 1)
     texts = [tok.decode(ids[r, gen_start[r]:]) for r in range(len(rows))]
     return texts, state
@@ -201,3 +206,15 @@ def test_hook_triggers_again_on_each_new_step_and_survives_a_hand_over(tok):
     assert texts == ["12 * 3 = 36 ok"] and state == [[[], 1]]
     texts, state = run_hook(tok, ["12 * 3 = 36 and 36 - 1 ="], 4)
     assert texts == ["12 * 3 = 36 and 36 - 1 = 35 ok"] and state[0][1] == 1
+
+
+def test_a_forced_value_is_not_extended_by_the_student(tok):
+    """After the forced value, and after a "." or "," right behind it, no digit may follow: the student
+    cannot turn the calculator's 25 into 250 or 4 into 4.5 (seen with the real student); other rows and
+    later steps are free."""
+    texts, _ = run_hook(tok, ["So 500 * 0.05 =", "It is 2.5"], 5, free="0")  # " 25" is 3 tokens
+    assert texts == ["So 500 * 0.05 = 25 ok0", "It is 2.500000"]
+    texts, _ = run_hook(tok, ["16/4 ="], 4, free=["0", "0", ".", "5"])
+    assert texts == ["16/4 = 4. ok"]
+    texts, _ = run_hook(tok, ["16/4 ="], 4, free=["0", "0", " and", "5"])
+    assert texts == ["16/4 = 4 and5"]

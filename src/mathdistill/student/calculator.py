@@ -222,15 +222,20 @@ def calculation(text: str, at_start: bool = True) -> str | None:
 
 class Calculator:
     """What a generation loop needs for one tokenizer: `triggers`, the token ids whose text ends
-    with `=` (only rows whose last token is one of these are looked at), and `forced(ids,
-    at_start)`: the token ids to force after the generated tokens `ids` (their last TAIL_TOKENS
-    are enough), or None."""
+    with `=` (only rows whose last token is one of these are looked at), `forced(ids, at_start)`:
+    the token ids to force after the generated tokens `ids` (their last TAIL_TOKENS are enough), or
+    None; and `continuations` (tokens starting with a digit) and `joins` ("." and ","): right after
+    a forced value, and after a "." or "," that follows it, a continuation is not allowed (else
+    "500 * 0.05 = 25" goes on to "250", "16/4 = 4" to "4.5": the student writing its own number)."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
         vocab = range(len(tokenizer))
         texts = tokenizer.batch_decode([[i] for i in vocab])
         self.triggers = [i for i, text in zip(vocab, texts) if text.endswith("=")]
+        # what may not follow a forced value (nor its "." or ","): a digit would change the number
+        self.continuations = [i for i, text in zip(vocab, texts) if text[:1].isdigit()]
+        self.joins = {i for i, text in zip(vocab, texts) if text in (".", ",")}
 
     def forced(self, ids: list[int], at_start: bool = True) -> list[int] | None:
         text = calculation(self.tokenizer.decode(ids, skip_special_tokens=True), at_start)

@@ -525,8 +525,10 @@ class _CalculatorHook:
     """Logits processor for calculator decoding (`student.calculator`): when a running row's last
     token ends with `=` (checked on the device for the whole batch: `Calculator.triggers`), the
     row's last generated tokens are decoded and, if they end in an arithmetic expression, the
-    tokens of its value are forced one per step (all other tokens -inf). Python runs only for the
-    rows that triggered or are being forced; the others are untouched. `state[r]` is row r's
+    tokens of its value are forced one per step (all other tokens -inf); the step after the value
+    (and after a "." or "," right behind it) may not write a digit (`Calculator.continuations`),
+    so the value is not extended. Python runs only for the rows that triggered, are being forced
+    or just were; the others are untouched. `state[r]` is row r's
     [tokens still to force, interventions so far] (kept across a hand-over to a later batch);
     `gen_start[r]` is where its generated tokens start; `finish.finished` (a `_Finish`; None
     before its first step) marks the rows that are done (a finished row's token is padding)."""
@@ -534,13 +536,22 @@ class _CalculatorHook:
     def __init__(self, calculator, gen_start, state, finish):
         self.calculator, self.gen_start, self.state, self.finish = calculator, gen_start, state, finish
         self.forcing = {r for r, (pending, _) in enumerate(state) if pending}  # rows with tokens to force
-        self.triggers = None
+        self.guard: dict[int, bool] = {}  # rows whose value ended: True the step after it, False one more
+        self.triggers = self.continuations = None
 
     def __call__(self, input_ids, scores):
         import torch
 
         if self.triggers is None:
             self.triggers = torch.tensor(self.calculator.triggers, dtype=torch.long, device=input_ids.device)
+            self.continuations = torch.tensor(self.calculator.continuations, dtype=torch.long, device=scores.device)
+        if self.guard:  # a forced value was just written (or its "." / ","): no digit may extend it
+            guard, self.guard = self.guard, {}
+            for r, first in guard.items():
+                if first or int(input_ids[r, -1]) in self.calculator.joins:
+                    scores[r, self.continuations] = float("-inf")
+                    if first:
+                        self.guard[r] = False
         cur = input_ids.shape[1]
         hit = torch.isin(input_ids[:, -1], self.triggers)
         if self.finish.finished is not None:
@@ -557,6 +568,7 @@ class _CalculatorHook:
             rows = sorted(self.forcing)
             tokens = [self.state[r][0].pop(0) for r in rows]
             self.forcing = {r for r in rows if self.state[r][0]}
+            self.guard.update({r: True for r in rows if r not in self.forcing})
             at = torch.tensor(rows, device=scores.device)
             scores[at] = float("-inf")
             scores[at, torch.tensor(tokens, device=scores.device)] = 0.0
