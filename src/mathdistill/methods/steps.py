@@ -28,12 +28,11 @@ def problems(split: Split, data_dir: str | None) -> list[Problem]:
     return ps[split.offset : end]
 
 
-def _taught(cfg: DistillConfig, thought: str):
-    """`thought`, or its format with the recipe's calculation marks (`data.calc_marks`, cot only)."""
+def _taught(thought: str, calc_marks: str):
+    """`thought`, or its format with calculation marks in its targets (`data.calc_marks`, cot only)."""
     from mathdistill import thoughts
 
-    marks = cfg.data.calc_marks
-    return thoughts.get(thought, calc_marks=marks) if thought == "cot" and marks != "none" else thought
+    return thoughts.get(thought, calc_marks=calc_marks) if thought == "cot" and calc_marks != "none" else thought
 
 
 def teach(run: Run, cfg: DistillConfig, problems: list[Problem], thoughts: list[str], samples: int | None = None,
@@ -44,7 +43,7 @@ def teach(run: Run, cfg: DistillConfig, problems: list[Problem], thoughts: list[
 
     for t in thoughts:
         run.stage(f"teach-{t}", lambda t=t: collect(
-            problems, _taught(cfg, t), resolve_teacher(cfg, t), run.path("teach", t), samples=samples or cfg.teach.samples,
+            problems, _taught(t, cfg.data.calc_marks), resolve_teacher(cfg, t), run.path("teach", t), samples=samples or cfg.teach.samples,
             keep=cfg.teach.keep, dedupe="normalized" if cfg.teach.dedupe else "none", context=context,
             data_dir=cfg.data.data_dir,
         ).summary)
@@ -59,11 +58,10 @@ def data(run: Run, thoughts: list[str], tagged: bool = False, extra: list[dict] 
     """Stage `name`: data/train.jsonl from the kept rationales of `thoughts` (+ `extra` rows);
     `calc_marks="add"`: cot targets with their right written steps marked (`thoughts.calcmarks`)."""
     from mathdistill.student.train import rows_from_rationales
-    from mathdistill.thoughts.calcmarks import apply
 
     def make() -> dict:
-        rows = rows_from_rationales([r for t in thoughts for r in rationales(run, t)], thoughts, tagged=tagged)
-        rows = [{**r, "completion": apply(r["completion"], calc_marks)} if r["thought"] == "cot" else r for r in rows]
+        rows = rows_from_rationales([r for t in thoughts for r in rationales(run, t)],
+                                    [_taught(t, calc_marks) for t in thoughts], tagged=tagged)
         rows += list(extra)
         if not rows:
             raise InputError(f"{run.dir}: no kept teacher rationales for {', '.join(thoughts)}: nothing to train on")

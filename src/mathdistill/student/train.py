@@ -212,11 +212,15 @@ def _from_rationale(row: dict, where: str, formats: dict, tagged: bool = False) 
     return {"prompt": fmt.student_prompt(row["question"]), "completion": fmt.student_target(row["text"], tagged=tagged)}
 
 
-def _formats(thoughts: Sequence[str]) -> dict:
+def _formats(thoughts: Sequence) -> dict:
+    """name -> format, for format names or format objects (e.g. `CoT(calc_marks="add")`)."""
     from mathdistill import thoughts as formats
 
     out = {}
     for t in thoughts:
+        if isinstance(t, formats.Thought):
+            out[t.name] = t
+            continue
         try:
             out[t] = formats.get(t)
         except ValueError as e:
@@ -260,7 +264,7 @@ def load_rows(data: str | Path | Iterable[dict], thoughts: Sequence[str] = ()) -
     return rows
 
 
-def rows_from_rationales(rationales: str | Path | Iterable[dict], thoughts: Sequence[str],
+def rows_from_rationales(rationales: str | Path | Iterable[dict], thoughts: Sequence,
                          tagged: bool = False) -> list[dict]:
     """Training rows from `teach` output (a rationales.jsonl or its rows): for each kept rationale of one
     of `thoughts`, {prompt, completion, thought, problem_id} with the thought's student prompt and target
