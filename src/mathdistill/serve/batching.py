@@ -146,7 +146,7 @@ def stream_generate(model, tokenizer, prompt: str, settings: dict, seed: int | N
 
     from mathdistill.student.chat import prompt_token_ids
     from mathdistill.student.generate import (LOOP_EVERY, Generation, _adapter_context, _CalculatorHook, _cut_at_stop,
-                                              _eos_ids, ends_in_loop)
+                                              _eos_ids, calculator_for, ends_in_loop)
 
     class Streamer(TextStreamer):
         def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
@@ -181,11 +181,9 @@ def stream_generate(model, tokenizer, prompt: str, settings: dict, seed: int | N
 
         from transformers import LogitsProcessorList
 
-        from mathdistill.student.calculator import Calculator
-
         calc = [[[], 0]]  # [tokens still to force, interventions] of the one row
         kwargs["logits_processor"] = LogitsProcessorList(
-            [_CalculatorHook(Calculator(tokenizer), [len(ids)], calc, SimpleNamespace(finished=None))])
+            [_CalculatorHook(calculator_for(tokenizer), [len(ids)], calc, SimpleNamespace(finished=None))])
     device = model.device
     with _adapter_context(model, settings.get("adapter")), torch.inference_mode():
         out = model.generate(input_ids=torch.tensor([ids], device=device),
