@@ -153,7 +153,8 @@ def tok(student_path):
 
 def run_hook(tok, rows, steps, done=None, state=None, free=" ok"):
     """Drive `_CalculatorHook` like greedy decoding would: each row has a prompt and what it
-    generated so far; the model "wants" `free` every step (a list: `free[i]` at step i), else " ok";
+    generated so far; the model "wants" `free` every step (a list: `free[i]` at step i; a text's first
+    token, or a token id), else " ok";
     returns the rows' texts and the state."""
     import torch
 
@@ -174,7 +175,8 @@ def run_hook(tok, rows, steps, done=None, state=None, free=" ok"):
     ok = tok.encode(" ok", add_special_tokens=False)[0]
     digits = set(calc.continuations)
     for i in range(steps):
-        want = tok.encode(free if isinstance(free, str) else free[i], add_special_tokens=False)[0]
+        want = free if isinstance(free, str) else free[i]
+        want = want if isinstance(want, int) else tok.encode(want, add_special_tokens=False)[0]
         scores = torch.zeros(len(rows), len(tok))
         scores[:, ok] = 0.5
         scores[:, want] = 1.0
@@ -218,3 +220,32 @@ def test_a_forced_value_is_not_extended_by_the_student(tok):
     assert texts == ["16/4 = 4. ok"]
     texts, _ = run_hook(tok, ["16/4 ="], 4, free=["0", "0", " and", "5"])
     assert texts == ["16/4 = 4 and5"]
+
+
+@pytest.fixture(scope="module")
+def sp_tok():
+    """A small SentencePiece-style tokenizer (Metaspace: a word's tokens start with "▁", and a token
+    decoded alone loses it), trained here, as Llama/Gemma-family students have."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.BPE(unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    raw.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    corpus = ["Question: what is it? Answer: ok", "So 16/4 = 4. 5 more and 12 * 4 = 48, 48/2 = 24 ok"] * 20
+    raw.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=150, special_tokens=["<unk>", "<pad>"]))
+    return PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", pad_token="<pad>")
+
+
+def test_a_sentencepiece_number_after_a_value_is_a_new_number(sp_tok):
+    """"▁5" decodes alone as "5", but after other text it reads " 5": a new number, which may follow a
+    forced value and its "."; a digit glued to the value may not (the calculator reads token texts as
+    they read after other text, not decoded alone)."""
+    from mathdistill.student.calculator import Calculator
+
+    calc = Calculator(sp_tok)
+    piece = sp_tok.convert_tokens_to_ids
+    assert piece("▁5") not in calc.continuations and piece("5") in calc.continuations
+    assert piece("▁=") in calc.triggers and piece(".") in calc.joins
+    texts, state = run_hook(sp_tok, ["So 16/4 ="], 3, free=[piece("0"), piece("."), piece("▁5")])
+    assert texts == ["So 16/4 = 4. 5"] and state[0][1] == 1

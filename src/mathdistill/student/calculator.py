@@ -229,9 +229,13 @@ class Calculator:
     "500 * 0.05 = 25" goes on to "250", "16/4 = 4" to "4.5": the student writing its own number)."""
 
     def __init__(self, tokenizer):
+        from mathdistill.student.generate import _token_texts
+
         self.tokenizer = tokenizer
         vocab = range(len(tokenizer))
-        texts = tokenizer.batch_decode([[i] for i in vocab])
+        # each token's text as it reads after other text: a SentencePiece "▁5" is " 5" (a new number,
+        # allowed after a value), not the "5" it decodes to alone (which would extend the value)
+        texts = _token_texts(tokenizer)
         self.triggers = [i for i, text in zip(vocab, texts) if text.endswith("=")]
         # what may not follow a forced value (nor its "." or ","): a digit would change the number
         self.continuations = [i for i, text in zip(vocab, texts) if text[:1].isdigit()]
