@@ -64,6 +64,30 @@ def test_off_sends_what_it_always_sent(live, tokenizer):
     assert r.usage.model_dump(exclude_none=True).keys() == {"prompt_tokens", "completion_tokens", "total_tokens"}
 
 
+def test_a_calc_name_turns_it_on_for_its_own_requests_only(live, tokenizer):
+    """A run evaluated with `eval.calculator` serves `<name>+calc` (`Calculated`): that name's requests
+    generate with calculator decoding and report it; the plain name's do not (the server's flag is off)."""
+    from mathdistill.serve import Calculated
+
+    engine = scripted_engine(tokenizer, SCRIPT)
+    engine.batcher = Forcing(SCRIPT)
+    plain = family("cot", ["cot"], vote=False)
+    srv = live(create_app(engine, plain | {"cot+calc": Calculated(plain["cot"])}))
+    c = openai.OpenAI(base_url=srv.url, api_key="none", max_retries=0)
+    assert [m.id for m in c.models.list()] == ["cot", "cot+calc"]
+    for stream in (False, True):
+        for name, on in (("cot+calc", True), ("cot", False), ("cot+calc", True)):
+            kw = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
+            r = c.chat.completions.create(model=name, messages=[{"role": "user", "content": Q}], **kw)
+            chunks = list(r) if stream else [r]
+            last = [x for x in chunks if x.choices and x.choices[0].finish_reason][-1]
+            usage = chunks[-1].usage
+            assert engine.batcher.calls[-1][1].get("calculator", False) is on, (name, stream)
+            want = Forcing.n if on else None
+            assert last.choices[0].model_extra["mathdistill"].get("calculator_interventions") == want
+            assert (usage.model_extra or {}).get("calculator_interventions") == want
+
+
 def test_the_flag_reaches_the_engines_defaults(monkeypatch):
     """`serve --model M --calculator` loads the engine with calculator decoding on (off without the flag)."""
     from typer.testing import CliRunner

@@ -118,6 +118,38 @@ def test_the_serve_command_end_to_end(etd_run):
     assert proc.returncode == 0, proc.stderr.read()[-2000:]
 
 
+def test_a_run_evaluated_with_and_without_the_calculator_serves_both(tmp_path, student_path, data_dir):
+    """`eval.calculator: both` gives rows `<name>` and `<name>+calc`; served, each `+calc` name answers as
+    its evaluation did (calculator decoding on for it alone) and the plain names as theirs did."""
+    from tiny_run import tiny_run
+
+    from mathdistill.serve import Defaults, load_engine, served_run
+    from mathdistill.serve.app import create_app
+
+    run_dir = tiny_run(tmp_path, student_path, data_dir, "calc", ["eval.calculator=both",
+                                                                 "data.eval=[{dataset: gsm8k, split: test, limit: 2}]"])
+    spec, cfg, _ = served_run(run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
+    names = ["etd", "etd:cot", "etd:pot", "etd:eot"]
+    assert list(spec.models) == names + [n + "+calc" for n in names]
+    assert set(spec.models) == {r["method"] for r in results["rows"]}
+    engine = load_engine(spec, cfg.student.model, Defaults.of(cfg))
+    srv = LiveServer(create_app(engine, spec.models))
+    try:
+        c = openai.OpenAI(base_url=srv.url, api_key="none", max_retries=0)
+        for calc in ("", "+calc"):
+            for row in evaluated(run_dir, "cot" + calc):
+                r = chat(c, "etd:cot" + calc, row["question"])
+                info = r.choices[0].model_extra["mathdistill"]
+                assert r.choices[0].message.content == row["output"] and info["answer"] == row["prediction"]
+                assert info.get("calculator_interventions") == row.get("interventions")
+            for row in evaluated(run_dir, "vote" + calc):
+                assert chat(c, "etd" + calc, row["question"]).choices[0].model_extra["mathdistill"]["answer"] \
+                    == row["prediction"]
+    finally:
+        srv.stop()
+
+
 def test_a_method_with_its_own_serve_hook_and_two_adapters(heads_run, tokenizer):
     """The docs' loop over adapters ir and dr; each adapter alone gives what plain PEFT gives."""
     from peft import PeftModel

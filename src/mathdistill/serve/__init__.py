@@ -17,18 +17,18 @@ k-shot exemplars); generation, answers and votes are the project's own component
 (`student.generate`, `thoughts.get(t).extract_batch`, `answers.vote`). Concurrent requests are
 generated together (`serve.batching`). HTTP, limits and errors: `serve.app`.
 
-Parts: `inference` (Served, Single, Vote, Context, default_serve, served_run), `methods` (LoRID's loop,
+Parts: `inference` (Served, Single, Vote, Calculated, Context, default_serve, served_run), `methods` (LoRID's loop,
 FDD's and SIKeD's last finished round), `batching` (Batcher), `app` (create_app, run_server, Limits),
 `cli` (the command).
 """
 
 from __future__ import annotations
 
-from mathdistill.serve.inference import (Context, Defaults, Engine, Options, Reply, RequestError, Served, Single, Vote,
-                                         default_serve, family, served_model, served_run)
+from mathdistill.serve.inference import (Calculated, Context, Defaults, Engine, Options, Reply, RequestError, Served,
+                                         Single, Vote, default_serve, family, served_model, served_run)
 
-__all__ = ["Context", "Defaults", "Engine", "Options", "Reply", "RequestError", "Served", "Single", "Vote",
-           "default_serve", "family", "served_model", "served_run", "load_engine"]
+__all__ = ["Calculated", "Context", "Defaults", "Engine", "Options", "Reply", "RequestError", "Served", "Single",
+           "Vote", "default_serve", "family", "served_model", "served_run", "load_engine"]
 
 
 def load_engine(served: Served, model: str, defaults: Defaults, batch_size: int | None = None,

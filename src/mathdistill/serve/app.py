@@ -261,7 +261,7 @@ def create_app(engine: Engine, models: dict, limits: Limits = Limits(), api_key:
     def info(reply, ctx: Context) -> dict:
         """The choice's `mathdistill` field: the reply's answers (+ with --calculator, the values forced)."""
         out = reply.info()
-        if engine.defaults.calculator:
+        if ctx.calculator:
             out["calculator_interventions"] = ctx.interventions
         return out
 
@@ -273,7 +273,7 @@ def create_app(engine: Engine, models: dict, limits: Limits = Limits(), api_key:
     def usage(ctxs) -> dict:
         p, c = sum(x.prompt_tokens for x in ctxs), sum(x.completion_tokens for x in ctxs)
         out = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
-        if engine.defaults.calculator:  # an extra key: OpenAI clients keep unknown usage fields
+        if any(x.calculator for x in ctxs):  # an extra key: OpenAI clients keep unknown usage fields
             out["calculator_interventions"] = sum(x.interventions for x in ctxs)
         return out
 

@@ -49,7 +49,8 @@ def serve_command(
     calculator: bool = typer.Option(False, "--calculator", help="Calculator decoding for every completion: the "
                                     "value of each arithmetic step the student writes (`a op b =`, `<<expr=`) is "
                                     "computed and forced; each choice's `mathdistill.calculator_interventions` (and "
-                                    "usage's) counts them."),
+                                    "usage's) counts them. Without it, only a run's `<name>+calc` rows "
+                                    "(eval.calculator) use it."),
     threads: Optional[int] = threads_option(),
 ) -> None:
     """Serve a distilled student over an OpenAI-compatible API (/v1/models, /v1/chat/completions,

@@ -130,6 +130,7 @@ class Context:
         self.on_text = on_text  # set: the first single-prompt generation streams its text to it
         self.tokenizer = engine.tokenizer
         self.prompt_tokens = self.completion_tokens = self.interventions = 0
+        self.calculator = engine.defaults.calculator  # set by a `+calc` name (`Calculated`) for its request
         self._calls = 0
         self._budget: dict[int, int] = {}
 
@@ -175,7 +176,7 @@ class Context:
         settings = {"adapter": None if adapter in e.merged else adapter, "max_new_tokens": budget,
                     "temperature": temperature, "top_p": top_p if temperature > 0 else 1.0, "num_samples": samples,
                     "stop": tuple(o.stop), "loop_stop": d.loop_stop}
-        if d.calculator:  # only then: the settings (and so the batching groups) are as before when off
+        if self.calculator:  # only then: the settings (and so the batching groups) are as before when off
             settings["calculator"] = True
         if self.on_text is not None and len(prompts) == 1 and samples == 1:  # streamed (once per request)
             gens, self.on_text = e.batcher.submit(prompts, settings, seeds, on_text=self.on_text).result(), None
@@ -269,6 +270,30 @@ class Vote:
                      {"rationales": rationales})
 
 
+@dataclass(frozen=True)
+class Calculated:
+    """`inner` with calculator decoding on for its request: a row `<name>+calc` (`eval.calculator`) is
+    served as `<name>`'s inference with every arithmetic value computed and forced."""
+
+    inner: Callable
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return tuple(getattr(self.inner, "formats", ()))
+
+    @property
+    def streamable(self) -> bool:
+        return bool(getattr(self.inner, "streamable", False))
+
+    @property
+    def summary(self) -> str:
+        return f"{getattr(self.inner, 'summary', '')}, calculator decoding"
+
+    def __call__(self, ctx: Context, question: str) -> Reply:
+        ctx.calculator = True
+        return self.inner(ctx, question)
+
+
 @dataclass
 class Served:
     """How a run is served: `models` maps each served name (a result-row name, contract 9) to its
@@ -340,13 +365,16 @@ def load_run_config(run_dir: str | Path):
 
 def served_run(run_dir: str | Path) -> tuple[Served, object, object]:
     """(Served, config, run view) of a run folder: the method's `serve` hook (`serve.methods`: LoRID,
-    FDD, SIKeD), else `default_serve`. With results.json, only names that are result rows are served."""
+    FDD, SIKeD), else `default_serve`; a run evaluated with `eval.calculator` also serves `<name>+calc`
+    (`Calculated`). With results.json, only names that are result rows are served."""
     from mathdistill.methods import METHODS
     from mathdistill.serve.methods import serve_hook
 
     run, cfg = load_run_config(run_dir)
     served = serve_hook(METHODS[cfg.method])(cfg, run)
     rows = {r.get("method") for r in run.rows}
+    if cfg.eval.calculator:  # rows `<name>+calc` (contract 9): the same inference with calculator decoding
+        served.models |= {f"{n}+calc": Calculated(inf) for n, inf in served.models.items()}
     if rows:
         kept = {n: inf for n, inf in served.models.items() if n in rows}
         if not kept:
