@@ -69,6 +69,12 @@ def test_resume_reuses_finished_generations(student, tmp_path, data_dir):
     kw = dict(max_new_tokens=6, batch_size=3, out_dir=tmp_path, progress=False)
     first = evaluate(model, tok, problems, **kw)
     assert first.metrics["generated"] == 3 and not (tmp_path / PARTIAL).exists()
+    # all reused: this call's seconds are 0; `measured` keeps the timing of the call that generated them
+    reused = evaluate(model, tok, problems, **kw).metrics
+    assert (reused["generated"], reused["seconds"], reused["tokens_per_second"]) == (0, 0, None)
+    assert reused["measured"] == {k: first.metrics[k] for k in ("n", "seconds", "generated_tokens",
+                                                                 "tokens_per_second")}
+    assert first.metrics["seconds"] > 0 and evaluate(model, tok, problems, **kw).metrics["measured"] == reused["measured"]
     # an interrupted run leaves finished rows in the partial file: keep two, drop the summary files
     key = first.metrics["key"]
     with (tmp_path / PARTIAL).open("w") as f:
@@ -80,8 +86,10 @@ def test_resume_reuses_finished_generations(student, tmp_path, data_dir):
     assert again.metrics["reused"] == 2 and again.metrics["generated"] == 1
     assert [r["prediction"] for r in again.rows[:2]] == ["99999", "99999"]  # taken from the partial file
     assert again.rows[2]["output"] == first.rows[2]["output"]
-    # a finished run with the same settings is loaded, one with other settings is redone
-    assert evaluate(model, tok, problems, **kw).metrics["generated"] == 0
+    # a finished run with the same settings is loaded (generated in two calls: no whole timing), one with
+    # other settings is redone
+    loaded = evaluate(model, tok, problems, **kw).metrics
+    assert loaded["generated"] == 0 and "measured" not in loaded
     assert evaluate(model, tok, problems, **{**kw, "max_new_tokens": 5}).metrics["generated"] == 3
 
 

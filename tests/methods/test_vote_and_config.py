@@ -145,3 +145,23 @@ def test_a_whole_config_check_names_its_keys_without_an_empty_key():
         load_config(recipe, ["plans=null"])
     text = str(info.value)
     assert text.startswith(f"{recipe}: plans is null") and "key ''" not in text and "Value error" not in text
+
+
+def test_a_row_of_a_reused_evaluation_keeps_its_measured_timing():
+    """A result row's eval seconds / tokens per second: the evaluation's own, or, when it reused every
+    prediction, the timing of the call that generated them (`measured`); a vote adds up its formats'."""
+    from types import SimpleNamespace
+
+    from mathdistill.eval.vote import vote_formats
+    from mathdistill.methods.steps import result_row
+
+    base = {"dataset": "gsm8k", "n": 2, "correct": 1, "accuracy": 0.5, "ci95": [0.1, 0.9]}
+    fresh = base | {"generated": 2, "seconds": 4.0, "tokens_per_second": 25.0}
+    reused = base | {"generated": 0, "seconds": 0, "tokens_per_second": None,
+                     "measured": {"n": 2, "seconds": 4.0, "generated_tokens": 100, "tokens_per_second": 25.0}}
+    for m in (fresh, reused):
+        row = result_row("cot", "cot", m, None)
+        assert (row["eval_seconds"], row["gen_tokens_per_s"]) == (4.0, 25.0)
+    rows = [{"id": str(i), "question": "q", "gold": "1", "output": "1", "prediction": "1"} for i in range(2)]
+    per_format = {"cot": SimpleNamespace(rows=rows, metrics=fresh), "pot": SimpleNamespace(rows=rows, metrics=reused)}
+    assert vote_formats(per_format, ["cot", "pot"]).metrics["seconds"] == 8.0

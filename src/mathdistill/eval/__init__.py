@@ -13,8 +13,9 @@ Files in `out_dir` (written atomically at the end): `predictions.jsonl` (one row
 id, question, gold, output, prediction, correct, ...) and `metrics.json` (dataset, n, correct,
 accuracy, ci95, ...). Finished generations are appended to `predictions.partial.jsonl` after
 each batch, so an interrupted run resumes where it stopped; a finished run with the same
-settings is loaded, not redone. "The same settings" (the resume key) means the same weights,
-adapter, prompts (exemplars included) and generation settings. The weights are named by
+settings is loaded, not redone (its `seconds` are then this call's, 0, and `measured` keeps the
+timing of the call that generated the predictions). "The same settings" (the resume key) means
+the same weights, adapter, prompts (exemplars included) and generation settings. The weights are named by
 `weights` (`weights_identity(model, adapter_dir)`: sha256 of the base weights and of the adapter
 files, so a retrained adapter in the same folder is a different model); without it, by a sha256
 of the model's tensors in memory.
@@ -160,6 +161,22 @@ def _key(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _timing(out_dir: Path, key: str) -> dict | None:
+    """The timing of the finished evaluation in `out_dir` with the same settings (its own, or the one it
+    carried when it reused everything): {"n", "seconds", "generated_tokens", "tokens_per_second"}."""
+    try:
+        m = read_json(out_dir / "metrics.json") if (out_dir / "metrics.json").is_file() else {}
+    except InputError:
+        return None
+    if m.get("key") != key:
+        return None
+    if m.get("measured"):
+        return m["measured"]
+    if m.get("generated") == m.get("n") and m.get("seconds"):
+        return {k: m.get(k) for k in ("n", "seconds", "generated_tokens", "tokens_per_second")}
+    return None
+
+
 def _cached(out_dir: Path, key: str, ids: set[str]) -> dict[str, dict]:
     """Generations already made with the same settings: {problem id: {"texts", "num_tokens", "looped"}}
     (and "interventions" when made with the calculator)."""
@@ -294,6 +311,7 @@ def evaluate(
     if engine != "hf":
         settings["engine"] = engine
     key = _key(settings)
+    earlier = _timing(out, key) if out is not None else None
     cache = Cache(out / PARTIAL if out is not None else None, dict.fromkeys(by_id, key),
                   _cached(out, key, set(by_id)) if out is not None else {})
     try:
@@ -335,6 +353,8 @@ def evaluate(
         "mean_output_tokens": sum(sum(_as_list(r["num_tokens"])) for r in rows) / (n * samples),
         "key": key,
     }
+    if todo == 0 and earlier and earlier["n"] == n:  # all reused: the timing of the call that generated them
+        metrics["measured"] = earlier
     if calculator:
         metrics["calculator"] = True
         metrics["interventions"] = stats["interventions"]

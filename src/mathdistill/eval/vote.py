@@ -44,7 +44,8 @@ def vote_formats(per_format: Mapping, preference: Sequence[str], out_dir: str | 
                "accuracy": correct / n, "ci95": list(wilson_ci(correct, n)), "variant": "vote", "formats": formats,
                "preference": list(preference), "chosen": dict(Counter(r["chosen_format"] for r in rows)),
                "no_answer": sum(r["prediction"] is None for r in rows),
-               "seconds": round(sum(per_format[f].metrics.get("seconds") or 0 for f in formats), 3)}
+               "seconds": round(sum((per_format[f].metrics.get("measured") or per_format[f].metrics).get("seconds")
+                                    or 0 for f in formats), 3)}
     if out_dir is not None:
         write_jsonl(Path(out_dir) / "predictions.jsonl", rows)
         write_json(Path(out_dir) / "metrics.json", metrics)

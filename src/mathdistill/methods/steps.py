@@ -145,11 +145,12 @@ def result_row(name: str, variant: str, metrics: dict, train: dict | None, answe
     """One results.json row (contract 9): the row name, the evaluation and what training cost
     (+ `answers_changed_share`: of a `+calc` row measured beside its plain row, the share of answers that differ)."""
     train = train or {}
+    timing = metrics.get("measured") or metrics  # all reused: the call that generated them
     return {"method": name, "dataset": metrics["dataset"], "variant": variant, "n": metrics["n"],
             "correct": metrics["correct"], "accuracy": metrics["accuracy"], "ci95": metrics["ci95"],
             "train_seconds": train.get("seconds"), "train_steps": train.get("steps"),
-            "train_tokens": train.get("tokens"), "eval_seconds": metrics.get("seconds"),
-            "gen_tokens_per_s": metrics.get("tokens_per_second"),
+            "train_tokens": train.get("tokens"), "eval_seconds": timing.get("seconds"),
+            "gen_tokens_per_s": timing.get("tokens_per_second"),
             "interventions_per_answer": metrics.get("interventions_per_answer"),
             **({"answers_changed_share": answers_changed} if answers_changed is not None else {})}
 
