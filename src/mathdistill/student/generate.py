@@ -486,21 +486,30 @@ def _loops(ids, generated):
     return (periodic & (span[:, 0] <= generated[:, None])).any(-1)
 
 
-_TOKEN_TEXTS: dict = {}
+_PER_TOKENIZER: dict = {}  # (id(tokenizer), what) -> (tokenizer, value)
+
+
+def _per_tokenizer(tokenizer, what, build):
+    """`build()`, computed once per tokenizer and `what` (the tokenizer is kept beside it, so a new
+    tokenizer that reuses a freed one's id is not given the old value)."""
+    key = (id(tokenizer), what)
+    cached = _PER_TOKENIZER.get(key)
+    if cached is None or cached[0] is not tokenizer:
+        cached = _PER_TOKENIZER[key] = (tokenizer, build())
+    return cached[1]
 
 
 def _token_texts(tokenizer) -> list[str]:
     """Each vocabulary token's text as it reads after other text (`decode([a, t])` less `decode([a])`,
     so a SentencePiece token keeps its leading space), special tokens included; once per tokenizer."""
-    cached = _TOKEN_TEXTS.get(id(tokenizer))
-    if cached is not None and cached[0] is tokenizer:
-        return cached[1]
-    ref = tokenizer.encode("a", add_special_tokens=False)[-1:]
-    base = tokenizer.decode(ref)
-    pairs = tokenizer.batch_decode([ref + [i] for i in range(len(tokenizer))])
-    texts = [t[len(base):] if t.startswith(base) else t for t in pairs]
-    _TOKEN_TEXTS[id(tokenizer)] = (tokenizer, texts)
-    return texts
+
+    def build() -> list[str]:
+        ref = tokenizer.encode("a", add_special_tokens=False)[-1:]
+        base = tokenizer.decode(ref)
+        pairs = tokenizer.batch_decode([ref + [i] for i in range(len(tokenizer))])
+        return [t[len(base):] if t.startswith(base) else t for t in pairs]
+
+    return _per_tokenizer(tokenizer, "texts", build)
 
 
 def calculator_for(tokenizer):
@@ -508,11 +517,7 @@ def calculator_for(tokenizer):
     tokenizer, for every generate call and served request."""
     from mathdistill.student.calculator import Calculator
 
-    key = ("calculator", id(tokenizer))
-    cached = _TOKEN_TEXTS.get(key)
-    if cached is None or cached[0] is not tokenizer:
-        cached = _TOKEN_TEXTS[key] = (tokenizer, Calculator(tokenizer))
-    return cached[1]
+    return _per_tokenizer(tokenizer, "calculator", lambda: Calculator(tokenizer))
 
 
 def _stop_candidates(tokenizer, stop: tuple[str, ...]):
@@ -524,13 +529,13 @@ def _stop_candidates(tokenizer, stop: tuple[str, ...]):
 
     if getattr(tokenizer, "clean_up_tokenization_spaces", False):
         return None
-    key = (id(tokenizer), stop)
-    cached = _TOKEN_TEXTS.get(key)
-    if cached is None or cached[0] is not tokenizer:
+
+    def build():
         chars = set("".join(stop))
         ids = [i for i, t in enumerate(_token_texts(tokenizer)) if not t or "\ufffd" in t or chars.intersection(t)]
-        cached = _TOKEN_TEXTS[key] = (tokenizer, torch.tensor(ids, dtype=torch.long))
-    return cached[1]
+        return torch.tensor(ids, dtype=torch.long)
+
+    return _per_tokenizer(tokenizer, ("stop", stop), build)
 
 
 class _CalculatorHook:
