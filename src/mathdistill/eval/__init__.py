@@ -161,43 +161,50 @@ def _key(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _timing(out_dir: Path, key: str) -> dict | None:
-    """The timing of the finished evaluation in `out_dir` with the same settings (its own, or the one it
-    carried when it reused everything): {"n", "seconds", "generated_tokens", "tokens_per_second"}."""
+def _finished(out_dir: Path, key: str) -> dict | None:
+    """The metrics.json of the finished evaluation in `out_dir`, when it was made with the same settings."""
+    metrics, preds = out_dir / "metrics.json", out_dir / "predictions.jsonl"
+    if not (metrics.is_file() and preds.is_file()):
+        return None
     try:
-        m = read_json(out_dir / "metrics.json") if (out_dir / "metrics.json").is_file() else {}
+        m = read_json(metrics)
     except InputError:
         return None
-    if m.get("key") != key:
-        return None
-    if m.get("measured"):
-        return m["measured"]
-    if m.get("generated") == m.get("n") and m.get("seconds"):
-        return {k: m.get(k) for k in ("n", "seconds", "generated_tokens", "tokens_per_second")}
+    return m if m.get("key") == key else None
+
+
+def _timing(finished: dict) -> dict | None:
+    """The timing of the call that generated a finished evaluation's predictions (its own, or the one it
+    carried when it reused everything): {"n", "seconds", "generated_tokens", "tokens_per_second"}."""
+    if finished.get("measured"):
+        return finished["measured"]
+    if finished.get("generated") == finished.get("n") and finished.get("seconds"):
+        return {k: finished.get(k) for k in ("n", "seconds", "generated_tokens", "tokens_per_second")}
     return None
 
 
-def _cached(out_dir: Path, key: str, ids: set[str]) -> dict[str, dict]:
-    """Generations already made with the same settings: {problem id: {"texts", "num_tokens", "looped"}}
-    (and "interventions" when made with the calculator)."""
+def generation_timing(metrics: dict) -> dict:
+    """Where an evaluation's seconds and tokens/s are: its `measured` when it reused every prediction
+    (the call that generated them), else its own metrics."""
+    return metrics.get("measured") or metrics
+
+
+def _cached(out_dir: Path, finished: dict | None, key: str, ids: set[str]) -> dict[str, dict]:
+    """Generations already made with the same settings (`finished`: `_finished(out_dir, key)`), from its
+    predictions and the partial file: {problem id: {"texts", "num_tokens", "looped"}} (and
+    "interventions" when made with the calculator)."""
     from mathdistill.student.sample import read_generations
 
     found: dict[str, dict] = {}
-    metrics, preds = out_dir / "metrics.json", out_dir / "predictions.jsonl"
-    if metrics.is_file() and preds.is_file():
-        try:
-            same = read_json(metrics).get("key") == key
-        except InputError:
-            same = False
-        if same:
-            for _, row in iter_jsonl(preds):
-                if row.get("id") in ids:
-                    texts = row.get("outputs") or [row["output"]]
-                    looped = row.get("looped", False)
-                    found[row["id"]] = {"texts": texts, "num_tokens": _as_list(row.get("num_tokens")),
-                                        "looped": looped if isinstance(looped, list) else [looped] * len(texts)}
-                    if "interventions" in row:
-                        found[row["id"]]["interventions"] = _as_list(row["interventions"])
+    if finished is not None:
+        for _, row in iter_jsonl(out_dir / "predictions.jsonl"):
+            if row.get("id") in ids:
+                texts = row.get("outputs") or [row["output"]]
+                looped = row.get("looped", False)
+                found[row["id"]] = {"texts": texts, "num_tokens": _as_list(row.get("num_tokens")),
+                                    "looped": looped if isinstance(looped, list) else [looped] * len(texts)}
+                if "interventions" in row:
+                    found[row["id"]]["interventions"] = _as_list(row["interventions"])
     return found | read_generations(out_dir / PARTIAL, dict.fromkeys(ids, key))
 
 
@@ -311,9 +318,9 @@ def evaluate(
     if engine != "hf":
         settings["engine"] = engine
     key = _key(settings)
-    earlier = _timing(out, key) if out is not None else None
+    finished = _finished(out, key) if out is not None else None
     cache = Cache(out / PARTIAL if out is not None else None, dict.fromkeys(by_id, key),
-                  _cached(out, key, set(by_id)) if out is not None else {})
+                  _cached(out, finished, key, set(by_id)) if out is not None else {})
     try:
         res = sample(model, tokenizer, problems, thought, k=samples, temperature=temperature, top_p=top_p,
                      seed=seed, max_new_tokens=max_new_tokens, batch_size=batch_size, adapter=adapter,
@@ -353,7 +360,8 @@ def evaluate(
         "mean_output_tokens": sum(sum(_as_list(r["num_tokens"])) for r in rows) / (n * samples),
         "key": key,
     }
-    if todo == 0 and earlier and earlier["n"] == n:  # all reused: the timing of the call that generated them
+    earlier = _timing(finished) if todo == 0 and finished else None
+    if earlier and earlier["n"] == n:  # all reused: the timing of the call that generated them
         metrics["measured"] = earlier
     if calculator:
         metrics["calculator"] = True

@@ -20,7 +20,7 @@ from mathdistill.io import InputError, write_json, write_jsonl
 def vote_formats(per_format: Mapping, preference: Sequence[str], out_dir: str | Path | None = None):
     """An EvalResult of the vote over `per_format` ({format: EvalResult}); writes out_dir/predictions.jsonl
     and metrics.json when given."""
-    from mathdistill.eval import EvalResult, wilson_ci
+    from mathdistill.eval import EvalResult, generation_timing, wilson_ci
 
     if not per_format:
         raise InputError("nothing to vote over: no evaluations given")
@@ -44,8 +44,7 @@ def vote_formats(per_format: Mapping, preference: Sequence[str], out_dir: str | 
                "accuracy": correct / n, "ci95": list(wilson_ci(correct, n)), "variant": "vote", "formats": formats,
                "preference": list(preference), "chosen": dict(Counter(r["chosen_format"] for r in rows)),
                "no_answer": sum(r["prediction"] is None for r in rows),
-               "seconds": round(sum((per_format[f].metrics.get("measured") or per_format[f].metrics).get("seconds")
-                                    or 0 for f in formats), 3)}
+               "seconds": round(sum(generation_timing(per_format[f].metrics).get("seconds") or 0 for f in formats), 3)}
     if out_dir is not None:
         write_jsonl(Path(out_dir) / "predictions.jsonl", rows)
         write_json(Path(out_dir) / "metrics.json", metrics)

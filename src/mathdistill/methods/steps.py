@@ -43,8 +43,8 @@ def teach(run: Run, cfg: DistillConfig, problems: list[Problem], thoughts: list[
 
     for t in thoughts:
         run.stage(f"teach-{t}", lambda t=t: collect(
-            problems, _taught(t, cfg.data.calc_marks), resolve_teacher(cfg, t), run.path("teach", t), samples=samples or cfg.teach.samples,
-            keep=cfg.teach.keep, dedupe="normalized" if cfg.teach.dedupe else "none", context=context,
+            problems, _taught(t, cfg.data.calc_marks), resolve_teacher(cfg, t), run.path("teach", t),
+            samples=samples or cfg.teach.samples, keep=cfg.teach.keep, dedupe="normalized" if cfg.teach.dedupe else "none", context=context,
             data_dir=cfg.data.data_dir,
         ).summary)
 
@@ -144,8 +144,10 @@ def changed_share(rows: list[dict], other) -> float | None:
 def result_row(name: str, variant: str, metrics: dict, train: dict | None, answers_changed: float | None = None) -> dict:
     """One results.json row (contract 9): the row name, the evaluation and what training cost
     (+ `answers_changed_share`: of a `+calc` row measured beside its plain row, the share of answers that differ)."""
+    from mathdistill.eval import generation_timing
+
     train = train or {}
-    timing = metrics.get("measured") or metrics  # all reused: the call that generated them
+    timing = generation_timing(metrics)
     return {"method": name, "dataset": metrics["dataset"], "variant": variant, "n": metrics["n"],
             "correct": metrics["correct"], "accuracy": metrics["accuracy"], "ci95": metrics["ci95"],
             "train_seconds": train.get("seconds"), "train_steps": train.get("steps"),
