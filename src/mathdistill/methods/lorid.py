@@ -58,6 +58,9 @@ class LoRIDConfig(DistillConfig):
             raise ValueError("LoRID's reasoners write chain of thought: thoughts must be [cot]")
         if self.eval.samples != 1 or self.eval.temperature != 0:
             raise ValueError("LoRID samples through loop.* (temperature per role): leave eval.samples and eval.temperature")
+        if self.train.full:
+            raise ValueError("train.full: LoRID's three roles (IR, KG, DR) are LoRA adapters on one base by definition; "
+                             "full fine-tuning cannot give them (leave train.full false)")
         require_teacher_without_plans(self, "knowledge", "knowledge")
         return self
 

@@ -119,13 +119,10 @@ def recipe(cfg: SIKeDConfig, run) -> list[dict]:
 def _sample(it, cfg: SIKeDConfig, problems, adapter_dir) -> dict:
     """k samples per problem in each strategy (its tag prefilled) with the previous student."""
     from mathdistill import thoughts
-    from mathdistill.eval import weights_identity
-    from mathdistill.student.adapters import load_merged
     from mathdistill.student.chat import render_prompt
     from mathdistill.student.sample import sample
 
-    model, tok = load_merged(cfg.student.model, adapter_dir)
-    weights = weights_identity(cfg.student.model, adapter_dir)
+    model, tok, weights = steps.load_student(cfg.student.model, adapter_dir)
     prompts = [render_prompt(tok, thoughts.choice_prompt(p.question, cfg.strategies)) for p in problems]
     s, split = cfg.sample, cfg.data.train
     out = {}
@@ -164,13 +161,10 @@ def _data(it, cfg: SIKeDConfig, teacher: list[dict], own: bool) -> dict:
 
 def _evaluate(it, cfg: SIKeDConfig, name: str, adapter_dir, forced: list, cost: dict, extra: dict) -> list[dict]:
     """Rows for each eval split: the student's choice (None in `forced`) or each forced strategy."""
-    from mathdistill.eval import weights_identity
     from mathdistill.eval.chosen import evaluate_chosen
-    from mathdistill.student.adapters import load_merged
 
     e = cfg.eval
-    model, tok = load_merged(cfg.student.model, adapter_dir)
-    weights = weights_identity(cfg.student.model, adapter_dir)
+    model, tok, weights = steps.load_student(cfg.student.model, adapter_dir)
     rows = []
     for split in cfg.data.eval:
         ps = steps.problems(split, cfg.data.data_dir)
