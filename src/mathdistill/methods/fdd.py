@@ -263,11 +263,28 @@ def _ratio(a: int, b: int) -> str:
     return f"{a}/{b} ({a / b:.0%})" if b else f"{a}/0"
 
 
+def workload(cfg: FDDConfig, w) -> None:
+    """Round 0 trains on the seeds; round i samples feedback on its training problems, adds about
+    `generate.per_problem` new problems for each (before decontamination and labelling), retrains, evaluates."""
+    from mathdistill.workload import TOKENS
+
+    problems, fb, e = w.train_problems, cfg.feedback, cfg.eval
+    for i in range(cfg.rounds + 1):
+        if i:
+            for t in cfg.thoughts:
+                w.generate(f"round-{i}/feedback", problems * fb.samples, TOKENS[t][1], e.max_new_tokens,
+                           sampled=fb.samples > 1, note=t)
+            problems += problems * cfg.generate.per_problem
+        w.train(f"round-{i}/train", {t: problems * cfg.paths_per_problem for t in cfg.thoughts}, cfg)
+        w.evaluate(f"round-{i}/eval", cfg, cfg.thoughts)
+
+
 def _method():
     from mathdistill.methods import Method
 
     return Method("fdd", FDDConfig, recipe, "FDD: rounds of student feedback, new problems (easy: harder, hard: "
-                  "similar), decontaminated, majority-labelled; retrained from the base", {"thoughts": ["cot"]})
+                  "similar), decontaminated, majority-labelled; retrained from the base", {"thoughts": ["cot"]},
+                  workload=workload)
 
 
 METHODS = [_method()]

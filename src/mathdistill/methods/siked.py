@@ -199,5 +199,24 @@ def _plot(hists: dict, path):
     return _save(fig, path)
 
 
+def workload(cfg: SIKeDConfig, w) -> None:
+    """Iteration 0 trains on the teacher's rows; iteration i samples k per problem and strategy, trains on about as
+    many rows (own correct samples where it solves, the teacher's elsewhere) and evaluates the student's choice;
+    the last iteration also with each strategy forced."""
+    from mathdistill.workload import TOKENS
+
+    n, s, e = w.train_problems, cfg.sample, cfg.eval
+    chosen = sum(TOKENS[t][1] for t in cfg.strategies) // len(cfg.strategies)  # the strategy is the student's
+    for i in range(cfg.iterations + 1):
+        if i:
+            for t in cfg.strategies:
+                w.generate(f"iteration-{i}/sample", n * s.k, TOKENS[t][1], s.max_new_tokens or e.max_new_tokens,
+                           sampled=True, note=t)
+        w.train(f"iteration-{i}/train", {t: n * cfg.teach.samples for t in cfg.strategies}, cfg)
+        w.generate(f"iteration-{i}/eval", sum(w.eval_problems.values()), chosen, e.max_new_tokens, note="chosen")
+        if cfg.forced and i == cfg.iterations:
+            w.evaluate(f"iteration-{i}/eval-forced", cfg, cfg.strategies)
+
+
 METHODS = [Method("siked", SIKeDConfig, recipe, "SIKeD: several strategies, the student's own correct solutions, "
-                  "iterated; the student picks the strategy")]
+                  "iterated; the student picks the strategy", workload=workload)]
