@@ -176,7 +176,7 @@ def print_plan(p: dict, speeds, profile: str) -> None:
     lines = [f"plan of profile {profile}: training problems {p['train_limit'] or 'all'} (GSM8K train, every method), "
              f"test sets {', '.join(p['datasets'])} (whole), speeds from {speeds.source}",
              f"{'method':10s} {'train problems':>14s} {'trainings':>9s} {'train tokens':>13s} {'sequences':>10s} "
-             f"{'gen tokens':>11s} {'evals':>6s} {'loads':>5s} {'est. s':>7s}"]
+             f"{'gen tokens':>11s} {'passes':>6s} {'loads':>5s} {'est. s':>7s}"]
     for name, w in p["workloads"].items():
         t = w.totals()
         evals = sum(1 for x in w.loads if x.kind == "generate")
@@ -309,7 +309,7 @@ def main() -> None:
     ap.add_argument("--profile", default="gpu-table", help="gpu-table | gpu-dryrun | gpu | cpu-smoke (scale.yaml)")
     ap.add_argument("--plan", action="store_true", help="print the workload and estimated seconds; run nothing")
     ap.add_argument("--budget", type=float, default=None, help="seconds the plan must fit (default: the profile's)")
-    ap.add_argument("--speeds", default=str(SPEEDS_FILE), help="measured speeds the plan uses (gpu_speed.json)")
+    ap.add_argument("--speeds", default=os.path.relpath(SPEEDS_FILE), help="measured speeds the plan uses")
     ap.add_argument("--runs-dir", default=None, help="default: benchmarks/runs/scale-<profile>")
     ap.add_argument("--out", default=None, help="folder for scale.json/.md/.png (default: benchmarks/results for "
                                                 "gpu-table, else the runs dir)")
