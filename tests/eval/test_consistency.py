@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mathdistill.data import Problem
-from mathdistill.eval.consistency import agreed_answer, answer_at, consistency_loop, fallback_answer, same_answer
+from mathdistill.eval.consistency import (agreed_answer, agreement_set, answer_at, consistency_loop, fallback_answer,
+                                          same_answer)
 from mathdistill.io import InputError
 
 
@@ -100,6 +101,24 @@ def test_several_agreeing_answers_the_most_frequent_wins():
     assert agreed_answer(["7", "8"], ["8", "7"]) == "7"
     assert agreed_answer(["7", "8", "8"], ["8", "7", "8"]) == "8"
     assert agreed_answer(["7", "8"], ["8", "7"], "same-iteration") is None
+
+
+def test_the_official_any_agreed_answer_score_beside_the_one_answer_score():
+    """src/predict.py `evaluate`: right when ANY answer of IR's set & DR's set equals the gold; unresolved: wrong."""
+    assert agreement_set(["5", "6"], ["6", "5"]) == ["5", "6"] and agreement_set(["5"], ["6"]) == []
+    assert agreement_set(["5.0", "7"], ["5", "5"]) == ["5.0"]  # equivalent answers are one
+    assert agreement_set(["5", "6"], ["6", "5"], "same-iteration") == []
+    script = {"x": (["5", "6"], ["6", "5"]),   # iteration 2 agrees on 5 and 6: the one answer is 5 (IR 1 first)
+              "y": (["4", "4"], ["1", "2"]),   # never agrees: the majority fallback says 4, right, but unresolved
+              "z": (["3", "3"], ["3", "3"])}   # agrees at once on 3
+    res = Script(script).run(problems({"x": "6", "y": "4", "z": "3"}), max_iterations=2, fallback="majority")
+    by = {r["id"]: r for r in res.rows}
+    assert [(by[p]["prediction"], by[p]["correct"], by[p]["agreed"], by[p]["correct_any"]) for p in "xyz"] == [
+        ("5", False, ["5", "6"], True), ("4", True, [], False), ("3", True, ["3"], True)]
+    last = res.budgets[-1]
+    assert (last["correct"], last["correct_any"]) == (2, 2) and last["accuracy_any"] == pytest.approx(2 / 3)
+    assert res.budgets[0]["correct_any"] == 1  # at budget 1 only z has agreed
+    assert len(last["ci95_any"]) == 2 and last["ci95_any"][0] <= last["accuracy_any"] <= last["ci95_any"][1]
 
 
 def test_every_budget_from_one_run_equals_a_run_with_that_budget():

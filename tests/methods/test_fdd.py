@@ -60,6 +60,23 @@ def test_recipe_and_experiment_files(data_dir, monkeypatch):
     load_config(ROOT / "recipes" / exp["recipe"], exp["overrides"])
 
 
+def test_a_live_teacher_seeds_with_all_of_data_train_the_pool_teacher_with_pool_seeds(data_dir, monkeypatch):
+    """The paper distils the whole training set in round 0; the 3,000 / 4,473 split only gives the offline
+    pool teacher unseen problems to draw."""
+    from mathdistill.methods.fdd import seed_problems
+
+    monkeypatch.setenv("MATHDISTILL_DATA", str(data_dir))
+    recipe = ROOT / "recipes" / "fdd.yaml"
+    pool = load_config(recipe)
+    assert pool.generate.teacher is None and pool.data.train.limit is None and pool.generate.pool_seeds == 3000
+    seeds = seed_problems(pool)
+    assert len(seeds) == 3000 and seeds[-1].id == "gsm8k-train-2999"
+    live = load_config(recipe, ["generate.teacher={kind: openai, url: 'http://127.0.0.1:9/v1', model: m}"])
+    assert len(seed_problems(live)) == 7473
+    assert len(seed_problems(load_config(recipe, ["data.train.limit=100"]))) == 100  # a slice: the CPU profile's seeds
+    assert len(seed_problems(load_config(recipe, ["generate.pool_seeds=null"]))) == 7473
+
+
 def test_pool_generation_round(data_dir):
     from mathdistill.teacher.pool import solution_steps
 

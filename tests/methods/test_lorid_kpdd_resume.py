@@ -79,24 +79,32 @@ def test_lorid_killed_mid_training_resumes_and_reports(tmp_path, data_dir, stude
         ["cot", "knowledge"])
     assert "stage teach-knowledge: done earlier, skipped" in log
     rows = {r["method"]: r for r in results["rows"]}
-    assert list(rows) == ["lorid", "lorid:ir", "lorid:dr"]
+    assert list(rows) == ["lorid", "lorid:any", "lorid:ir", "lorid:dr"]
     assert all(r["n"] == 3 and r["dataset"] == "gsm8k" and len(r["ci95"]) == 2 for r in rows.values())
     assert rows["lorid"]["train_steps"] == 9 and rows["lorid:ir"]["train_steps"] == 3 and rows["lorid:dr"]["train_steps"] == 6
     assert 1 <= rows["lorid"]["mean_iterations"] <= 2 and 0 <= rows["lorid"]["resolved"] <= 1
+    assert rows["lorid"]["preset"] == rows["lorid:any"]["preset"] == "paper"  # the recipe's default
+    assert rows["lorid"]["scoring"].startswith("one answer") and rows["lorid:any"]["scoring"].startswith("any agreed")
+    assert rows["lorid:any"]["accuracy"] == rows["lorid"]["accuracy_any"] and rows["lorid:any"]["variant"] == "loop"
     (table,) = results["tables"]
     assert [r["budget"] for r in table["rows"]] == [1, 2] and table["rows"][0]["problems sampled"] == 3
+    assert "accuracy (any agreed answer)" in table["rows"][0] and "preset paper" in table["title"]
     (figure,) = results["figures"]
     assert (run_dir / figure["file"]).is_file()
     assert any("knowledge items" in n and "quote a number" in n for n in results["notes"])
     metrics = json.loads((run_dir / "eval" / "gsm8k" / "loop" / "metrics.json").read_text())
-    assert metrics["sampled"][0] == 3 and len(metrics["budgets"]) == 2
+    assert metrics["sampled"][0] == 3 and len(metrics["budgets"]) == 2 and metrics["fallback"] == "abstain"
     loop = [json.loads(x) for x in (run_dir / "eval" / "gsm8k" / "loop" / "predictions.jsonl").read_text().splitlines()]
-    ir = [json.loads(x) for x in (run_dir / "eval" / "gsm8k" / "ir" / "predictions.jsonl").read_text().splitlines()]
-    # the greedy first iteration is lorid:ir's generation itself; only the unresolved went on to iteration 2
-    assert [r["ir_outputs"][0] for r in loop] == [r["output"] for r in ir]
-    assert [r["ir"][0] for r in loop] == [r["prediction"] for r in ir]
+    # the paper's protocol: the first iteration is sampled (its own folder, T 1.5), not the greedy rows;
+    # only the unresolved went on to iteration 2; an unresolved problem has no answer (counted wrong)
+    samples = run_dir / "sample" / "gsm8k-test"
+    ir1 = [json.loads(x) for x in (samples / "iteration-1" / "ir" / "samples.jsonl").read_text().splitlines()]
+    assert [r["ir_outputs"][0] for r in loop] == [r["outputs"][0] for r in ir1]
+    assert (samples / "greedy" / "ir" / "samples.jsonl").exists()  # lorid:ir's own greedy generation
     assert metrics["sampled"][1] == sum(r["resolved_at"] != 1 for r in loop)
     assert all(len(r["ir"]) == (1 if r["resolved_at"] == 1 else 2) for r in loop)
+    assert all(r["prediction"] is None and not r["correct_any"] for r in loop if not r["resolved"])
+    assert sum(r["correct_any"] for r in loop) == metrics["correct_any"] >= 0
     # the adapters are standard PEFT folders: any one loads on the base with plain peft
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

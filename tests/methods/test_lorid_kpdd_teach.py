@@ -92,6 +92,126 @@ def test_configs_are_checked(tmp_path):
     assert {"lorid", "kpdd"} <= set(METHODS)
 
 
+def test_lorid_presets_the_paper_s_protocol_by_default_and_greedy_first_by_name():
+    """predict.sh: IR, KG and DR at T 1.5 / top-p 0.9 from the first iteration, 20 iterations, unresolved wrong."""
+    import yaml
+
+    def loop(*over, recipe="lorid.yaml"):
+        return load_config(ROOT / "recipes" / recipe, list(over)).loop
+
+    def roles(lp):
+        return {(r.temperature, r.top_p) for r in (lp.ir, lp.kg, lp.dr)}
+
+    paper = loop()
+    assert (paper.preset, paper.max_iterations, paper.first_greedy, paper.fallback, paper.agreement) == (
+        "paper", 20, False, "abstain", "any")
+    assert roles(paper) == {(1.5, 0.9)}
+    assert dump_config(load_config(ROOT / "recipes" / "lorid.yaml"))["loop"]["ir"] == {"temperature": 1.5, "top_p": 0.9}
+    old = loop("loop.preset=greedy-first")
+    assert (old.first_greedy, old.fallback, roles(old)) == (True, "majority", {(0.7, 0.9)})
+    mixed = loop("loop.fallback=majority", "loop.dr.temperature=1.0")  # a key set in the recipe wins over the preset
+    assert (mixed.first_greedy, mixed.fallback, mixed.dr.temperature, mixed.dr.top_p, mixed.ir.temperature) == (
+        False, "majority", 1.0, 0.9, 1.5)
+    from mathdistill.methods.lorid import LoopConfig
+
+    assert LoopConfig().preset == "paper" and roles(LoopConfig()) == {(1.5, 0.9)}
+    with pytest.raises(InputError, match="loop.preset"):
+        loop("loop.preset=greedy")
+    # the CPU profile keeps the protocol its recorded rows were measured with; the real-scale profile is the paper's
+    exp = yaml.safe_load((ROOT / "benchmarks" / "experiments" / "lorid.yaml").read_text())
+    assert loop(*exp["overrides"]).preset == "greedy-first"
+    scale = yaml.safe_load((ROOT / "benchmarks" / "scale.yaml").read_text())["methods"]["lorid"]["gpu"]
+    assert loop(*exp["overrides"], *scale).preset == "paper" and loop(*exp["overrides"], *scale).max_iterations == 20
+
+
+def test_lorid_trains_the_adapter_measured_for_the_student_and_recipes_shows_the_paper_s_defaults():
+    import yaml
+
+    from mathdistill.methods.config import describe
+
+    shown = {k: d for k, d, _ in describe(METHODS["lorid"])}
+    assert (shown["loop.preset"], shown["loop.first_greedy"], shown["loop.fallback"]) == ("paper", "false", "abstain")
+    assert (shown["loop.ir.temperature"], shown["loop.kg.top_p"], shown["loop.max_iterations"]) == ("1.5", "0.9", "20")
+    assert (shown["train.lora_r"], shown["train.lora_alpha"], shown["train.target_modules"], shown["train.epochs"]) == (
+        "64", "128", "all-linear", "5.0")
+
+    def train(*over):
+        t = load_config(ROOT / "recipes" / "lorid.yaml", list(over)).train
+        return t.lora_r, t.lora_alpha, t.target_modules, t.lr, t.epochs
+
+    assert train() == (64, 128, "all-linear", 3e-4, 1)
+    exp = yaml.safe_load((ROOT / "benchmarks" / "experiments" / "lorid.yaml").read_text())["overrides"]
+    assert train(*exp)[:2] == (16, 32)  # what the CPU profile's recorded rows were trained with
+    scale = yaml.safe_load((ROOT / "benchmarks" / "scale.yaml").read_text())["methods"]["lorid"]["gpu"]
+    assert train(*exp, *scale)[:2] == (64, 128)
+
+
+def test_dr_targets_take_the_calculation_marks_ir_targets_take(tmp_path, data_dir):
+    cfg, run, problems = open_run(tmp_path, data_dir, "lorid.yaml", "data.calc_marks=add")
+    steps.teach(run, cfg, problems, ["cot"])
+    teach_intermediate(run, cfg, problems, KNOWLEDGE, lambda p, plan: Knowledge.from_recorded(plan), "why")
+    steps.data(run, ["cot"], name="data-ir", calc_marks=cfg.data.calc_marks)
+    ir = {r["problem_id"]: r["completion"] for r in read_jsonl(run.path("data-ir", "train.jsonl"))}
+    dr = {r["problem_id"]: r["completion"] for r in dr_rows(run, cfg.data.calc_marks)}
+    assert dr and all(dr[pid] == ir[pid] for pid in dr)
+    marked = [pid for pid in dr if "<<" in dr[pid]]
+    assert len(marked) > len(dr) // 2  # the marks are really there (a wrapped `a op b = c` step)
+    plain = {r["problem_id"]: r["completion"] for r in dr_rows(run)}
+    assert all(plain[pid] != dr[pid] and "<<" not in plain[pid] for pid in marked)
+
+
+def test_kpdd_keeps_every_kept_solution_of_a_problem(tmp_path, data_dir, monkeypatch):
+    """teach.samples 2 with both recorded CoT teachers: each kept solution becomes a target under the problem's
+    key points (before, a dict kept the last one alone)."""
+    from mathdistill.methods import kpdd
+
+    both = "[teacher/gsm8k_train_llama3-70b_cot.json, teacher/gsm8k_train_gemini-1.5-flash_cot.json]"
+    cfg, run, _ = open_run(tmp_path, data_dir, "kpdd.yaml", "teach.samples=2",
+                           f"teach.per_thought.cot={{kind: replay, replay: {both}}}")
+    trained = {}
+    monkeypatch.setattr(steps, "train", lambda run_, cfg_, *a, **kw: trained.update(
+        rows=read_jsonl(run_.path("data", "train.jsonl"))) or {})
+    monkeypatch.setattr(steps, "evaluate", lambda *a, **kw: [])
+    kpdd.recipe(cfg, run)
+    solutions = {}
+    for r in steps.rationales(run, "cot"):
+        if r["kept"]:
+            solutions.setdefault(r["problem_id"], []).append(r["text"].strip())
+    assert sum(len(v) == 2 for v in solutions.values()) > N // 2  # most problems have two kept solutions
+    got = {}
+    for r in read_jsonl(run.path("teach", "keypoints", "rationales.jsonl")):
+        if r["kept"]:
+            got.setdefault(r["problem_id"], []).append(parse(r["text"])["solution"])
+    assert len(got) > N // 3 and got == {pid: solutions[pid] for pid in got}
+    assert sum(len(v) == 2 for v in got.values()) > len(got) // 2
+    assert len(trained["rows"]) == sum(map(len, got.values()))
+
+
+def test_kpdd_asks_a_live_teacher_for_teach_samples_per_problem(tmp_path, data_dir):
+    """plans null: the teacher writes key points + solution, `teach.samples` times per problem (once before)."""
+    from fake_server import FakeServer
+
+    from mathdistill.data import load
+    from mathdistill.teacher.backends import normalize_question
+    from mathdistill.thoughts.keypoints import core_question
+
+    gold = {normalize_question(p.question): p for p in load("gsm8k", "train", data_dir=data_dir)[:N]}
+
+    def reply(body):
+        p = gold[normalize_question(body["messages"][-1]["content"])]
+        return (f"Core question: {core_question(p.question)}\nKey points:\n- The quantities given.\nSolution:\n"
+                f"Way {body.get('seed')}: we combine them.\nThe answer is {p.answer}.")
+
+    with FakeServer(reply=reply) as server:
+        live = f"{{kind: openai, url: '{server.url}', model: fake-teacher, max_retries: 0}}"
+        cfg, run, problems = open_run(tmp_path, data_dir, "kpdd.yaml", "plans=null", "teach.samples=2",
+                                      f"teach.per_thought.keypoints={live}")
+        s = teach_intermediate(run, cfg, problems, KeyPoints(solution="cot"), None, "why", samples=cfg.teach.samples)
+        assert server.count() == 2 * N
+    rows = read_jsonl(run.path("teach", "keypoints", "rationales.jsonl"))
+    assert len(rows) == 2 * N and s["kept"] == 2 * N and {r["sample"] for r in rows} == {0, 1}
+
+
 @pytest.mark.parametrize("recipe,overrides,rows", [("lorid.yaml", [], ["lorid"]), ("kpdd.yaml", ["solution=pot"], ["kpdd-pot"]),
                                                     ("kpdd.yaml", ["solution=cot"], ["kpdd-cot"])])
 def test_offline_recipes_label_the_stand_in(tmp_path, data_dir, monkeypatch, recipe, overrides, rows):

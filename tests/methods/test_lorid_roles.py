@@ -74,3 +74,30 @@ def test_three_adapters_share_one_base_and_switch_per_call(setup, tmp_path):
     assert want["ir"] != want["kg"] != want["dr"] != want["ir"]  # the adapters really differ
     with torch.inference_mode():
         assert torch.equal(model.get_base_model().lm_head.weight, alone.lm_head.weight)
+
+
+@pytest.mark.parametrize("preset", ["paper", "greedy-first"])
+def test_the_first_iteration_is_sampled_under_the_paper_preset_and_greedy_under_greedy_first(setup, tmp_path, preset):
+    """paper (the LoRID code): iteration 1 sampled at T 1.5 into its own folder; greedy-first: iteration 1 is
+    the greedy rows (lorid:ir) themselves, read back, not generated again."""
+    import json
+
+    from mathdistill.eval import weights_identity
+    from mathdistill.methods.config import load_config
+    from mathdistill.methods.lorid import Roles
+    from mathdistill.student.adapters import load_with_adapters
+
+    base, folders = setup
+    model, tok = load_with_adapters(base, folders)
+    cfg = load_config(Path(__file__).resolve().parents[2] / "recipes" / "lorid.yaml",
+                      ["eval.max_new_tokens=10", "eval.batch_size=2", f"loop.preset={preset}"])
+    roles = Roles(model, tok, cfg, {r: weights_identity(base, f) for r, f in folders.items()}, tmp_path, progress=False)
+    greedy = roles.sample("ir", PROBLEMS, 0)
+    first = roles.sample("ir", PROBLEMS, 1)
+    folder = "greedy" if preset == "greedy-first" else "iteration-1"
+    stats = json.loads((tmp_path / folder / "ir" / "samples.json").read_text())
+    if preset == "greedy-first":
+        assert not (tmp_path / "iteration-1").exists() and first == greedy and stats["reused"] == len(PROBLEMS)
+    else:
+        assert (stats["temperature"], stats["top_p"]) == (1.5, 0.9) and stats["generated"] == len(PROBLEMS)
+        assert [r["outputs"] for r in first] != [r["outputs"] for r in greedy]

@@ -1,6 +1,7 @@
-"""SIKeD's logic on scripted inputs (no model): keeping the student's correct samples, the mixing rule
-and alpha, the training rows under one neutral prompt, the self-chosen strategy's tag parsing and
-scoring, and the recipe's config."""
+"""SIKeD's logic on scripted inputs (no model): keeping the student's correct samples (L2M checked for its
+sub-questions), the mixing rules (the official per-strategy one) and alpha overall and per strategy, the
+training rows under one neutral prompt, the self-chosen strategy's tag parsing and scoring, and the
+recipe's config."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from mathdistill import thoughts
 from mathdistill.eval.chosen import histogram, score_chosen
 from mathdistill.io import InputError
 from mathdistill.student.selfdata import keep_correct, mix, training_rows
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 def _sampled(pid: str, outputs: list[str], corrects: list[bool], question: str = "Q?") -> dict:
@@ -57,9 +60,64 @@ def test_keep_one_keeps_the_first_correct_sample_per_problem_and_strategy():
         keep_correct(SAMPLES, "some")
 
 
-def test_adaptive_mixing_adds_teacher_rows_only_for_problems_never_solved():
+def test_per_strategy_mixing_is_the_official_rule():
+    """create-mixed-data.py: the teacher's rows of strategy s for a problem wherever the student has no correct
+    sample of it in s. A student correct on p1 in CoT only gets the teacher's PoT and L2M rows of p1, no CoT row."""
+    samples = {"cot": [_sampled("p1", ["[CoT]\nThe answer is 7", "[CoT]\n7"], [True, True]),
+                       _sampled("p2", ["[CoT]\nThe answer is 3", "[CoT]\n4"], [False, False])],
+               "pot": [_sampled("p1", ["[PoT]\nans = 6", "[PoT]\nans = 5"], [False, False]),
+                       _sampled("p2", ["[PoT]\nans = 7", "[PoT]\nans = 1"], [True, False])],
+               "l2m": [_sampled("p1", ["[L2M]\nThe answer is 9", "[L2M]\n8"], [False, False]),
+                       _sampled("p2", ["[L2M]\nSub-question 1: How many?\nAnswer 1: 7.\nThe answer is 7", "[L2M]\n0"],
+                                [True, False])]}
+    teacher = [_teacher(p, t) for p in ("p1", "p2") for t in ("cot", "pot", "l2m")]
+    mixed, stats = mix(keep_correct(samples, "one"), teacher, "per-strategy")
+    assert [(r["problem_id"], r["thought"], r["origin"]) for r in mixed] == [
+        ("p1", "cot", "student"), ("p2", "pot", "student"), ("p2", "l2m", "student"),
+        ("p1", "pot", "teacher"), ("p1", "l2m", "teacher"), ("p2", "cot", "teacher")]
+    assert (stats["mixing"], stats["solved"], stats["self_rows"], stats["teacher_rows"]) == ("per-strategy", 2, 3, 3)
+    assert stats["alpha"] == pytest.approx(3 / 6) and stats["teacher_problems"] == 2
+    assert {t: c["alpha"] for t, c in stats["per_strategy"].items()} == {"cot": 0.5, "pot": 0.5, "l2m": 0.5}
+    # the per-problem rule (mathdistill's before, a named option) gives p1 and p2 nothing: each is solved somewhere
+    assert mix(keep_correct(samples, "one"), teacher, "per-problem")[1]["teacher_rows"] == 0
+
+
+def test_an_l2m_sample_without_sub_questions_is_not_kept_and_its_strategy_counts_unsolved():
+    """SIKeD's code drops L2M samples with no sub-question before it keeps the correct ones: p1's right answer
+    with no decomposition is no L2M solution, so the teacher's L2M row of p1 still comes in."""
+    samples = {"l2m": [_sampled("p1", ["[L2M]\nThe answer is 7", "[L2M]\nSub-question 1: Total?\n7"], [True, True])]}
+    own = keep_correct(samples, "all_distinct")
+    assert [r["kept"] for r in own] == [False, False]
+    assert {r["error"] for r in own} == {"no sub-question / answer pair"}
+    mixed, stats = mix(own, [_teacher("p1", "l2m")], "per-strategy")
+    assert [r["origin"] for r in mixed] == ["teacher"]
+    assert stats["per_strategy"]["l2m"] == {"samples": 2, "correct": 2, "malformed": 2, "self": 0, "teacher": 1,
+                                            "alpha": 1.0}
+    good = "Sub-question 1: How many in all?\nAnswer to Sub-question 1: 3 + 4 = 7\nFinal Answer: 7"  # the official form
+    assert thoughts.thought_class("l2m").malformed(good) is None
+    assert keep_correct({"l2m": [_sampled("p1", [f"[L2M]\n{good}"], [True])]}, "one")[0]["kept"]
+
+
+def test_a_teacher_l2m_rationale_without_sub_questions_is_verified_but_not_kept(tmp_path, data_dir):
+    from mathdistill.data import load
+    from mathdistill.io import write_json
+    from mathdistill.teacher import TeacherConfig, collect
+
+    ps = load("gsm8k", "train", data_dir=data_dir)[:2]
+    write_json(tmp_path / "l2m.json", [
+        {"instruction": ps[0].question, "output": f"Sub-question 1: What is asked?\nAnswer 1: {ps[0].answer}.\n"
+                                                  f"The answer is {ps[0].answer}."},
+        {"instruction": ps[1].question, "output": f"Thinking it over.\nThe answer is {ps[1].answer}."}])
+    res = collect(ps, "l2m", TeacherConfig(kind="replay", replay=[str(tmp_path / "l2m.json")]), tmp_path / "out",
+                  progress=False)
+    assert [(r["correct"], r["kept"], r["error"]) for r in res.rows] == [
+        (True, True, None), (True, False, "no sub-question / answer pair")]
+    assert (res.summary["correct"], res.summary["kept"]) == (2, 1)
+
+
+def test_per_problem_mixing_adds_teacher_rows_only_for_problems_never_solved():
     own = keep_correct(SAMPLES, "all_distinct")
-    mixed, stats = mix(own, TEACHER, "adaptive")
+    mixed, stats = mix(own, TEACHER, "per-problem")
     # p1 (solved in CoT) and p3 (solved in PoT) get no teacher rows, in any strategy; p2 gets both kept ones
     teacher_rows = [(r["problem_id"], r["thought"]) for r in mixed if r["origin"] == "teacher"]
     assert teacher_rows == [("p2", "cot"), ("p2", "pot")]
@@ -67,32 +125,21 @@ def test_adaptive_mixing_adds_teacher_rows_only_for_problems_never_solved():
     assert stats["solved"] == 2 and stats["problems"] == 3 and stats["teacher_problems"] == 1
     assert stats["self_rows"] == 4 and stats["teacher_rows"] == 2
     assert stats["alpha"] == pytest.approx(2 / 6)
-    assert stats["per_strategy"]["cot"] == {"samples": 9, "correct": 3, "self": 2, "teacher": 1}
-    assert stats["per_strategy"]["pot"] == {"samples": 9, "correct": 2, "self": 2, "teacher": 1}
-    assert stats["per_strategy"]["eot"] == {"samples": 0, "correct": 0, "self": 0, "teacher": 0}  # not kept
-
-
-def test_all_mixing_adds_every_kept_teacher_row_and_alpha_falls_as_the_student_solves_more():
-    own = keep_correct(SAMPLES, "all_distinct")
-    mixed, stats = mix(own, TEACHER, "all")
+    assert stats["per_strategy"]["cot"] == {"samples": 9, "correct": 3, "malformed": 0, "self": 2, "teacher": 1,
+                                            "alpha": pytest.approx(1 / 3)}
+    assert stats["per_strategy"]["pot"] == {"samples": 9, "correct": 2, "malformed": 0, "self": 2, "teacher": 1,
+                                            "alpha": pytest.approx(1 / 3)}
+    assert stats["per_strategy"]["eot"] == {"samples": 0, "correct": 0, "malformed": 0, "self": 0, "teacher": 0,
+                                            "alpha": None}  # not kept
+    # the official rule on the same samples: p1 gets the teacher's PoT row, p3 its CoT row, p2 both
+    mixed, stats = mix(own, TEACHER, "per-strategy")
     assert [(r["problem_id"], r["thought"]) for r in mixed if r["origin"] == "teacher"] == [
-        (p, t) for p in ("p1", "p2", "p3") for t in ("cot", "pot")]
-    assert stats["alpha"] == pytest.approx(6 / 10)
-    # iteration 0: no own samples, teacher data only
-    _, first = mix([], TEACHER, "all")
-    assert first["alpha"] == 1.0 and first["self_rows"] == 0 and first["solved"] == 0
-    # the student solving more problems lowers the teacher share (adaptive)
-    solved_all = {t: [dict(r, corrects=[True, False, False]) for r in rows] for t, rows in SAMPLES.items()}
-    _, later = mix(keep_correct(solved_all, "one"), TEACHER, "adaptive")
-    assert later["teacher_rows"] == 0 and later["alpha"] == 0.0
-    assert mix([], [], "adaptive")[1]["alpha"] is None
-    with pytest.raises(InputError, match="mixing 'half'"):
-        mix(own, TEACHER, "half")
+        ("p1", "pot"), ("p2", "cot"), ("p2", "pot"), ("p3", "cot")]
 
 
 def test_training_rows_share_one_neutral_prompt_and_start_with_the_strategy_tag():
     own = keep_correct(SAMPLES, "one")
-    mixed, _ = mix(own, TEACHER, "adaptive")
+    mixed, _ = mix(own, TEACHER, "per-problem")
     rows = training_rows(mixed, ["cot", "pot"])
     assert [(r["problem_id"], r["thought"], r["origin"]) for r in rows] == [
         ("p1", "cot", "student"), ("p3", "pot", "student"), ("p2", "cot", "teacher"), ("p2", "pot", "teacher")]
@@ -147,19 +194,41 @@ def _config(**over):
     return load_config(None, [f"{k}={v}" for k, v in over.items()], base={"name": "s", "method": "siked"})
 
 
-def test_config_strategies_are_the_formats_and_bad_values_are_named():
+def test_config_defaults_are_the_official_code_s_and_bad_values_are_named():
     cfg = _config()
-    assert cfg.strategies == ["cot", "pot", "eot"] and cfg.thoughts == cfg.strategies
-    assert (cfg.iterations, cfg.keep, cfg.mixing, cfg.init, cfg.sample.k) == (2, "all_distinct", "adaptive", "previous", 10)
-    assert (cfg.sample.temperature, cfg.sample.top_p) == (0.7, 0.95)
-    assert _config(strategies="[cot, l2m]").thoughts == ["cot", "l2m"]
+    assert cfg.strategies == ["cot", "pot", "l2m"] and cfg.thoughts == cfg.strategies
+    assert (cfg.iterations, cfg.keep, cfg.mixing, cfg.init, cfg.sample.k) == (2, "one", "per-strategy", "previous", 10)
+    assert (cfg.sample.temperature, cfg.sample.top_p, cfg.sample.max_new_tokens) == (0.7, 0.95, 512)
+    assert _config(strategies="[cot, eot]").thoughts == ["cot", "eot"]
     for over, message in [({"strategies": "[cot, abc]"}, "unknown format 'abc'"),
                           ({"mixing": "half"}, "mixing"), ({"keep": "two"}, "keep"), ({"init": "zero"}, "init"),
+                          ({"mixing": "adaptive"}, "per-strategy .the official code's adaptive mixing"),
                           ({"iterations": -1}, "iterations"), ({"sample.k": 0}, "sample.k"),
                           ({"thoughts": "[cot]"}, "set strategies instead"),
                           ({"eval.samples": 3}, "eval.samples must be 1")]:
         with pytest.raises(InputError, match=message):
             _config(**over)
+
+
+def test_the_recipe_is_the_official_code_s_and_the_cpu_profile_states_its_own(tmp_path):
+    """recipes/siked.yaml: the official settings; benchmarks/experiments/siked.yaml keeps what its recorded rows
+    were measured with (the rule before, all distinct samples, the training regularisation then)."""
+    import yaml
+
+    from mathdistill.methods.config import load_config
+
+    cfg = load_config(ROOT / "recipes" / "siked.yaml")
+    assert (cfg.strategies, cfg.keep, cfg.mixing) == (["cot", "pot", "l2m"], "one", "per-strategy")
+    assert (cfg.sample.k, cfg.sample.temperature, cfg.sample.top_p, cfg.sample.max_new_tokens) == (10, 0.7, 0.95, 512)
+    assert (cfg.eval.max_new_tokens, cfg.eval.temperature, cfg.train.max_seq_len) == (1024, 0.0, 512)
+    t = cfg.train
+    assert (t.lora_r, t.lora_alpha, t.lora_dropout, t.weight_decay, t.warmup, t.lr, t.epochs) == (
+        16, 32, 0.0, 0.01, 5, 2e-4, 3)
+    exp = yaml.safe_load((ROOT / "benchmarks" / "experiments" / "siked.yaml").read_text())
+    cpu = load_config(ROOT / "recipes" / exp["recipe"], exp["overrides"])
+    assert (cpu.strategies, cpu.keep, cpu.mixing, cpu.sample.k, cpu.sample.max_new_tokens) == (
+        ["cot", "pot"], "all_distinct", "per-problem", 2, None)
+    assert (cpu.train.lora_dropout, cpu.train.weight_decay, cpu.train.warmup) == (0.05, 0.0, 0.03)
 
 
 def test_l2m_without_a_live_teacher_is_refused_before_anything_runs(data_dir):
@@ -179,4 +248,4 @@ def test_an_iteration_with_nothing_to_train_on_is_refused_naming_the_folder(tmp_
         _data(it, _config(), [_teacher("p1", "cot", kept=False)], own=False)
     assert not (tmp_path / "iteration-0" / "data" / "train.jsonl").exists()
     summary = _data(it, _config(), TEACHER, own=False)  # iteration 0: the teacher's kept rows, alpha 1
-    assert (summary["examples"], summary["alpha"], summary["per_thought"]) == (6, 1.0, {"cot": 3, "pot": 3, "eot": 0})
+    assert (summary["examples"], summary["alpha"], summary["per_thought"]) == (6, 1.0, {"cot": 3, "pot": 3, "l2m": 0})

@@ -38,9 +38,10 @@ def engine(tokenizer, script):
 
 
 def loop_cfg(**kw):
+    """A LoRID loop config; greedy-first unless `preset` says otherwise (the tests below script its calls)."""
     from mathdistill.methods.lorid import LoopConfig
 
-    return LoopConfig(**{"max_iterations": 3, **kw})
+    return LoopConfig(**{"max_iterations": 3, "preset": "greedy-first", **kw})
 
 
 def test_the_lorid_loop_samples_until_ir_and_dr_agree(tokenizer):
@@ -78,6 +79,18 @@ def test_lorid_ir_and_dr_alone_are_greedy(tokenizer):
     assert (ir.content, ir.answer, ir.answers) == ("The answer is 7.", "7", {"cot": "7"})
     assert (dr.content, dr.answer, dr.extra) == ("The answer is 8.", "8", {"knowledge": "Add."})
     assert [(s["adapter"], s["temperature"]) for _, s in e.batcher.calls] == [("ir", 0.0), ("kg", 0.0), ("dr", 0.0)]
+
+
+def test_the_paper_preset_samples_every_iteration_and_counts_an_unresolved_problem_wrong(tokenizer):
+    e = engine(tokenizer, {"ir": ["The answer is 1.", "The answer is 2."], "kg": ["k"] * 2,
+                           "dr": ["The answer is 3.", "The answer is 4."]})
+    reply = LoRID(loop_cfg(preset="paper", max_iterations=2))(Context(e), Q)
+    assert reply.answer is None and reply.extra["resolved"] is False  # abstain: no answer, as the LoRID code
+    assert [(s["adapter"], s["temperature"], s["top_p"]) for _, s in e.batcher.calls] == [
+        (r, 1.5, 0.9) for r in ("ir", "kg", "dr")] * 2
+    e = engine(tokenizer, {"ir": ["The answer is 7."], "kg": ["Add."], "dr": ["The answer is 8."]})
+    LoRID(loop_cfg(preset="paper"), "dr")(Context(e), Q)  # lorid:dr alone stays greedy under the paper preset
+    assert [s["temperature"] for _, s in e.batcher.calls] == [0.0, 0.0]
 
 
 def test_lorid_over_http_with_the_openai_client(live, tokenizer):

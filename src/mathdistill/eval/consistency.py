@@ -2,7 +2,8 @@
 
     res = consistency_loop(problems, ir=ir, kg=kg, dr=dr, max_iterations=4)
     res.rows[i]["prediction"], res.rows[i]["iterations"], res.rows[i]["resolved"]
-    res.budgets          # accuracy, share resolved, mean iterations for every budget 1..max_iterations
+    res.rows[i]["agreed"], res.rows[i]["correct_any"]   # the agreement set; right if any of it is the gold
+    res.budgets          # accuracy (one answer and any agreed), share resolved, mean iterations per budget 1..max
 
 Each iteration, for the problems still unresolved only (batched: one call per role):
     ir(problems, t)             -> [(output, answer)]   the Intuitive Reasoner: question -> solution
@@ -15,6 +16,12 @@ answer is then the agreed one (if several agree: the most frequent among all its
 to the earliest, IR before DR). A problem still unresolved at the limit gets the `fallback`:
 `abstain` (no answer: counted wrong, as in the paper), `ir` (IR's first answer) or `majority` (the
 most frequent of every answer sampled; ties to the earliest, so IR's first answer wins a tie it is in).
+
+Two scores: `correct` judges that one answer; `correct_any` is the official LoRID code's score
+(src/predict.py `evaluate`): a problem is right when ANY answer of its agreement set (`agreed`: every
+answer IR and DR agree on when it resolved) equals the gold, and a problem left unresolved is wrong
+whatever the fallback. It can only be higher: a loop that agrees on two answers gets the credit of
+either. Both are in every budget (`accuracy`, `accuracy_any`).
 
 The roles decide how they sample (greedy first iteration, temperature per role, seeds): the loop only
 needs each role's answers for a problem at iteration t to depend on that problem and t alone (seeded
@@ -38,8 +45,12 @@ Answer = tuple[str, "str | None"]  # (output text, extracted answer)
 
 @dataclass
 class LoopResult:
-    rows: list[dict]  # per problem: id, question, gold, prediction, correct, resolved, iterations, resolved_at, ir, dr, knowledge, ...
-    budgets: list[dict]  # per budget 1..max: budget, n, correct, accuracy, ci95, resolved, mean_iterations, sampled
+    # per problem: id, question, gold, prediction, correct, agreed, correct_any, resolved, iterations, resolved_at,
+    # ir, dr, knowledge, ...
+    rows: list[dict]
+    # per budget 1..max: budget, n, correct, accuracy, ci95, correct_any, accuracy_any, ci95_any, resolved,
+    # mean_iterations, sampled
+    budgets: list[dict]
     sampled: list[int] = field(default_factory=list)  # problems sent to the roles at iteration 1, 2, ...
 
 
@@ -60,14 +71,27 @@ def _majority(answers: Sequence[str | None]) -> str | None:
     return vote({k: [a] for k, a in zip(keys, answers)}, keys)[0]
 
 
-def agreed_answer(ir: Sequence[str | None], dr: Sequence[str | None], agreement: str = "any") -> str | None:
-    """The answer IR and DR agree on in these histories (iteration order), or None when they do not."""
+def _agreeing(ir: Sequence[str | None], dr: Sequence[str | None], agreement: str) -> list[str | None]:
+    """Every sampled answer in order (`_in_order`), None where it agrees with no answer of the other role."""
     pairs = [(i, j) for i, a in enumerate(ir) for j, d in enumerate(dr)
              if (agreement == "any" or i == j) and same_answer(a, d)]
-    if not pairs:
-        return None
     agreeing = {2 * i for i, _ in pairs} | {2 * j + 1 for _, j in pairs}
-    return _majority([a if k in agreeing else None for k, a in enumerate(_in_order(ir, dr))])
+    return [a if k in agreeing else None for k, a in enumerate(_in_order(ir, dr))]
+
+
+def agreed_answer(ir: Sequence[str | None], dr: Sequence[str | None], agreement: str = "any") -> str | None:
+    """The answer IR and DR agree on in these histories (iteration order), or None when they do not."""
+    return _majority(_agreeing(ir, dr, agreement))
+
+
+def agreement_set(ir: Sequence[str | None], dr: Sequence[str | None], agreement: str = "any") -> list[str]:
+    """Every answer IR and DR agree on in these histories, one of each equivalent group, first sampled first
+    (the official code's IR set & DR set); [] when they agree on none."""
+    out: list[str] = []
+    for a in _agreeing(ir, dr, agreement):
+        if a is not None and not any(same_answer(a, b) for b in out):
+            out.append(a)
+    return out
 
 
 def fallback_answer(ir: Sequence[str | None], dr: Sequence[str | None], fallback: str = "majority") -> str | None:
@@ -143,25 +167,31 @@ def consistency_loop(
             on_iteration(t, sampled[-1], len(problems) - len(todo))
 
     def outcome(budget: int) -> list[tuple]:
+        """Per problem: (answer, correct, resolved, iterations used, agreement set, correct_any)."""
         out = []
         for p in problems:
-            pred, resolved, used = answer_at(hist[p.id], budget, agreement, fallback)
-            out.append((pred, pred is not None and is_equivalent(pred, gold_answer(p.answer)), resolved, used))
+            h, gold = hist[p.id], gold_answer(p.answer)
+            pred, resolved, used = answer_at(h, budget, agreement, fallback)
+            agreed = agreement_set(h["ir"][:used], h["dr"][:used], agreement) if resolved else []
+            out.append((pred, pred is not None and is_equivalent(pred, gold), resolved, used, agreed,
+                        any(is_equivalent(a, gold) for a in agreed)))
         return out
 
     budgets = []
     for b in range(1, max_iterations + 1):
         res = outcome(b)
-        n, correct = len(res), sum(ok for _, ok, _, _ in res)
+        n, correct, correct_any = len(res), sum(r[1] for r in res), sum(r[5] for r in res)
         budgets.append({"budget": b, "n": n, "correct": correct, "accuracy": correct / n,
-                        "ci95": list(wilson_ci(correct, n)), "resolved": sum(r for _, _, r, _ in res) / n,
-                        "mean_iterations": sum(u for *_, u in res) / n,
+                        "ci95": list(wilson_ci(correct, n)), "correct_any": correct_any,
+                        "accuracy_any": correct_any / n, "ci95_any": list(wilson_ci(correct_any, n)),
+                        "resolved": sum(r[2] for r in res) / n, "mean_iterations": sum(r[3] for r in res) / n,
                         "sampled": sampled[b - 1] if b <= len(sampled) else 0})
     rows = []
-    for p, (pred, ok, resolved, used) in zip(problems, outcome(max_iterations)):
+    for p, (pred, ok, resolved, used, agreed, ok_any) in zip(problems, outcome(max_iterations)):
         h = hist[p.id]
         last = used - 1
         rows.append({"id": p.id, "question": p.question, "gold": p.answer, "prediction": pred, "correct": ok,
+                     "agreed": agreed, "correct_any": ok_any,
                      "resolved": resolved, "iterations": used, "resolved_at": h["resolved_at"],
                      "output": h["dr_outputs"][last] if resolved else h["ir_outputs"][0],
                      "ir": h["ir"], "dr": h["dr"], "knowledge": h["knowledge"],

@@ -47,6 +47,9 @@ class GenerateConfig(Strict):
     per_problem: int = Field(1, ge=1, description="new problems per training problem and round (n)")
     label_samples: int = Field(4, ge=1, description="teacher solutions per new problem and format (m)")
     label_threshold: float = Field(0.5, gt=0, le=1, description="label only when the majority holds this share")
+    pool_seeds: int | None = Field(3000, ge=1, description="pool teacher only: the first N problems of data.train are "
+                                   "the seeds, the rest of the split is the pool (None: all are seeds); a live teacher "
+                                   "seeds with all of data.train, as the paper")
     pool_limit: int | None = Field(None, ge=1, description="pool teacher: the first N train problems after the seeds")
 
 
@@ -83,6 +86,13 @@ def family(thoughts: list[str]) -> str:
     if thoughts == ["cot"]:
         return "fdd"
     return "fdd-etd" if sorted(thoughts) == ["cot", "eot", "pot"] else "fdd-" + "-".join(thoughts)
+
+
+def seed_problems(cfg: FDDConfig) -> list[Problem]:
+    """Round 0's problems: all of data.train with a live teacher (the paper distils the whole training set);
+    with the pool teacher the first `generate.pool_seeds` of it, the rest of the split being what it draws."""
+    seeds = steps.problems(cfg.data.train, cfg.data.data_dir)
+    return seeds if cfg.generate.teacher is not None else seeds[: cfg.generate.pool_seeds]
 
 
 @functools.cache
@@ -173,7 +183,7 @@ def recipe(cfg: FDDConfig, run) -> list[dict]:
     from mathdistill.teacher.pool import DESCRIPTION
 
     g = cfg.generate
-    seeds = steps.problems(cfg.data.train, cfg.data.data_dir)
+    seeds = seed_problems(cfg)
     name = family(cfg.thoughts)
     if g.teacher is None and cfg.rounds:
         run.note(f"FDD: no teacher wrote new problems in this run. The {DESCRIPTION}.")

@@ -1,9 +1,10 @@
 """KPDD (Zhu et al., 2024): the student writes the problem's key points, then the solution, in one pass.
 
     target:  Core question: ...  Key points: - ...  Solution: <CoT, or a program run in the sandbox>
-    teach key points + solution (a teacher writes all three parts; offline: the recorded plan-only
-          rationales as key points, followed by the verified recorded Llama-3-70B CoT (`solution: cot`)
-          or the verified reference program (`solution: pot`))
+    teach key points + solution (a teacher writes all three parts, `teach.samples` per problem; offline:
+          the recorded plan-only rationales as key points, followed by each verified recorded CoT
+          (`solution: cot`) or the verified reference program (`solution: pot`): one target per kept
+          solution, all under the problem's key points)
     -> one LoRA -> answer in the `keypoints` format, scored on its solution part -> rows kpdd-cot, kpdd-pot
 """
 
@@ -37,13 +38,16 @@ class KPDDConfig(DistillConfig):
 def recipe(cfg: KPDDConfig, run) -> list[dict]:
     problems = steps.problems(cfg.data.train, cfg.data.data_dir)
     fmt = KeyPoints(solution=cfg.solution)
-    solutions = {}
+    solutions: dict[str, list[str]] = {}  # every kept solution of a problem (teach.samples of them at most)
     if cfg.plans is not None:
         steps.teach(run, cfg, problems, [cfg.solution])
-        solutions = {r["problem_id"]: r["text"] for r in steps.rationales(run, cfg.solution) if r["kept"]}
+        for r in steps.rationales(run, cfg.solution):
+            if r["kept"]:
+                solutions.setdefault(r["problem_id"], []).append(r["text"])
     why = plans_stand_in(cfg, "key points: their steps, not the facts of the problem KPDD extracts")
-    kp = teach_intermediate(run, cfg, problems, fmt, lambda p, plan: KeyPoints.compose(
-        KeyPoints.from_recorded(plan, p.question), solutions.get(p.id, "")), why)
+    kp = teach_intermediate(run, cfg, problems, fmt, lambda p, plan: [
+        KeyPoints.compose(KeyPoints.from_recorded(plan, p.question), s) for s in solutions.get(p.id) or [""]],
+        why, samples=cfg.teach.samples)
     if cfg.plans is not None:
         run.note(f"Offline stand-in: {why}; the solution part is the verified "
                  + ("recorded Llama-3-70B CoT." if cfg.solution == "cot" else "reference program (GSM8K gold solution "

@@ -2,14 +2,20 @@
 
     teach cot (verified) + knowledge (teacher, or recorded plans as an offline stand-in)
     -> train ir: question -> CoT;  kg: question -> knowledge;  dr: question + knowledge -> CoT
-       (one `train-<role>` stage each, standard PEFT folders train/<role>/)
+       (one `train-<role>` stage each, standard PEFT folders train/<role>/; IR and DR targets alike,
+       calculation marks included when `data.calc_marks` asks for them)
     -> one base with the three adapters (`load_with_adapters`), the adapter chosen per call
     -> greedy IR (`lorid:ir`), greedy KG -> DR (`lorid:dr`), the loop (`lorid`): IR, KG and DR sampled
-       again for the unresolved problems only until an IR and a DR answer agree (`eval.consistency`)
+       for the unresolved problems only until an IR and a DR answer agree (`eval.consistency`), scored
+       on its one answer (`lorid`) and as the official code scores it, right when any answer IR and DR
+       agree on is the gold (`lorid:any`)
 
-Besides the paper's code: no merged copies of the base, any iteration limit (the accuracy of every
-budget 1..max comes from one run: table + figure), a fallback at the limit instead of counting the
-problem wrong, a cached and resumable teacher, and resumable sampling.
+`loop.preset: paper` is the official protocol (github Xinhe-Li/LoRID, examples/gsm8k/*/predict.sh,
+src/predict.py): every iteration sampled at temperature 1.5 / top-p 0.9, up to 20 iterations, a problem
+left unresolved counted wrong. `greedy-first` is what mathdistill did before (a greedy first iteration
+that is lorid:ir / lorid:dr itself, then temperature 0.7, a majority vote at the limit). docs/methods.md
+has every difference. Besides the paper's code: no merged copies of the base, the accuracy of every
+budget 1..max from one run (table + figure), a cached and resumable teacher, and resumable sampling.
 """
 
 from __future__ import annotations
@@ -20,31 +26,66 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from mathdistill import thoughts
 from mathdistill.methods import steps
 from mathdistill.methods.config import DistillConfig, Strict
 from mathdistill.thoughts.knowledge import Knowledge
 
 ROLES = ("ir", "kg", "dr")
+#: the paper's 5 epochs with the adapter measured for the 576-wide student (docs/methods.md: LoRA r 64 / alpha 128 on
+#: every linear layer at lr 3e-4 had the lowest held-out loss; the paper's r 512 / alpha 1024 on q, v at lr 5e-5 exceeds
+#: the rank of those matrices here)
+TRAIN = {"train": {"epochs": 5, "lr": 3e-4, "lora_r": 64, "lora_alpha": 128, "max_seq_len": 512}}
+#: how the rows `lorid` and `lorid:any` score the loop (their `scoring` field)
+ONE = "one answer: the agreed one (or the fallback's) equals the gold"
+ANY = "any agreed answer: right when any answer IR and DR agree on equals the gold (the LoRID code's score)"
 PLANS = "teacher/gsm8k_train_gemini-1.5-flash_plan.json"
 KNOWLEDGE = Knowledge()
 
 
+#: loop.preset -> what it sets (keys left unset in a recipe); `paper`: the official predict.sh / predict.py
+PRESETS = {
+    "paper": {"first_greedy": False, "fallback": "abstain", "temperature": 1.5, "top_p": 0.9},
+    "greedy-first": {"first_greedy": True, "fallback": "majority", "temperature": 0.7, "top_p": 0.9},
+}
+
+
 class RoleSampling(Strict):
-    temperature: float = Field(0.7, gt=0, description="sampling temperature (after a greedy first iteration; paper: 1.5)")
-    top_p: float = Field(0.9, gt=0, le=1, description="nucleus sampling (paper: 0.9)")
+    temperature: float | None = Field(None, gt=0, description="sampling temperature; None: the preset's (paper 1.5, "
+                                                                "greedy-first 0.7)")
+    top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling; None: the preset's (0.9)")
 
 
 class LoopConfig(Strict):
+    preset: Literal["paper", "greedy-first"] = Field(
+        "paper", description="paper: every iteration sampled (T 1.5, top-p 0.9), unresolved = wrong (the LoRID "
+                             "code); greedy-first: a greedy first iteration, then T 0.7, majority at the limit "
+                             "(mathdistill before)")
     max_iterations: int = Field(20, ge=1, description="IR + KG -> DR rounds at most (paper: 20)")
-    first_greedy: bool = Field(True, description="the first iteration decodes greedily (then it gives lorid:ir / lorid:dr)")
+    first_greedy: bool | None = Field(None, description="the first iteration decodes greedily (it is then lorid:ir / "
+                                                        "lorid:dr itself); None: the preset's")
     agreement: Literal["any", "same-iteration"] = Field(
         "any", description="any: any IR answer so far equals any DR answer so far (the LoRID code); same-iteration")
-    fallback: Literal["abstain", "ir", "majority"] = Field(
-        "majority", description="answer at the limit: abstain (paper: wrong), ir (IR's first), majority (ties: IR's first)")
-    ir: RoleSampling = RoleSampling()
-    kg: RoleSampling = RoleSampling()
-    dr: RoleSampling = RoleSampling()
+    fallback: Literal["abstain", "ir", "majority"] | None = Field(
+        None, description="one answer at the limit: abstain (paper: wrong), ir (IR's first), majority (ties: IR's "
+                          "first); None: the preset's")
+    ir: RoleSampling = Field(default_factory=RoleSampling)
+    kg: RoleSampling = Field(default_factory=RoleSampling)
+    dr: RoleSampling = Field(default_factory=RoleSampling)
     knowledge_max_new_tokens: int = Field(128, ge=1, description="token limit of the knowledge generator")
+
+    @model_validator(mode="after")
+    def _preset(self):
+        """Fill what the recipe left unset from the preset, so the recorded config says what ran."""
+        p = PRESETS[self.preset]
+        if self.first_greedy is None:
+            self.first_greedy = p["first_greedy"]
+        if self.fallback is None:
+            self.fallback = p["fallback"]
+        for role in (self.ir, self.kg, self.dr):
+            role.temperature = p["temperature"] if role.temperature is None else role.temperature
+            role.top_p = p["top_p"] if role.top_p is None else role.top_p
+        return self
 
 
 class LoRIDConfig(DistillConfig):
@@ -82,11 +123,13 @@ def plans_stand_in(cfg, what: str) -> str:  # the report's sentence for the reco
 # ----------------------------------------------------------------------------- teacher side
 
 
-def teach_intermediate(run, cfg, problems, fmt, convert, why: str) -> dict:
-    """Stage teach-<fmt.name>: `fmt` (knowledge, key points) from the teacher, or, with `cfg.plans`, from
-    the recorded plan-only rationales: each turned into `fmt` by `convert(problem, plan)`, written as a
-    replay file teach/<fmt>/<plans>.<fmt>.json and collected (validated, deduplicated) like any teacher's
-    text. Returns the summary (yield; for knowledge, the share of items quoting a question's number)."""
+def teach_intermediate(run, cfg, problems, fmt, convert, why: str, samples: int = 1) -> dict:
+    """Stage teach-<fmt.name>: `fmt` (knowledge, key points) from the teacher (`samples` per problem), or,
+    with `cfg.plans`, from the recorded plan-only rationales: each turned into `fmt` by `convert(problem,
+    plan)` (a text, or a list of them: KPDD composes one per kept solution), written as a replay file
+    teach/<fmt>/<plans>.<fmt>.json and collected (validated, deduplicated) like any teacher's text, as
+    many samples per problem as its most texts. Returns the summary (yield; for knowledge, the share of
+    items quoting a question's number)."""
     from mathdistill.io import write_json
     from mathdistill.methods.config import resolve_teacher
     from mathdistill.teacher import TeacherConfig, collect
@@ -96,7 +139,7 @@ def teach_intermediate(run, cfg, problems, fmt, convert, why: str) -> dict:
     out = run.path("teach", fmt.name)
 
     def make() -> dict:
-        extra = {}
+        extra, n = {}, samples
         teacher = resolve_teacher(cfg, fmt.name) if cfg.plans is None else None
         if cfg.plans is not None:
             try:
@@ -107,12 +150,15 @@ def teach_intermediate(run, cfg, problems, fmt, convert, why: str) -> dict:
             plans = {p.id: table[normalize_question(p.question)][0] for p in problems
                      if normalize_question(p.question) in table}
             derived = out / f"{Path(source).stem}.{fmt.name}.json"
-            write_json(derived, [{"instruction": p.question, "output": convert(p, plans[p.id])}
-                                 for p in problems if p.id in plans])
+            texts = {p.id: convert(p, plans[p.id]) for p in problems if p.id in plans}
+            texts = {k: [v] if isinstance(v, str) else list(v) for k, v in texts.items()}
+            write_json(derived, [{"instruction": p.question, "output": t}
+                                 for p in problems for t in texts.get(p.id, [])])
+            n = max(map(len, texts.values()), default=1)
             teacher = TeacherConfig(kind="replay", replay=[derived])
             extra = {"offline_stand_in": why, "source": {"plans": Path(source).name, "recorded": len(plans),
                                                           "conversion": "final answer sentence cut, one item per sentence"}}
-        res = collect(problems, fmt, teacher, out, samples=1, keep=cfg.teach.keep,
+        res = collect(problems, fmt, teacher, out, samples=n, keep=cfg.teach.keep,
                       dedupe="normalized" if cfg.teach.dedupe else "none", data_dir=cfg.data.data_dir)
         if fmt.name == "knowledge":
             extra["question_numbers"] = question_numbers(res.rows)
@@ -127,11 +173,13 @@ def _yield_note(summary: dict, what: str) -> str:
     return f"{what}: {summary['kept']} of {summary['problems']} training problems kept ({summary['yield']:.0%} valid)"
 
 
-def dr_rows(run) -> list[dict]:
-    """Deep Reasoner rows: question + the problem's kept knowledge -> its kept CoT rationale."""
+def dr_rows(run, calc_marks: str = "none") -> list[dict]:
+    """Deep Reasoner rows: question + the problem's kept knowledge -> its kept CoT rationale, written as the
+    Intuitive Reasoner's target is (`calc_marks`: with the same calculation marks as data-ir's)."""
+    cot = thoughts.get("cot", calc_marks=calc_marks)
     knowledge = {r["problem_id"]: r["text"] for r in steps.rationales(run, "knowledge") if r["kept"]}
     return [{"prompt": KNOWLEDGE.reasoning_prompt(r["question"], knowledge[r["problem_id"]], "cot"),
-             "completion": r["text"].strip(), "thought": "cot", "problem_id": r["problem_id"]}
+             "completion": cot.student_target(r["text"]), "thought": "cot", "problem_id": r["problem_id"]}
             for r in steps.rationales(run, "cot") if r["kept"] and r["problem_id"] in knowledge]
 
 
@@ -206,7 +254,7 @@ def _cost(summaries: list[dict]) -> dict:
 
 
 def plot_budget(budgets: list[dict], path: Path, title: str) -> Path:
-    """Accuracy (95% CI) and share resolved against the iteration budget."""
+    """Accuracy (one answer, 95% CI; any agreed answer) and share resolved against the iteration budget."""
     from mathdistill.report.plots import _pyplot, _save
 
     plt = _pyplot()
@@ -214,7 +262,9 @@ def plot_budget(budgets: list[dict], path: Path, title: str) -> Path:
     acc = [100 * b["accuracy"] for b in budgets]
     err = [[a - 100 * b["ci95"][0] for a, b in zip(acc, budgets)], [100 * b["ci95"][1] - a for a, b in zip(acc, budgets)]]
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    ax.errorbar(xs, acc, yerr=err, marker="o", capsize=3, label="accuracy (95% CI)")
+    ax.errorbar(xs, acc, yerr=err, marker="o", capsize=3, label="accuracy, one answer (95% CI)")
+    ax.plot(xs, [100 * b["accuracy_any"] for b in budgets], marker="^", linestyle=":",
+            label="accuracy, any agreed answer")
     ax.plot(xs, [100 * b["resolved"] for b in budgets], marker="s", linestyle="--", label="resolved (IR = DR)")
     ax.set_xticks(xs)
     ax.set_xlabel("iteration budget")
@@ -227,7 +277,8 @@ def plot_budget(budgets: list[dict], path: Path, title: str) -> Path:
 
 
 def evaluate(run, cfg: LoRIDConfig, train: dict) -> list[dict]:
-    """Rows lorid (the loop), lorid:ir, lorid:dr for every eval split; the budget table and figure."""
+    """Rows lorid (the loop, one answer), lorid:any (the loop, any agreed answer), lorid:ir, lorid:dr for every
+    eval split; the budget table and figure."""
     from mathdistill.eval import weights_identity
     from mathdistill.eval.consistency import consistency_loop
     from mathdistill.student.adapters import load_with_adapters
@@ -256,20 +307,27 @@ def evaluate(run, cfg: LoRIDConfig, train: dict) -> list[dict]:
         # the loop's seconds include the greedy IR, KG and DR calls: its first iteration reuses them
         m = _write_eval(run.path("eval", split.dataset, "loop"), split, res.rows, time.perf_counter() - start,
                         generated_tokens=sum(roles.tokens.values()), mean_iterations=last["mean_iterations"],
-                        resolved=last["resolved"], sampled=res.sampled, budgets=res.budgets, max_iterations=loop.max_iterations, fallback=loop.fallback,
-                        agreement=loop.agreement)
-        extra = {"mean_iterations": round(last["mean_iterations"], 3), "resolved": round(last["resolved"], 4),
-                 "generated_tokens": m["generated_tokens"]}
-        out += [{**steps.result_row("lorid", "loop", m, cost["lorid"]), **extra},
+                        resolved=last["resolved"], sampled=res.sampled, budgets=res.budgets, preset=loop.preset,
+                        max_iterations=loop.max_iterations, fallback=loop.fallback, agreement=loop.agreement,
+                        **{k: last[k] for k in ("correct_any", "accuracy_any", "ci95_any")})
+        extra = {"preset": loop.preset, "mean_iterations": round(last["mean_iterations"], 3),
+                 "resolved": round(last["resolved"], 4), "generated_tokens": m["generated_tokens"]}
+        any_m = {**m, "correct": m["correct_any"], "accuracy": m["accuracy_any"], "ci95": m["ci95_any"]}
+        out += [{**steps.result_row("lorid", "loop", m, cost["lorid"]), **extra, "scoring": ONE,
+                 "accuracy_any": m["accuracy_any"]},
+                {**steps.result_row("lorid:any", "loop", any_m, cost["lorid"]), **extra, "scoring": ANY},
                 steps.result_row("lorid:ir", "ir", ir_m, cost["ir"]), steps.result_row("lorid:dr", "dr", dr_m, cost["dr"])]
-        title = f"LoRID on {split.dataset} (n={len(ps)}): accuracy by iteration budget, fallback {loop.fallback}"
-        run.add_table(title, [{"budget": b["budget"], "accuracy": f"{b['accuracy']:.1%}",
-                               "95% CI": f"{b['ci95'][0]:.1%}-{b['ci95'][1]:.1%}", "resolved": f"{b['resolved']:.0%}",
+        title = (f"LoRID on {split.dataset} (n={len(ps)}): accuracy by iteration budget, preset {loop.preset}, "
+                 f"fallback {loop.fallback}")
+        run.add_table(title, [{"budget": b["budget"], "accuracy (one answer)": f"{b['accuracy']:.1%}",
+                               "95% CI": f"{b['ci95'][0]:.1%}-{b['ci95'][1]:.1%}",
+                               "accuracy (any agreed answer)": f"{b['accuracy_any']:.1%}",
+                               "resolved": f"{b['resolved']:.0%}",
                                "mean iterations": round(b["mean_iterations"], 2), "problems sampled": b["sampled"]}
                               for b in res.budgets])
         run.add_figure(plot_budget(res.budgets, run.path("eval", split.dataset, "loop", "budget.png"), title), title)
-        steps.console.print(f"{split.dataset}: lorid {m['accuracy']:.1%}, ir {ir_m['accuracy']:.1%}, "
-                            f"dr {dr_m['accuracy']:.1%}, resolved {last['resolved']:.0%}")
+        steps.console.print(f"{split.dataset}: lorid {m['accuracy']:.1%} (any agreed answer {m['accuracy_any']:.1%}), "
+                            f"ir {ir_m['accuracy']:.1%}, dr {dr_m['accuracy']:.1%}, resolved {last['resolved']:.0%}")
     return out
 
 
@@ -288,7 +346,7 @@ def recipe(cfg: LoRIDConfig, run) -> list[dict]:
              f"({share['share']:.0%}) quote a number from their question" if share["items"] else ""))
     steps.data(run, ["cot"], name="data-ir", calc_marks=cfg.data.calc_marks)
     steps.data(run, ["knowledge"], name="data-kg")
-    steps.data(run, [], extra=dr_rows(run), name="data-dr")
+    steps.data(run, [], extra=dr_rows(run, cfg.data.calc_marks), name="data-dr")
     train = {r: steps.train(run, cfg, r, run.path(f"data-{r}", "train.jsonl"), stage=f"train-{r}") for r in ROLES}
     return run.stage("eval", lambda: evaluate(run, cfg, train))
 
@@ -299,8 +357,8 @@ UNRESOLVED_AFTER_ITERATION = 0.87
 
 
 def workload(cfg: LoRIDConfig, w) -> None:
-    """Three trainings; greedy IR, KG -> DR on every eval problem (lorid:ir, lorid:dr and the loop's first
-    iteration); then sampled iterations on the problems not yet resolved."""
+    """Three trainings; greedy IR, KG -> DR on every eval problem (lorid:ir, lorid:dr, and the loop's first
+    iteration with `first_greedy`); then sampled iterations on the problems not yet resolved."""
     from mathdistill.workload import TOKENS
 
     n, know = w.train_problems, TOKENS["knowledge"][1]
@@ -312,8 +370,8 @@ def workload(cfg: LoRIDConfig, w) -> None:
     roles = (("ir", TOKENS["cot"][1], limit), ("kg", know, loop.knowledge_max_new_tokens), ("dr", TOKENS["cot"][1], limit))
     for role, expected, cap in roles:
         w.generate("eval", problems, expected, cap, note=f"{role}, greedy")
-    left = problems * UNRESOLVED_AFTER_ITERATION
-    for t in range(2, loop.max_iterations + 1):
+    left = problems * (UNRESOLVED_AFTER_ITERATION if loop.first_greedy else 1)
+    for t in range(2 if loop.first_greedy else 1, loop.max_iterations + 1):
         for role, expected, cap in roles:
             w.generate("eval", round(left), expected, cap, sampled=True, note=f"{role}, iteration {t}")
         left *= UNRESOLVED_AFTER_ITERATION
@@ -325,7 +383,7 @@ def _method():
     from mathdistill.methods import Method
 
     return Method("lorid", LoRIDConfig, recipe, "LoRID: intuitive, knowledge and deep reasoners (3 LoRAs, one base) "
-                  "in a consistency loop", workload=workload)
+                  "in a consistency loop", TRAIN, workload=workload)
 
 
 METHODS = [_method()]

@@ -1,12 +1,14 @@
 """SIKeD (Adarsh et al., 2024): one student, several strategies, trained again on its own correct solutions.
 
-    teach every strategy (verified against gold)
+    teach every strategy (verified against gold; L2M also checked for its sub-questions)
     iteration-0   data: the teacher's rows, each target starting with its strategy's tag, under one
                   neutral prompt (`thoughts.choice_prompt`) -> train -> eval
     iteration-i   sample: k per problem and strategy with iteration i-1's student, the tag prefilled
-                  data: its correct samples (`keep`) + the teacher's rows (`mixing`; adaptive: only
-                  for problems it never solved), alpha and counts -> train (`init: previous` continues
-                  the adapter, a new optimizer and schedule; `base`: a new one) -> eval
+                  data: its correct samples (`keep`: one per problem and strategy, as the official code)
+                  + the teacher's rows (`mixing`: per-strategy, as the official `create-mixed-data.py`:
+                  the teacher's rows of strategy s for every problem the student did not solve in s),
+                  alpha overall and per strategy -> train (`init: previous` continues the adapter, a new
+                  optimizer and schedule; `base`: a new one) -> eval
     eval          the student chooses the strategy (it writes the tag; row siked-i<i>); the last
                   iteration also with each strategy forced (siked-i<N>:cot, ...)
 
@@ -14,7 +16,8 @@ Every step of every iteration is a stage of its scope (`iteration-<i>/...`), so 
 where it stopped; sampling itself resumes per problem. The rows' train_* and sample_seconds add up
 iterations 0..i (what that student cost). Tables: data and alpha per iteration; accuracy, alpha and
 the strategies chosen per iteration; figure: their shares (the paper's histogram). Notes name the
-offline stand-in teachers and the missing L2M strategy.
+offline stand-in teachers, and the paper's L2M strategy when a run replaces it. docs/methods.md maps
+each step to the paper's code.
 """
 
 from __future__ import annotations
@@ -30,22 +33,28 @@ from mathdistill.methods.run import console
 
 
 class SampleSettings(Strict):
-    k: int = Field(10, ge=1, description="samples per training problem and strategy")
-    temperature: float = Field(0.7, gt=0)
-    top_p: float = Field(0.95, gt=0, le=1)
-    max_new_tokens: int | None = Field(None, ge=1, description="None: eval.max_new_tokens")
+    """The official `forced_strategy_inference.py`: vLLM SamplingParams(n=10, temperature=0.7, top_p=0.95,
+    max_tokens=512)."""
+
+    k: int = Field(10, ge=1, description="samples per training problem and strategy (official: 10)")
+    temperature: float = Field(0.7, gt=0, description="official: 0.7")
+    top_p: float = Field(0.95, gt=0, le=1, description="official: 0.95")
+    max_new_tokens: int | None = Field(512, ge=1, description="official: 512; None: eval.max_new_tokens")
     batch_size: int | None = Field(None, ge=1, description="None: eval.batch_size")
     loop_stop: bool | None = Field(None, description="end a looping sample; None: eval.loop_stop")
 
 
 class SIKeDConfig(DistillConfig):
-    strategies: list[str] = Field(default_factory=lambda: ["cot", "pot", "eot"], min_length=1,
-                                  description="formats the student learns and chooses among (the paper: cot, pot, l2m)")
+    strategies: list[str] = Field(default_factory=lambda: ["cot", "pot", "l2m"], min_length=1,
+                                  description="formats the student learns and chooses among (the paper's: cot, pot, "
+                                              "l2m; l2m needs a live teacher)")
     iterations: int = Field(2, ge=0, description="self-training iterations after iteration 0 (2: iterations 0, 1, 2)")
-    keep: Literal["one", "all_distinct"] = Field("all_distinct", description="own correct samples kept per problem "
-                                                 "and strategy: the first, or every distinct one")
-    mixing: Literal["adaptive", "all"] = Field("adaptive", description="teacher rows added: only for problems the "
-                                               "student never solved (adaptive), or all")
+    keep: Literal["one", "all_distinct"] = Field("one", description="own correct samples kept per problem and "
+                                                 "strategy: the first (official), or every distinct one")
+    mixing: Literal["per-strategy", "per-problem", "all"] = Field(
+        "per-strategy", description="teacher rows added: of strategy s for the problems the student did not solve "
+                                    "in s (per-strategy, the official adaptive mixing), only for the problems it "
+                                    "solved in no strategy (per-problem), or all")
     init: Literal["previous", "base"] = Field("previous", description="each iteration continues the previous adapter "
                                               "(new optimizer and schedule), or trains a new one from the base")
     forced: bool = Field(True, description="also evaluate the last iteration with each strategy forced")
@@ -55,6 +64,14 @@ class SIKeDConfig(DistillConfig):
     @classmethod
     def _formats(cls, v: list[str]) -> list[str]:
         return _known_formats(v)
+
+    @field_validator("mixing", mode="before")
+    @classmethod
+    def _renamed(cls, v):
+        if v == "adaptive":
+            raise ValueError("mixing 'adaptive' is two rules now: per-strategy (the official code's adaptive mixing, "
+                             "the default) or per-problem (mathdistill's rule before; docs/methods.md)")
+        return v
 
     @model_validator(mode="after")
     def _strategies_are_the_formats(self):
@@ -74,8 +91,10 @@ def recipe(cfg: SIKeDConfig, run) -> list[dict]:
     steps.teach(run, cfg, problems, cfg.strategies)
     teacher = [r for t in cfg.strategies for r in steps.rationales(run, t)]
     if "l2m" not in cfg.strategies:
-        run.note(f"SIKeD strategies here: {', '.join(cfg.strategies)} (the paper's are CoT, PoT and least-to-most; "
-                 "offline there is no live teacher for L2M)")
+        run.note(f"SIKeD strategies here: {', '.join(cfg.strategies)} (the paper's are CoT, PoT and L2M; offline "
+                 "there is no L2M teacher)")
+    if cfg.mixing != "per-strategy" or cfg.keep != "one":
+        run.note(f"SIKeD data rule here: mixing {cfg.mixing}, keep {cfg.keep} (the official code: per-strategy, one)")
     stand_ins = [f"{t}: {cfg.teach.for_thought(t).describe(t)}" for t in cfg.strategies
                  if cfg.teach.for_thought(t).offline_stand_in]
     if stand_ins:
@@ -94,7 +113,9 @@ def recipe(cfg: SIKeDConfig, run) -> list[dict]:
         for key, part in (("seconds", "seconds"), ("steps", "steps"), ("tokens", "tokens")):
             cost[key] += train[part] or 0
         previous = it.path("train", "student")
-        extra = {"scope": f"iteration-{i}", "alpha": data["alpha"], "sample_seconds": round(cost["sample_seconds"], 1)}
+        extra = {"scope": f"iteration-{i}", "alpha": data["alpha"], "mixing": data["mixing"],
+                 "alpha_per_strategy": {t: c["alpha"] for t, c in data["per_strategy"].items()},
+                 "sample_seconds": round(cost["sample_seconds"], 1)}
         name = f"{cfg.method}-i{i}"
         forced = cfg.strategies if cfg.forced and i == cfg.iterations else []
         chosen = it.stage("eval", lambda: _evaluate(it, cfg, name, previous, [None], cost, extra))
@@ -218,5 +239,12 @@ def workload(cfg: SIKeDConfig, w) -> None:
             w.evaluate(f"iteration-{i}/eval-forced", cfg, cfg.strategies)
 
 
+#: the official training (fine-tuning/*/epoch*.yaml: LoRA r 16 / alpha 32, dropout 0, lr 2e-4, weight decay 0.01,
+#: 5 warm-up steps, 3 epochs) and test inference (greedy, 1,024 new tokens); sequences of 512 tokens, not the
+#: official 1,024 (docs/methods.md: as cot, etd, lorid and fdd, and rows that long are rare)
+OFFICIAL = {"train": {"epochs": 3, "lr": 2e-4, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
+                      "weight_decay": 0.01, "warmup": 5, "max_seq_len": 512},
+            "eval": {"max_new_tokens": 1024}}
+
 METHODS = [Method("siked", SIKeDConfig, recipe, "SIKeD: several strategies, the student's own correct solutions, "
-                  "iterated; the student picks the strategy", workload=workload)]
+                  "iterated; the student picks the strategy", OFFICIAL, workload=workload)]

@@ -2,7 +2,8 @@
 
     lorid          LoRID's consistency loop (`eval.consistency.consistency_loop`) over the run's three
                    adapters ir, kg, dr kept apart on one base: IR and KG -> DR until an IR and a DR
-                   answer agree; the content is the agreed DR rationale (else the fallback's)
+                   answer agree, sampled as the run's `loop` says (preset paper: every iteration at
+                   T 1.5); the content is the agreed DR rationale (else the fallback's)
     lorid:ir       the Intuitive Reasoner alone, greedy;   lorid:dr: KG then DR, greedy
     fdd-r<N>...    the last finished FDD round (its student, on the round's base when it retrained
                    from the previous one), as `steps.evaluate` evaluated it
@@ -55,7 +56,7 @@ class LoRID:
             prompt = ctx.render(KNOWLEDGE.student_prompt(question))
         else:
             prompt = ctx.render(KNOWLEDGE.reasoning_prompt(question, knowledge, "cot"))
-        greedy = t == 1 and self.loop.first_greedy
+        greedy = t == 0 or (t == 1 and self.loop.first_greedy)  # t 0: lorid:ir / lorid:dr alone, always greedy
         s = getattr(self.loop, role)
         gen = ctx.generate([prompt], adapter=role, temperature=0.0 if greedy else s.temperature, top_p=s.top_p,
                            max_tokens=self.loop.knowledge_max_new_tokens if role == "kg" else None)[0]
@@ -94,11 +95,11 @@ class LoRID:
     def _greedy(self, ctx: Context, question: str) -> Reply:
         extra = {}
         if self.role == "dr":
-            knowledge = self._role(ctx, "kg", question, 1)[0]
+            knowledge = self._role(ctx, "kg", question, 0)[0]
             extra = {"knowledge": knowledge}
-            text, gen = self._role(ctx, "dr", question, 1, knowledge)
+            text, gen = self._role(ctx, "dr", question, 0, knowledge)
         else:
-            text, gen = self._role(ctx, "ir", question, 1)
+            text, gen = self._role(ctx, "ir", question, 0)
         found = self._answer(ctx, text)
         return Reply(text, found.prediction, "cot", {"cot": found.prediction},
                      {"cot": found.error} if found.error else {}, ctx.finish_reason(gen), extra)

@@ -389,12 +389,18 @@ def verify(jobs: list[Job], verify_cfg: VerifyConfig) -> list[dict]:
 
 
 def _keep(rows: list[dict], cfg: VerifyConfig) -> None:
+    """Mark the rows `cfg` keeps (`kept`) and the repeats it drops (`duplicate`); a correct or usable row
+    whose text is not its format's structure (`Thought.malformed`: an L2M text with no sub-question) is
+    not kept, its `error` says why."""
     seen: dict[tuple, set] = {}
     count: dict[tuple, int] = {}
     for row in rows:
         usable = row["text"] is not None and row["finish_reason"] != "length" and row["error"] is None
         ok = {"correct": row["correct"], "usable": usable, "all": row["text"] is not None}[cfg.keep]
         if not ok:
+            continue
+        if cfg.keep != "all" and (why := malformed(row)):
+            row["error"] = why
             continue
         group = (row["problem_id"], row["thought"])
         if cfg.dedupe != "none":
@@ -407,6 +413,14 @@ def _keep(rows: list[dict], cfg: VerifyConfig) -> None:
             continue
         count[group] = count.get(group, 0) + 1
         row["kept"] = True
+
+
+def malformed(row: dict) -> str | None:
+    """Why a rationale row (teach or student sample) is not its format's structure, or None (`Thought.malformed`)."""
+    from mathdistill import thoughts
+
+    name = row["thought"]
+    return thoughts.thought_class(name).malformed(row["text"]) if name in thoughts.NAMES else None
 
 
 # ---------------------------------------------------------------------------- summary + API

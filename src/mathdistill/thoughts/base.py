@@ -78,6 +78,12 @@ class Thought(ABC):
     def extract(self, rationale: str) -> Extracted:
         """Turn a rationale into a predicted answer (parse / execute / solve)."""
 
+    @classmethod
+    def malformed(cls, text: str) -> str | None:
+        """Why `text`, right or not, is not this format's structure (None: it is). Checked where rationales
+        become training data (the keep rule of teacher and student rows), not when answers are scored."""
+        return None
+
     def extract_batch(self, rationales: Sequence[str]) -> list[Extracted]:
         """`extract` for many rationales; formats that execute code run them in parallel."""
         return [self.extract(r) for r in rationales]

@@ -15,8 +15,9 @@ from mathdistill.thoughts.base import Extracted, Thought
 from mathdistill.thoughts.cot import answer_from_text
 from mathdistill.thoughts.text import few_shot
 
-_STEP = re.compile(r"Sub-question\s*(\d+)\s*:\s*(.*?)\s*\n\s*Answer\s*\1\s*:\s*(.*?)(?=\n\s*Sub-question|\n\s*The answer|\Z)",
-                   re.DOTALL | re.IGNORECASE)
+# "Answer 1:" (this project's prompt) or "Answer to Sub-question 1:" (SIKeD's official prompt)
+_STEP = re.compile(r"Sub[- ]?question\s*(\d+)\s*:\s*(.*?)\s*\n\s*Answer(?:\s+to\s+Sub[- ]?question)?\s*\1\s*:\s*(.*?)"
+                   r"(?=\n\s*Sub[- ]?question|\n\s*The answer|\n\s*Final answer|\Z)", re.DOTALL | re.IGNORECASE)
 
 
 def parse_steps(text: str) -> list[tuple[str, str]]:
@@ -39,3 +40,9 @@ class LeastToMost(Thought):
 
     def extract(self, rationale: str) -> Extracted:
         return answer_from_text(rationale)
+
+    @classmethod
+    def malformed(cls, text: str) -> str | None:
+        """Least-to-most needs at least one sub-question with its answer; SIKeD's official code drops the
+        samples without (`check_l2m_validity`), whatever their final answer."""
+        return None if any(q and a for q, a in parse_steps(text or "")) else "no sub-question / answer pair"
