@@ -12,6 +12,7 @@ run the recipe's stages, write results.json, finish the manifest, write the repo
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,19 @@ def register(method: Method) -> None:
     METHODS[method.name] = method
 
 
+def teacher_budget(cfg: RecipeConfig):
+    """The run's teacher caps (`teach.max_cost`, `teach.max_requests`; None: none), after checking that a cost
+    cap knows the price of every live teacher in the recipe (an InputError naming the price keys)."""
+    from mathdistill.teacher.budget import Limits, check_prices, find_teachers
+
+    teach = getattr(cfg, "teach", None)
+    if teach is None or (teach.max_cost is None and teach.max_requests is None):
+        return None
+    if teach.max_cost is not None:
+        check_prices(find_teachers(cfg))
+    return Limits(max_cost=teach.max_cost, max_requests=teach.max_requests)
+
+
 def run(cfg: RecipeConfig, command: list[str] | None = None, restart: bool = False) -> Path:
     """Run the recipe `cfg` in its run folder (resuming it); returns the folder."""
     from mathdistill.io import write_json
@@ -62,11 +76,14 @@ def run(cfg: RecipeConfig, command: list[str] | None = None, restart: bool = Fal
     from mathdistill.methods.run import Run
     from mathdistill.report import write_report
     from mathdistill.student.models import provenance
+    from mathdistill.teacher import budget
 
     validate(cfg)
+    caps = teacher_budget(cfg)
     info = {"student": provenance(cfg.student.model)}
     r = Run.open(cfg.run_dir, dump_config(cfg), command or sys.argv, restart, info, defaults=field_defaults(type(cfg)))
-    rows = METHODS[cfg.method].recipe(cfg, r)
+    with budget.limits(caps and dataclasses.replace(caps, folder=r.dir)):
+        rows = METHODS[cfg.method].recipe(cfg, r)
     write_json(r.path("results.json"), {"run": cfg.name, "method": cfg.method, "student": cfg.student.model,
                                         "student_provenance": info["student"], "rows": rows, **r.extras()})
     r.finish()
