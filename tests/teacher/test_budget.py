@@ -5,6 +5,7 @@ every finished reply, spans every stage and every resume, and a re-run with a hi
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -128,11 +129,20 @@ def test_a_recipe_stops_at_the_cap_across_stages_and_resumes(fake_server, data_d
     # a cost cap below what the run spent already: nothing is sent
     code, err = mathdistill("run", recipe, "teach.max_cost=0.001", monkeypatch=monkeypatch, capsys=capsys)
     assert code == 1 and "teach.max_cost = $0.001 reached" in err and server.count() == 8
-    code, err = mathdistill("run", recipe, "teach.max_cost=1", monkeypatch=monkeypatch, capsys=capsys)
+    # the last resume also reports to TensorBoard (no config conflict either): the teacher's bill lands there
+    code, err = mathdistill("run", recipe, "teach.max_cost=1", "train.report_to=tensorboard",
+                            monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0, err
     assert server.count() == 12 and sent_once(server)
     folder = tmp_path / "runs" / "capped"
     assert yaml.safe_load((folder / "config.yaml").read_text())["teach"]["max_cost"] == 1
+    if importlib.util.find_spec("tensorboard"):
+        from tb_events import scalars
+
+        got = scalars(folder / "tensorboard")
+        billed = server.usage_total()
+        cost = (billed["prompt_tokens"] * PRICE["prompt"] + billed["completion_tokens"] * PRICE["completion"]) / 1e6
+        assert got["teacher/requests"] == [(0, 12.0)] and got["teacher/cost_usd"][0][1] == pytest.approx(cost, rel=1e-5)
 
 
 def test_a_recipe_cost_cap_needs_every_live_teachers_price(fake_server, data_dir, tmp_path, teach_only,

@@ -76,14 +76,18 @@ def run(cfg: RecipeConfig, command: list[str] | None = None, restart: bool = Fal
     from mathdistill.methods.run import Run
     from mathdistill.report import write_report
     from mathdistill.student.models import provenance
+    from mathdistill import tracking
     from mathdistill.teacher import budget
 
     validate(cfg)
     caps = teacher_budget(cfg)
+    report_to = getattr(getattr(cfg, "train", None), "report_to", None)
+    tracking.check(report_to)
     info = {"student": provenance(cfg.student.model)}
     r = Run.open(cfg.run_dir, dump_config(cfg), command or sys.argv, restart, info, defaults=field_defaults(type(cfg)))
     with budget.limits(caps and dataclasses.replace(caps, folder=r.dir)):
         rows = METHODS[cfg.method].recipe(cfg, r)
+    tracking.log_run(report_to, r.dir, rows, budget.spent(r.dir))
     write_json(r.path("results.json"), {"run": cfg.name, "method": cfg.method, "student": cfg.student.model,
                                         "student_provenance": info["student"], "rows": rows, **r.extras()})
     r.finish()

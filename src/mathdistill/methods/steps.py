@@ -78,11 +78,13 @@ def train(run: Run, cfg: DistillConfig, adapter: str = "student", data_file: Pat
     """Stage `train` (or `stage`): a LoRA (or full) fine-tune on data/train.jsonl into train/<adapter>/
     (`init`: starting from that adapter folder's weights, with a new optimizer and schedule)."""
     from mathdistill.student.train import TrainConfig, train as fit
+    from mathdistill.tracking import run_name
 
     def make() -> dict:
-        tcfg = TrainConfig(**cfg.train.model_dump(), model=cfg.student.model, adapter_name=adapter,
-                           frozen_adapters=frozen or {}, seed=cfg.seed, init_adapter=str(init) if init else None)
         out = run.path("train", adapter)
+        tcfg = TrainConfig(**cfg.train.model_dump(), model=cfg.student.model, adapter_name=adapter,
+                           frozen_adapters=frozen or {}, seed=cfg.seed, init_adapter=str(init) if init else None,
+                           run_name=run_name(run.root, out))
         r = fit(tcfg, data_file or run.path("data", "train.jsonl"), out)
         summary = {"adapter": adapter, "seconds": r.seconds, "steps": r.global_step, "examples": r.examples,
                    "tokens": r.completion_tokens, "train_loss": r.train_loss, "resumed_from": r.resumed_from}
