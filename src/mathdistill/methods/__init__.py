@@ -32,6 +32,9 @@ class Method:
     # inference behind each (`mathdistill serve RUN_DIR`); None: the student in train/student answering
     # in cfg.thoughts (+ their vote), as steps.evaluate evaluates it (docs/adding-a-method.md)
     serve: Callable | None = None
+    # workload(cfg, w: mathdistill.workload.Workload) -> None: what the student does in each stage (trainings,
+    # generation), added with w.train / w.generate / w.evaluate; what `--plan` estimates (None: no plan)
+    workload: Callable | None = None
 
 
 def _registry() -> dict[str, Method]:
@@ -69,8 +72,10 @@ def teacher_budget(cfg: RecipeConfig):
     return Limits(max_cost=teach.max_cost, max_requests=teach.max_requests)
 
 
-def run(cfg: RecipeConfig, command: list[str] | None = None, restart: bool = False) -> Path:
-    """Run the recipe `cfg` in its run folder (resuming it); returns the folder."""
+def run(cfg: RecipeConfig, command: list[str] | None = None, restart: bool = False,
+        on_stage: Callable | None = None) -> Path:
+    """Run the recipe `cfg` in its run folder (resuming it); returns the folder. `on_stage(stage id, value)`
+    is called after every stage that finishes in this call (`Run.open`)."""
     from mathdistill.io import write_json
     from mathdistill.methods.config import dump_config, field_defaults, validate
     from mathdistill.methods.run import Run
@@ -84,7 +89,8 @@ def run(cfg: RecipeConfig, command: list[str] | None = None, restart: bool = Fal
     report_to = getattr(getattr(cfg, "train", None), "report_to", None)
     tracking.check(report_to)
     info = {"student": provenance(cfg.student.model)}
-    r = Run.open(cfg.run_dir, dump_config(cfg), command or sys.argv, restart, info, defaults=field_defaults(type(cfg)))
+    r = Run.open(cfg.run_dir, dump_config(cfg), command or sys.argv, restart, info, defaults=field_defaults(type(cfg)),
+                 on_stage=on_stage)
     with budget.limits(caps and dataclasses.replace(caps, folder=r.dir)):
         rows = METHODS[cfg.method].recipe(cfg, r)
     tracking.log_run(report_to, r.dir, rows, budget.spent(r.dir))
