@@ -88,6 +88,9 @@ def teach_command(
     max_requests: Optional[int] = typer.Option(None, "--max-requests", min=1, help="Teacher replies this folder may pay for in all."),
     cancel_batches: bool = typer.Option(
         False, "--cancel-batches", help="Cancel the batches this folder's cache has open, keep what they answered, exit."),
+    plan: bool = typer.Option(
+        False, "--plan", help="Print the requests this would send (less what the cache holds), their tokens and cost; "
+        "send and write nothing."),
     keep: str = typer.Option("correct", "--keep", help="Rows marked kept: correct | usable | all."),
     dedupe: str = typer.Option("normalized", "--dedupe", help="Drop repeated rationales: none | exact | normalized."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Reply cache (default OUT/teacher_cache.sqlite)."),
@@ -158,6 +161,8 @@ def teach_command(
     if cancel_batches:
         return _cancel(cfg, cache or out / FILE)
     problems = data.load(dataset, split=split, data_dir=data_dir, limit=limit)
+    if plan:
+        return _plan(cfg, thoughts, problems, samples, cache or out / FILE, out, max_cost, max_requests)
     runtime.set_threads(threads)  # the in-process (--hf-model) teacher runs torch here
     backend = make_backend(cfg)
     write_json(out / "teach_config.json", {"dataset": dataset, "split": split, "limit": limit, "thoughts": names, "samples": samples, "teacher": cfg.public_dict()})
@@ -184,6 +189,16 @@ def _check_price(cfg) -> None:
     if live(cfg) and (cfg.model or "") not in cfg.prices:
         raise InputError(f"--max-cost is set, but no price is known for {cfg.model}: give --price-prompt and "
                          f"--price-completion (USD per 1M tokens), or prices.{cfg.model} in --teacher-config")
+
+
+def _plan(cfg, thoughts, problems, samples: int, cache_path: Path, out: Path, max_cost, max_requests) -> None:
+    """--plan: the bill of every thought's requests (mathdistill.teacher.bill); nothing sent or written."""
+    from mathdistill.plan import print_plan, teacher_plan
+    from mathdistill.teacher.bill import Stage
+
+    stages = [Stage(f"teach {t.name}", t, cfg, problems, samples, cache_path) for t in thoughts]
+    print_plan({"run_dir": str(out), "method": "teach", "student": None,
+                "teacher": teacher_plan(stages, out, max_cost, max_requests)})
 
 
 def _cancel(cfg, cache_path: Path) -> None:

@@ -121,7 +121,8 @@ class TeacherConfig(BaseModel):
         if self.kind == "replay":
             return f"replay: {', '.join(Path(f).name for f in self.replay)} (recorded outputs)"
         if self.kind == "openai":
-            return f"openai-compatible: {self.model} @ {redact_url(self.url)}"
+            return f"openai-compatible: {self.model} @ {redact_url(self.url)}" + (
+                " (Batch API)" if self.mode == "batch" else "")
         return f"{self.kind}: {self.model} (run in this process)"
 
     def with_data_root(self, data_dir: str | Path | None = None) -> "TeacherConfig":
