@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
-import hashlib
 import json
 import threading
 import time
@@ -34,18 +33,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
+from fake_server import _usage, body_key  # the same request identity and token counts as the chat server
+
 ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions", "/v1/moderations")
-
-
-def body_key(body: dict) -> str:
-    blob = json.dumps([body.get("messages"), body.get("seed")], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _usage(body: dict, text: str) -> dict:
-    prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
-    completion = len(text.split())
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 class _Server(ThreadingHTTPServer):
@@ -59,7 +49,8 @@ class BatchServer:
                  model: str = "fake-teacher", outcomes: list[dict] | None = None, cancel_upto: int = 0):
         self.reply, self.script = reply, script or (lambda body: [])
         self.outcomes, self.cancel_upto, self.order = list(outcomes or []), cancel_upto, []
-        self.auto, self.auto_after, self.max_lines, self.max_bytes, self.model = auto, auto_after, max_lines, max_bytes, model
+        self.auto, self.auto_after, self.model = auto, auto_after, model
+        self.max_lines, self.max_bytes = max_lines, max_bytes
         self.lock = threading.Lock()
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
@@ -83,6 +74,12 @@ class BatchServer:
         self._release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def __enter__(self) -> "BatchServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
     def release_create(self) -> None:
         self.hold_create.clear()
@@ -124,12 +121,11 @@ class BatchServer:
     # -------------------------------------------------------------- running requests
 
     def _run(self, body: dict) -> tuple[int, dict]:
+        """Run one request: its script's action for this attempt (then "ok"), as (status, body)."""
         key = body_key(body)
         with self.lock:
-            n = self.attempts.get(key, 0)
-            self.attempts[key] = n + 1
-        plan = self.script(body)
-        action = plan[n] if n < len(plan) else "ok"
+            self.attempts[key] = attempt = self.attempts.get(key, 0) + 1
+        action = ([*self.script(body)] + ["ok"] * attempt)[attempt - 1]
         if action in ("ok", "length"):
             text = self.reply(body)
             return 200, {"id": f"chatcmpl-{key}", "object": "chat.completion", "created": int(time.time()),
@@ -158,7 +154,8 @@ class BatchServer:
         if f["purpose"] != "batch":
             errors.append({"code": "invalid_purpose", "message": "the input file's purpose is not batch", "line": None})
         if len(lines) > self.max_lines:
-            errors.append({"code": "too_many_requests", "message": f"more than {self.max_lines} requests", "line": None})
+            errors.append({"code": "too_many_requests", "message": f"more than {self.max_lines} requests",
+                           "line": None})
         if f["bytes"] > self.max_bytes:
             errors.append({"code": "file_too_large", "message": f"more than {self.max_bytes} bytes", "line": None})
         seen = set()
@@ -191,14 +188,16 @@ class BatchServer:
             return b
         lines = b["_lines"]
         upto = len(lines) if upto is None else upto
-        end = status or ("cancelled" if b["status"] == "cancelling" else "expired" if upto < len(lines) else "completed")
+        end = status or ("cancelled" if b["status"] == "cancelling" else
+                         "expired" if upto < len(lines) else "completed")
         out, err = [], []
         for i, line in enumerate(lines):
             cid = line["custom_id"]
             if i >= upto:
                 code = "batch_cancelled" if end == "cancelled" else "batch_expired"
                 err.append({"id": f"batch_req_{i}", "custom_id": cid, "response": None,
-                            "error": {"code": code, "message": f"This request could not be executed before the batch {end}."}})
+                            "error": {"code": code,
+                                      "message": f"This request could not be executed before the batch {end}."}})
                 continue
             status_code, body = self._run(line["body"])
             with self.lock:
@@ -292,7 +291,8 @@ class _Handler(BaseHTTPRequestHandler):
             if "file" not in fields or "purpose" not in fields:
                 return self._send(400, {"error": {"message": "file and purpose are required"}})
             purpose = fields["purpose"].get_payload(decode=True).decode()
-            f = srv.add_file(fields["file"].get_payload(decode=True), purpose, fields["file"].get_filename() or "upload")
+            upload = fields["file"]
+            f = srv.add_file(upload.get_payload(decode=True), purpose, upload.get_filename() or "upload")
             return self._send(200, srv.file_object(f))
         try:
             body = json.loads(raw or b"{}")

@@ -4,6 +4,7 @@ online), expiry, cancellation, the budget, and a kill between submit and complet
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -28,17 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def batch_server():
-    servers = []
-
-    def start(**kw) -> BatchServer:
-        kw.setdefault("reply", solve)
-        s = BatchServer(**kw).start()
-        servers.append(s)
-        return s
-
-    yield start
-    for s in servers:
-        s.stop()
+    """batch_server(**kw) -> a started BatchServer (replies: the synthetic problems solved), stopped after the test."""
+    with contextlib.ExitStack() as servers:
+        yield lambda **kw: servers.enter_context(BatchServer(**{"reply": solve, **kw}))
 
 
 def config(server, mode="batch", **batch) -> TeacherConfig:

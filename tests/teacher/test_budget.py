@@ -151,7 +151,8 @@ def test_a_recipe_cost_cap_needs_every_live_teachers_price(fake_server, data_dir
     from mathdistill.methods.config import load_config
 
     server = fake_server()
-    recipe = write_recipe(tmp_path, server, per_thought={"l2m": {"kind": "openai", "url": server.url, "model": "other"}})
+    unpriced = {"kind": "openai", "url": server.url, "model": "other"}
+    recipe = write_recipe(tmp_path, server, per_thought={"l2m": unpriced})
     cfg = load_config(recipe, ["teach.max_cost=5"])
     with pytest.raises(InputError, match=r"teach\.per_thought\.l2m\.prices\.other") as e:
         teacher_budget(cfg)

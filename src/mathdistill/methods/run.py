@@ -74,7 +74,8 @@ def _git_revision() -> str | None:
 #: settings a run may change between resumes: the teacher budget (raise it and go on), the tracker, and how a
 #: teacher's requests go out (online or batched; replies are cached the same way) or are counted by --plan
 RESUMABLE = re.compile(r"^(teach\.max_cost|teach\.max_requests|train\.report_to"
-                       r"|(teach\.default|teach\.per_thought\.[^.]+|generate\.teacher)\.(mode|batch|tokenizer)(\..*)?)$")
+                       r"|(teach\.default|teach\.per_thought\.[^.]+|generate\.teacher)"
+                       r"\.(mode|batch|tokenizer)(\..*)?)$")
 
 
 def config_diff(old: Any, new: Any, prefix: str = "", defaults: Any = None) -> list[str]:

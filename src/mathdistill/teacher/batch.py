@@ -59,7 +59,8 @@ class BatchRunner:
         if not isinstance(engine.backend, OpenAIBackend):
             raise InputError("mode batch needs an OpenAI-compatible teacher (kind openai)")
         if engine.cache is None:
-            raise InputError("mode batch records its batches in the reply cache: give the teacher an out folder or cache")
+            raise InputError("mode batch records its batches in the reply cache: give the teacher an out folder "
+                             "or a cache")
         self.e, self.backend, self.cache = engine, engine.backend, engine.cache
         self.s = engine.config.batch
         self.factor = self.s.price_factor
@@ -147,7 +148,8 @@ class BatchRunner:
                                 "body": self.backend.body(self.jobs[k][0].request)}, ensure_ascii=False)
                     + "\n").encode("utf-8")
             if len(line) > self.s.max_bytes:
-                raise InputError(f"one batch request is {len(line):,} bytes, more than batch.max_bytes={self.s.max_bytes:,}")
+                raise InputError(f"one batch request is {len(line):,} bytes, more than "
+                                 f"batch.max_bytes={self.s.max_bytes:,}")
             if cur and (len(cur) >= self.s.max_requests or size + len(line) > self.s.max_bytes):
                 files.append((cur, b"".join(lines), worst))
                 cur, lines, size, worst = [], [], 0, 0.0
@@ -294,7 +296,8 @@ class BatchRunner:
                 return await self.backend.call(make)
             except TransientError as e:
                 if attempt == cfg.max_retries:
-                    raise TeacherError(f"Batch API at {self.backend._host()}: gave up after {attempt + 1} attempts: {e}") from None
+                    raise TeacherError(f"Batch API at {self.backend._host()}: gave up after {attempt + 1} "
+                                       f"attempts: {e}") from None
                 await asyncio.sleep(self.e._delay(attempt, e.retry_after))
             except PermanentError as e:
                 raise TeacherError(f"Batch API at {self.backend._host()}: {e} (does this server offer the Files and "

@@ -1,6 +1,7 @@
 """What a teacher stage would send and cost, before anything is sent: `mathdistill run --plan`, `teach --plan`.
 
-    bill = stage_bill(Stage("teach-cot", "cot", teacher, problems, samples=4, cache=Path("runs/x/teach/cot/teacher_cache.sqlite")))
+    stage = Stage("teach-cot", "cot", teacher, problems, samples=4, cache=Path("runs/x/teach/cot/teacher_cache.sqlite"))
+    bill = stage_bill(stage)
     bill["to_send"], bill["prompt_tokens"], bill["cost"], bill["cost_max"]
 
 The requests are the engine's own (`engine.build_jobs`: problems x samples, the same messages, parameters and cache

@@ -123,9 +123,10 @@ def check_prices(teachers: dict[str, TeacherConfig], cost_key: str = "teach.max_
     missing = [(key, t) for key, t in teachers.items() if live(t) and (t.model or "") not in t.prices]
     if missing:
         named = "; ".join(f"{key}.prices.{t.model}" for key, t in missing)
-        raise InputError(f"{cost_key} is set, but no price is known for {', '.join(sorted({t.model for _, t in missing}))}: "
-                         f"set {named} to {{prompt: USD per 1M prompt tokens, completion: USD per 1M completion "
-                         "tokens}} (0 for a free local model)")
+        models = ", ".join(sorted({t.model for _, t in missing}))
+        raise InputError(f"{cost_key} is set, but no price is known for {models}: set {named} to "
+                         "{prompt: USD per 1M prompt tokens, completion: USD per 1M completion tokens} "
+                         "(0 for a free local model)")
 
 
 @dataclass

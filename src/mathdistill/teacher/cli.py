@@ -85,9 +85,11 @@ def teach_command(
     max_cost: Optional[float] = typer.Option(
         None, "--max-cost", callback=_positive, help="USD this folder's teacher replies may cost in all (needs the "
         "prices); stops before a request that could pass it, exit 1. Raise it and re-run to send the rest."),
-    max_requests: Optional[int] = typer.Option(None, "--max-requests", min=1, help="Teacher replies this folder may pay for in all."),
+    max_requests: Optional[int] = typer.Option(
+        None, "--max-requests", min=1, help="Teacher replies this folder may pay for in all."),
     cancel_batches: bool = typer.Option(
-        False, "--cancel-batches", help="Cancel the batches this folder's cache has open, keep what they answered, exit."),
+        False, "--cancel-batches",
+        help="Cancel the batches this folder's cache has open, keep what they answered, exit."),
     plan: bool = typer.Option(
         False, "--plan", help="Print the requests this would send (less what the cache holds), their tokens and cost; "
         "send and write nothing."),
@@ -171,7 +173,8 @@ def teach_command(
         verify_config=VerifyConfig(keep=keep, dedupe=dedupe), progress=progress, budget=caps,
     )
     _print_summary(result.summary)
-    typer.echo(json.dumps({k: result.summary[k] for k in ("jobs", "requests", "cache_hits", "retries", "failures", "not_sent", "tokens", "cost", "cost_total")}))
+    keys = ("jobs", "requests", "cache_hits", "retries", "failures", "not_sent", "tokens", "cost", "cost_total")
+    typer.echo(json.dumps({k: result.summary[k] for k in keys}))
     if result.budget:
         typer.secho(f"error: {result.budget}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
@@ -229,7 +232,8 @@ def _print_summary(s: dict) -> None:
     console = Console(stderr=True)
     console.print(
         f"teacher {s['teacher']}: {s['jobs']} jobs, {s['requests']} requests, {s['cache_hits']} cache hits, "
-        f"{s['retries']} retries, {s['failures']} failures, {s['misses']} misses, {s['not_sent']} not sent (budget), {s['length_cut']} cut at max_tokens; "
+        f"{s['retries']} retries, {s['failures']} failures, {s['misses']} misses, {s['not_sent']} not sent (budget), "
+        f"{s['length_cut']} cut at max_tokens; "
         f"{s['tokens']:,} tokens, ${s['cost']:.4f} this run (${s['cost_total']:.4f} in all), {s['wall_s']:.1f}s"
     )
     if s["faults"]:

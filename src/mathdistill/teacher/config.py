@@ -106,7 +106,8 @@ class TeacherConfig(BaseModel):
         if self.kind == "reference" and (self.url or self.model or self.replay):
             raise ValueError("a reference teacher takes no url, model or replay files (it converts the GSM8K gold solutions)")
         if self.mode == "batch" and self.kind != "openai":
-            raise ValueError(f"mode batch sends requests through an OpenAI-compatible Batch API: not for a {self.kind} teacher")
+            raise ValueError(f"mode batch sends requests through an OpenAI-compatible Batch API: not for a "
+                             f"{self.kind} teacher")
         return self
 
     @property

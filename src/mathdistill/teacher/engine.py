@@ -333,7 +333,8 @@ class Engine:
             for job, reply in zip(part, replies):
                 self._record(job, reply)
             if self.budget:
-                self.budget.settle(sum(worst), len(part), sum(j.cost for j in part), sum(j.reply is not None for j in part))
+                paid = sum(j.reply is not None and not j.reply.error for j in part)
+                self.budget.settle(sum(worst), len(part), sum(j.cost for j in part), paid)
             self.stats.done += len(part)
             self.progress.update()
 
