@@ -202,3 +202,16 @@ def test_cancel_keeps_what_the_batch_answered(batch_server, tmp_path, data_dir):
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["requests"] == 4 and summary["cache_hits"] == 2
     assert sorted(Counter(server.ran()).values()) == [1] * 6
+
+
+def test_a_server_without_the_batch_api_is_named(data_dir, tmp_path):
+    from fake_server import FakeServer
+
+    with FakeServer() as server:  # chat completions only: every POST is answered as one
+        cfg_file = tmp_path / "teacher.yaml"
+        cfg_file.write_text(yaml.safe_dump({"kind": "openai", "url": server.url, "model": "m", "mode": "batch",
+                                            "max_retries": 0}))
+        proc = subprocess.run(teach_cmd(cfg_file, tmp_path / "out", data_dir), capture_output=True, text=True,
+                              timeout=60, env=_env())
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "does this server offer the Files and Batches API? else use mode: online" in proc.stderr

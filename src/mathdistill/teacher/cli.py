@@ -113,7 +113,7 @@ def teach_command(
     from mathdistill.teacher.backends import make_backend
     from mathdistill.teacher.budget import Limits
     from mathdistill.teacher.cache import FILE
-    from mathdistill.teacher.engine import VerifyConfig, resolve_thoughts, teach
+    from mathdistill.teacher.engine import TeacherError, VerifyConfig, resolve_thoughts, teach
 
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: is a file; expected a folder (teach writes rationales.jsonl and more into it)")
@@ -168,10 +168,14 @@ def teach_command(
     runtime.set_threads(threads)  # the in-process (--hf-model) teacher runs torch here
     backend = make_backend(cfg)
     write_json(out / "teach_config.json", {"dataset": dataset, "split": split, "limit": limit, "thoughts": names, "samples": samples, "teacher": cfg.public_dict()})
-    result = teach(
-        problems, thoughts, backend, config=cfg, samples=samples, out_dir=out, cache=cache,
-        verify_config=VerifyConfig(keep=keep, dedupe=dedupe), progress=progress, budget=caps,
-    )
+    try:
+        result = teach(
+            problems, thoughts, backend, config=cfg, samples=samples, out_dir=out, cache=cache,
+            verify_config=VerifyConfig(keep=keep, dedupe=dedupe), progress=progress, budget=caps,
+        )
+    except TeacherError as e:  # the Batch API refused or kept failing: what was answered is in the cache
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
     _print_summary(result.summary)
     keys = ("jobs", "requests", "cache_hits", "retries", "failures", "not_sent", "tokens", "cost", "cost_total")
     typer.echo(json.dumps({k: result.summary[k] for k in keys}))
@@ -209,7 +213,7 @@ def _cancel(cfg, cache_path: Path) -> None:
     from mathdistill.teacher.backends import make_backend
     from mathdistill.teacher.batch import cancel
     from mathdistill.teacher.cache import ReplyCache
-    from mathdistill.teacher.engine import run_loop
+    from mathdistill.teacher.engine import TeacherError, run_loop
 
     if not cache_path.is_file():
         raise InputError(f"--cancel-batches: no reply cache at {cache_path}: nothing was sent from this folder")
@@ -221,7 +225,11 @@ def _cancel(cfg, cache_path: Path) -> None:
             finally:
                 await backend.aclose()
 
-        done = run_loop(main())
+        try:
+            done = run_loop(main())
+        except TeacherError as e:
+            typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
         typer.echo(json.dumps({**done, "batches": store.batches()}))
 
 
