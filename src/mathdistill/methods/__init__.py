@@ -12,6 +12,7 @@ run the recipe's stages, write results.json, finish the manifest, write the repo
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,19 @@ def register(method: Method) -> None:
     METHODS[method.name] = method
 
 
+def teacher_budget(cfg: RecipeConfig):
+    """The run's teacher caps (`teach.max_cost`, `teach.max_requests`; None: none), after checking that a cost
+    cap knows the price of every live teacher in the recipe (an InputError naming the price keys)."""
+    from mathdistill.teacher.budget import Limits, check_prices, find_teachers
+
+    teach = getattr(cfg, "teach", None)
+    if teach is None or (teach.max_cost is None and teach.max_requests is None):
+        return None
+    if teach.max_cost is not None:
+        check_prices(find_teachers(cfg))
+    return Limits(max_cost=teach.max_cost, max_requests=teach.max_requests)
+
+
 def run(cfg: RecipeConfig, command: list[str] | None = None, restart: bool = False,
         on_stage: Callable | None = None) -> Path:
     """Run the recipe `cfg` in its run folder (resuming it); returns the folder. `on_stage(stage id, value)`
@@ -67,12 +81,19 @@ def run(cfg: RecipeConfig, command: list[str] | None = None, restart: bool = Fal
     from mathdistill.methods.run import Run
     from mathdistill.report import write_report
     from mathdistill.student.models import provenance
+    from mathdistill import tracking
+    from mathdistill.teacher import budget
 
     validate(cfg)
+    caps = teacher_budget(cfg)
+    report_to = getattr(getattr(cfg, "train", None), "report_to", None)
+    tracking.check(report_to)
     info = {"student": provenance(cfg.student.model)}
     r = Run.open(cfg.run_dir, dump_config(cfg), command or sys.argv, restart, info, defaults=field_defaults(type(cfg)),
                  on_stage=on_stage)
-    rows = METHODS[cfg.method].recipe(cfg, r)
+    with budget.limits(caps and dataclasses.replace(caps, folder=r.dir)):
+        rows = METHODS[cfg.method].recipe(cfg, r)
+    tracking.log_run(report_to, r.dir, rows, budget.spent(r.dir))
     write_json(r.path("results.json"), {"run": cfg.name, "method": cfg.method, "student": cfg.student.model,
                                         "student_provenance": info["student"], "rows": rows, **r.extras()})
     r.finish()

@@ -19,6 +19,13 @@ def run_command(
         help="start the run over: clear its folder (the teacher reply caches excepted, so no paid request is "
              "sent twice) and redo every stage")] = False,
     threads: Optional[int] = threads_option(),
+    plan: Annotated[bool, typer.Option(
+        "--plan", help="print what the recipe would ask of its teachers (requests per stage, less what the caches "
+        "hold; tokens; cost at the configured prices) and of the student (training tokens, generation), then "
+        "exit: nothing is sent or written")] = False,
+    speeds: Annotated[Optional[Path], typer.Option(
+        help="with --plan: a speeds file (benchmarks/results/gpu_speed.json) for the student's seconds")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="with --plan: the plan as one JSON object")] = False,
 ) -> None:
     """Run a recipe end to end in its run folder; re-running the same command resumes it."""
     from mathdistill import runtime
@@ -26,6 +33,12 @@ def run_command(
     from mathdistill.methods.config import load_config
 
     cfg = load_config(recipe, overrides or [])
+    if plan:
+        from mathdistill.plan import plan as make_plan, print_plan
+
+        p = make_plan(cfg, speeds)
+        typer.echo(json.dumps(p)) if as_json else print_plan(p)
+        return
     runtime.set_threads(threads)
     run_dir = run(cfg, command=["mathdistill", "run", *sys.argv[2:]], restart=restart)
     typer.echo(f"run folder: {run_dir}", err=True)

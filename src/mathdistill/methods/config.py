@@ -117,6 +117,10 @@ class TeachConfig(Strict):
     default: TeacherConfig | None = None
     keep: Literal["correct", "usable", "all"] = "correct"
     dedupe: bool = True
+    # the run's teacher budget (mathdistill.teacher.budget): every teacher of every stage, across resumes
+    max_cost: float | None = Field(None, gt=0, description="USD the run's teachers may spend in all (prices needed); "
+                                   "raise it and re-run to go on")
+    max_requests: int | None = Field(None, ge=1, description="teacher requests the run may pay for in all")
 
     def for_thought(self, thought: str) -> TeacherConfig:
         if thought in self.per_thought:

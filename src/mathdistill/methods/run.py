@@ -19,6 +19,7 @@ import datetime as dt
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -70,10 +71,20 @@ def _git_revision() -> str | None:
     return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+#: settings a run may change between resumes: the teacher budget (raise it and go on), the tracker, and how a
+#: teacher's requests go out (online or batched; replies are cached the same way) or are counted by --plan
+RESUMABLE = re.compile(r"^(teach\.max_cost|teach\.max_requests|train\.report_to"
+                       r"|(teach\.default|teach\.per_thought\.[^.]+|generate\.teacher)"
+                       r"\.(mode|batch|tokenizer)(\..*)?)$")
+
+
 def config_diff(old: Any, new: Any, prefix: str = "", defaults: Any = None) -> list[str]:
     """Dotted keys whose values differ between two config mappings ("train.lr: 0.0002 -> 0.0003").
     A key missing from `old` whose new value is its entry in `defaults` (same shape as the configs) is
-    no difference: the setting was added to the code after the run began and keeps its old behaviour."""
+    no difference: the setting was added to the code after the run began and keeps its old behaviour;
+    nor is a change of a `RESUMABLE` setting."""
+    if RESUMABLE.match(prefix.rstrip(".")):
+        return []
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         defaults = defaults if isinstance(defaults, dict) else {}
@@ -240,6 +251,8 @@ class Run:
                 raise
             where = f"{self.root}/{log_rel}"
             hint = "fix what it names" if isinstance(e, InputError) else "see the log"
+            if type(e).__name__ == "BudgetReached":  # mathdistill.teacher.budget
+                hint = "raise the cap it names"
             raise StageFailed(
                 f"stage {sid} failed: {error}\n  log: {where}\n  {hint}, then re-run the same command: "
                 "finished stages are kept and this one starts again"

@@ -80,12 +80,14 @@ def train(run: Run, cfg: DistillConfig, adapter: str = "student", data_file: Pat
     optimizer and schedule)."""
     from mathdistill.student.adapters import student_parts
     from mathdistill.student.train import TrainConfig, train as fit
+    from mathdistill.tracking import run_name
 
     def make() -> dict:
         model, init_adapter = student_parts(cfg.student.model, init)
-        tcfg = TrainConfig(**cfg.train.model_dump(), model=model, adapter_name=adapter, frozen_adapters=frozen or {},
-                           seed=cfg.seed, init_adapter=str(init_adapter) if init_adapter else None)
         out = run.path("train", adapter)
+        tcfg = TrainConfig(**cfg.train.model_dump(), model=model, adapter_name=adapter, frozen_adapters=frozen or {},
+                           seed=cfg.seed, init_adapter=str(init_adapter) if init_adapter else None,
+                           run_name=run_name(run.root, out))
         r = fit(tcfg, data_file or run.path("data", "train.jsonl"), out)
         summary = {"adapter": adapter, "full": r.full, "seconds": r.seconds, "steps": r.global_step,
                    "examples": r.examples, "tokens": r.completion_tokens, "all_tokens": r.tokens, "epochs": r.epoch,

@@ -105,6 +105,9 @@ def train_command(
     save_steps: Optional[int] = typer.Option(None, "--save-steps", help=_help("save_steps")),
     logging_steps: Optional[int] = typer.Option(None, "--logging-steps", help=_help("logging_steps")),
     precision: str = typer.Option(_default("precision"), "--precision", help=_help("precision")),
+    report_to: list[str] = typer.Option(
+        [], "--report-to", help="tensorboard | trackio | wandb | mlflow (repeatable): the training curves there "
+        "(tensorboard: OUT/tensorboard); default none."),
     resume: Optional[bool] = typer.Option(
         None, "--resume/--restart",
         help="Default: resume OUT's checkpoint of the same run (same data, base model, config), skip it when "
@@ -152,6 +155,8 @@ def train_command(
             logging_steps=logging_steps,
             precision=precision,
             resume=resume,
+            report_to=report_to or "none",
+            run_name=out.name if report_to else None,
         )
     except ValidationError as e:
         raise InputError(_option_errors(e)) from None

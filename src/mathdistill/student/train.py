@@ -55,9 +55,11 @@ from typing import Iterable, Iterator, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mathdistill import tracking
 from mathdistill.io import (InputError, folder_bytes, iter_jsonl, read_json, sha256_file, write_json, write_jsonl,
                             write_text)
 from mathdistill.student.models import DEFAULT_STUDENT, mark_end_of_turn, provenance
+from mathdistill.tracking import ReportTo
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,8 @@ _ADDED_SETTINGS = {"batch_tokens": None, "attention": "sdpa", "compile": False}
 OLD_CONFIG_FILE = "train_config.json"  # what older versions wrote instead of META_FILE
 # fields that may change between a killed run and its resumption without making it another run;
 # `model` and `init_adapter` are compared by their weights' sha256, not by how they were named
-_RESUMABLE_CHANGES = {"resume", "save_steps", "keep_checkpoints", "logging_steps", "model", "init_adapter", "compile"}
+_RESUMABLE_CHANGES = {"resume", "save_steps", "keep_checkpoints", "logging_steps", "model", "init_adapter", "compile",
+                      "report_to", "run_name"}
 
 
 class TrainSettings(BaseModel):
@@ -121,6 +124,8 @@ class TrainSettings(BaseModel):
     )
     gradient_checkpointing: bool = False
     keep_checkpoints: bool = False
+    report_to: ReportTo = Field("none", description="none | tensorboard | trackio | wandb | mlflow (or a list): the "
+                                "trainer's curves there, and a recipe's results (mathdistill.tracking)")
 
     @model_validator(mode="after")
     def _fill_defaults(self):
@@ -143,6 +148,7 @@ class TrainConfig(TrainSettings):
     init_adapter: str | None = Field(None, description="adapter folder whose weights the trained adapter starts "
                                      "from (e.g. SIKeD's previous iteration); None: a fresh LoRA")
     seed: int = Field(0, description="LoRA initialisation and data order (a recipe's top-level seed)")
+    run_name: str | None = Field(None, description="the trackers' name of this training (a recipe: its run folder's)")
     resume: bool | None = Field(
         None, description="None: resume a checkpoint of the same run if any; True: must; False: restart, "
         "discarding whatever the out folder holds"
@@ -505,7 +511,9 @@ def _sft_config(cfg: TrainConfig, ckpt_dir: Path, dev, micro: int, rows: int, sa
         logging_first_step=True,
         logging_nan_inf_filter=not dev.gpu,  # the filter reads the loss of every step (a host sync)
         torch_compile=cfg.compile,
-        report_to="none",
+        report_to=tracking.trainer_setup(cfg.report_to, ckpt_dir.parent),
+        run_name=cfg.run_name,
+        project=tracking.PROJECT,
         ddp_find_unused_parameters=False,
         dataloader_drop_last=False,
         **_precision(cfg.precision, dev),

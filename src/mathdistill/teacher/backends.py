@@ -226,18 +226,37 @@ class OpenAIBackend(Backend):
             )
         return self._client
 
+    def body(self, request: Request) -> dict:
+        """The chat-completions request body of `request` (online, or one line of a batch)."""
+        return {"model": self.model, "messages": request.messages, **request.params, **self.config.extra_body}
+
     async def complete(self, request: Request) -> Reply:
-        import openai
         from openai.types.chat import ChatCompletion
 
-        body = {"model": self.model, "messages": request.messages, **request.params, **self.config.extra_body}
+        # client.post (the client's documented way to call any endpoint) rather than
+        # chat.completions.create: same auth, errors and parsing, without create()'s per-call
+        # walk over the request's type hints, which costs ~2.5 ms of CPU per few-shot request
+        resp = await self.call(lambda: self.client.post(
+            "/chat/completions", body=self.body(request), cast_to=ChatCompletion,
+            options={"security": {"bearer_auth": True}}))
         try:
-            # client.post (the client's documented way to call any endpoint) rather than
-            # chat.completions.create: same auth, errors and parsing, without create()'s per-call
-            # walk over the request's type hints, which costs ~2.5 ms of CPU per few-shot request
-            resp = await self.client.post(
-                "/chat/completions", body=body, cast_to=ChatCompletion, options={"security": {"bearer_auth": True}}
-            )
+            choice = resp.choices[0]
+            text = choice.message.content
+            finish = choice.finish_reason
+        except (AttributeError, IndexError, TypeError) as e:
+            raise TransientError(f"malformed reply: no choices/message ({type(e).__name__})") from None
+        usage = None
+        if getattr(resp, "usage", None) is not None:
+            usage = {"prompt_tokens": resp.usage.prompt_tokens, "completion_tokens": resp.usage.completion_tokens}
+        return _reply(text, finish, usage)
+
+    async def call(self, make):
+        """`await make()`, a call of the client, with its errors turned into TransientError (429, 5xx, timeouts,
+        lost connections, unparseable bodies) or PermanentError (other 4xx), secrets cut out of their messages."""
+        import openai
+
+        try:
+            return await make()
         except openai.APIStatusError as e:
             status = e.status_code
             if status in RETRY_STATUS or status >= 500:
@@ -256,21 +275,15 @@ class OpenAIBackend(Backend):
         except (ValueError, TypeError, KeyError, openai.APIResponseValidationError) as e:
             # unparseable body (bad JSON, wrong shape): a glitch on the wire or the server
             raise TransientError(f"malformed reply: {self._scrub(e)}") from None
+
+    def reply_from(self, body: dict) -> Reply:
+        """The Reply in a chat completion's JSON body (a batch's output line); TransientError when malformed."""
         try:
-            choice = resp.choices[0]
-            text = choice.message.content
-            finish = choice.finish_reason
-        except (AttributeError, IndexError, TypeError) as e:
+            choice = body["choices"][0]
+            text, finish = choice["message"].get("content"), choice.get("finish_reason")
+        except (KeyError, IndexError, TypeError, AttributeError) as e:
             raise TransientError(f"malformed reply: no choices/message ({type(e).__name__})") from None
-        if text is None and finish not in ("content_filter", "length"):
-            raise TransientError(f"malformed reply: empty message (finish_reason={finish})")
-        usage = {}
-        if getattr(resp, "usage", None) is not None:
-            usage = {
-                "prompt_tokens": resp.usage.prompt_tokens or 0,
-                "completion_tokens": resp.usage.completion_tokens or 0,
-            }
-        return Reply(text or "", finish, usage)
+        return _reply(text, finish, body.get("usage"))
 
     def _host(self) -> str:
         from urllib.parse import urlsplit
@@ -288,6 +301,16 @@ class OpenAIBackend(Backend):
         if self._client is not None and self._loop is asyncio.get_running_loop():
             await self._client.close()
         self._client, self._loop = None, None
+
+
+def _reply(text: str | None, finish: str | None, usage) -> Reply:
+    """A chat completion's reply; an empty message that is neither filtered nor cut is a malformed reply."""
+    if text is None and finish not in ("content_filter", "length"):
+        raise TransientError(f"malformed reply: empty message (finish_reason={finish})")
+    if usage is not None:
+        get = usage.get if isinstance(usage, dict) else lambda k: getattr(usage, k, None)
+        usage = {"prompt_tokens": get("prompt_tokens") or 0, "completion_tokens": get("completion_tokens") or 0}
+    return Reply(text or "", finish, usage or {})
 
 
 # ---------------------------------------------------------------------------- replay

@@ -1,6 +1,7 @@
 """`mathdistill teach`: collect and verify teacher rationales; re-running resumes from the cache.
 
-Exit 0: every request answered; 1: some still failed after their retries (the rest is kept); 2: bad input.
+Exit 0: every request answered; 1: some still failed after their retries, or the budget (--max-cost,
+--max-requests) held some back (the rest is kept); 2: bad input.
 """
 
 from __future__ import annotations
@@ -78,6 +79,20 @@ def teach_command(
     seed: Optional[int] = typer.Option(None, "--seed", help="Sample k is requested with seed+k (default 0)."),
     price_prompt: Optional[float] = typer.Option(None, "--price-prompt", min=0.0, help="USD per 1M prompt tokens of this teacher."),
     price_completion: Optional[float] = typer.Option(None, "--price-completion", min=0.0, help="USD per 1M completion tokens."),
+    mode: Optional[str] = typer.Option(
+        None, "--mode", help="online (default) | batch: through the server's Files + Batches API at the batch price "
+        "(batch ids kept in the reply cache: re-running after a kill resumes polling them)."),
+    max_cost: Optional[float] = typer.Option(
+        None, "--max-cost", callback=_positive, help="USD this folder's teacher replies may cost in all (needs the "
+        "prices); stops before a request that could pass it, exit 1. Raise it and re-run to send the rest."),
+    max_requests: Optional[int] = typer.Option(
+        None, "--max-requests", min=1, help="Teacher replies this folder may pay for in all."),
+    cancel_batches: bool = typer.Option(
+        False, "--cancel-batches",
+        help="Cancel the batches this folder's cache has open, keep what they answered, exit."),
+    plan: bool = typer.Option(
+        False, "--plan", help="Print the requests this would send (less what the cache holds), their tokens and cost; "
+        "send and write nothing."),
     keep: str = typer.Option("correct", "--keep", help="Rows marked kept: correct | usable | all."),
     dedupe: str = typer.Option("normalized", "--dedupe", help="Drop repeated rationales: none | exact | normalized."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Reply cache (default OUT/teacher_cache.sqlite)."),
@@ -89,13 +104,16 @@ def teach_command(
     """Collect and verify teacher rationales; re-running resumes from the reply cache.
 
     Exit codes: 0 when every request was answered (wrong answers and replay misses included);
-    exit code 1 when some requests still failed after their retries (the rest is written and
-    cached: run the same command again to send only the failed ones); 2 for bad input (nothing sent).
+    exit code 1 when some requests still failed after their retries, or --max-cost / --max-requests held
+    some back (the rest is written and cached: run the same command again, with a higher cap, to send only
+    what is missing); 2 for bad input (nothing sent).
     """
     from mathdistill import data
     from mathdistill.teacher import config as C
     from mathdistill.teacher.backends import make_backend
-    from mathdistill.teacher.engine import VerifyConfig, resolve_thoughts, teach
+    from mathdistill.teacher.budget import Limits
+    from mathdistill.teacher.cache import FILE
+    from mathdistill.teacher.engine import TeacherError, VerifyConfig, resolve_thoughts, teach
 
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: is a file; expected a folder (teach writes rationales.jsonl and more into it)")
@@ -119,7 +137,7 @@ def teach_command(
 
     settings: dict = {
         "concurrency": concurrency, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
-        "rpm": rpm, "tpm": tpm, "timeout": timeout, "max_retries": max_retries, "seed": seed,
+        "rpm": rpm, "tpm": tpm, "timeout": timeout, "max_retries": max_retries, "seed": seed, "mode": mode,
     }
     if teacher_url:
         settings.update(kind="openai", url=teacher_url, model=teacher_model, key_env=teacher_key_env)
@@ -139,21 +157,80 @@ def teach_command(
         cfg = cfg.model_copy(update={"prices": prices})
 
     names = [t.name for t in thoughts]
+    caps = Limits(max_cost, max_requests, out, cost_key="--max-cost", requests_key="--max-requests")
+    if max_cost is not None:
+        _check_price(cfg)
+    if cancel_batches:
+        return _cancel(cfg, cache or out / FILE)
     problems = data.load(dataset, split=split, data_dir=data_dir, limit=limit)
+    if plan:
+        return _plan(cfg, thoughts, problems, samples, cache or out / FILE, out, max_cost, max_requests)
     runtime.set_threads(threads)  # the in-process (--hf-model) teacher runs torch here
     backend = make_backend(cfg)
     write_json(out / "teach_config.json", {"dataset": dataset, "split": split, "limit": limit, "thoughts": names, "samples": samples, "teacher": cfg.public_dict()})
-    result = teach(
-        problems, thoughts, backend, config=cfg, samples=samples, out_dir=out, cache=cache,
-        verify_config=VerifyConfig(keep=keep, dedupe=dedupe), progress=progress,
-    )
+    try:
+        result = teach(
+            problems, thoughts, backend, config=cfg, samples=samples, out_dir=out, cache=cache,
+            verify_config=VerifyConfig(keep=keep, dedupe=dedupe), progress=progress, budget=caps,
+        )
+    except TeacherError as e:  # the Batch API refused or kept failing: what was answered is in the cache
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
     _print_summary(result.summary)
-    typer.echo(json.dumps({k: result.summary[k] for k in ("jobs", "requests", "cache_hits", "retries", "failures", "tokens", "cost", "cost_total")}))
+    keys = ("jobs", "requests", "cache_hits", "retries", "failures", "not_sent", "tokens", "cost", "cost_total")
+    typer.echo(json.dumps({k: result.summary[k] for k in keys}))
+    if result.budget:
+        typer.secho(f"error: {result.budget}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
     if result.failed:
         kept = f"{out / 'rationales.jsonl'}, reply cache {cache or out / 'teacher_cache.sqlite'}"
         typer.secho(f"error: {result.failure_message()}", fg=typer.colors.RED, err=True)
         typer.echo(f"What succeeded is kept ({kept}): run the same command again to send only the failed ones.", err=True)
         raise typer.Exit(1)
+
+
+def _check_price(cfg) -> None:
+    """--max-cost needs the teacher's price: exit 2 naming where to give it."""
+    from mathdistill.teacher.budget import live
+
+    if live(cfg) and (cfg.model or "") not in cfg.prices:
+        raise InputError(f"--max-cost is set, but no price is known for {cfg.model}: give --price-prompt and "
+                         f"--price-completion (USD per 1M tokens), or prices.{cfg.model} in --teacher-config")
+
+
+def _plan(cfg, thoughts, problems, samples: int, cache_path: Path, out: Path, max_cost, max_requests) -> None:
+    """--plan: the bill of every thought's requests (mathdistill.teacher.bill); nothing sent or written."""
+    from mathdistill.plan import print_plan, teacher_plan
+    from mathdistill.teacher.bill import Stage
+
+    stages = [Stage(f"teach {t.name}", t, cfg, problems, samples, cache_path) for t in thoughts]
+    print_plan({"run_dir": str(out), "method": "teach", "student": None,
+                "teacher": teacher_plan(stages, out, max_cost, max_requests)})
+
+
+def _cancel(cfg, cache_path: Path) -> None:
+    """--cancel-batches: cancel the open batches in the reply cache and collect what they answered."""
+    from mathdistill.teacher.backends import make_backend
+    from mathdistill.teacher.batch import cancel
+    from mathdistill.teacher.cache import ReplyCache
+    from mathdistill.teacher.engine import TeacherError, run_loop
+
+    if not cache_path.is_file():
+        raise InputError(f"--cancel-batches: no reply cache at {cache_path}: nothing was sent from this folder")
+    backend = make_backend(cfg)
+    with ReplyCache(cache_path) as store:
+        async def main():
+            try:
+                return await cancel(backend, cfg, store)
+            finally:
+                await backend.aclose()
+
+        try:
+            done = run_loop(main())
+        except TeacherError as e:
+            typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+        typer.echo(json.dumps({**done, "batches": store.batches()}))
 
 
 def _print_summary(s: dict) -> None:
@@ -163,7 +240,8 @@ def _print_summary(s: dict) -> None:
     console = Console(stderr=True)
     console.print(
         f"teacher {s['teacher']}: {s['jobs']} jobs, {s['requests']} requests, {s['cache_hits']} cache hits, "
-        f"{s['retries']} retries, {s['failures']} failures, {s['misses']} misses, {s['length_cut']} cut at max_tokens; "
+        f"{s['retries']} retries, {s['failures']} failures, {s['misses']} misses, {s['not_sent']} not sent (budget), "
+        f"{s['length_cut']} cut at max_tokens; "
         f"{s['tokens']:,} tokens, ${s['cost']:.4f} this run (${s['cost_total']:.4f} in all), {s['wall_s']:.1f}s"
     )
     if s["faults"]:

@@ -39,6 +39,22 @@ class Price(BaseModel):
         ) / 1e6
 
 
+class BatchSettings(BaseModel):
+    """`mode: batch`: requests go out through the OpenAI Files + Batches API (mathdistill.teacher.batch)."""
+
+    model_config = ConfigDict(extra="forbid")
+    price_factor: float = Field(0.5, gt=0, le=1, description="share of the list price a batched request costs")
+    poll_interval: float = Field(30.0, gt=0, description="seconds between two looks at a running batch")
+    max_requests: int = Field(50_000, ge=1, description="requests per batch input file (the API's limit: 50,000)")
+    max_bytes: int = Field(200_000_000, ge=1024, description="bytes per batch input file (the API's limit: 200 MB)")
+    completion_window: str = Field("24h", description="the batch's completion window (the API accepts 24h)")
+    retry: Literal["batch", "online"] = Field(
+        "batch", description="requests a batch did not answer (expired, cancelled, a retryable error): sent again "
+        "in a new batch, or online at the list price")
+    max_rounds: int = Field(3, ge=1, description="batches a request may go out in per run before it counts as "
+                            "failed (a re-run tries again)")
+
+
 class TeacherConfig(BaseModel):
     """Everything about one teacher. `kind` picks the backend; the rest tunes the engine."""
 
@@ -53,6 +69,12 @@ class TeacherConfig(BaseModel):
     extra_body: dict = Field(default_factory=dict)  # passed through to the server as-is
     # the openai client's HTTP transport: aiohttp (less CPU per request) when installed, else httpx
     transport: Literal["auto", "aiohttp", "httpx"] = "auto"
+    # online: one request at a time (concurrency, rate limits); batch: the Files + Batches API, at its price
+    mode: Literal["online", "batch"] = "online"
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    # `--plan` counts prompt tokens with this HF tokenizer (an id in the local HF cache or a folder; nothing is
+    # downloaded); None: the model name's, when it is there; else ~4 characters per token
+    tokenizer: str | None = None
     # replay: recorded rationales (JSON list of {instruction, output}); sample k comes from file k.
     # A relative path not found as given is looked up in the data root by `with_data_root`.
     replay: list[Path] = Field(default_factory=list)
@@ -83,6 +105,9 @@ class TeacherConfig(BaseModel):
             raise ValueError(f"a {self.kind} teacher needs a model")
         if self.kind == "reference" and (self.url or self.model or self.replay):
             raise ValueError("a reference teacher takes no url, model or replay files (it converts the GSM8K gold solutions)")
+        if self.mode == "batch" and self.kind != "openai":
+            raise ValueError(f"mode batch sends requests through an OpenAI-compatible Batch API: not for a "
+                             f"{self.kind} teacher")
         return self
 
     @property
@@ -97,7 +122,8 @@ class TeacherConfig(BaseModel):
         if self.kind == "replay":
             return f"replay: {', '.join(Path(f).name for f in self.replay)} (recorded outputs)"
         if self.kind == "openai":
-            return f"openai-compatible: {self.model} @ {redact_url(self.url)}"
+            return f"openai-compatible: {self.model} @ {redact_url(self.url)}" + (
+                " (Batch API)" if self.mode == "batch" else "")
         return f"{self.kind}: {self.model} (run in this process)"
 
     def with_data_root(self, data_dir: str | Path | None = None) -> "TeacherConfig":

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
+import logging
 import random
 import time
 from collections import Counter
@@ -26,8 +28,12 @@ from mathdistill.data import Problem
 from mathdistill.io import InputError, write_json, write_jsonl
 
 from .backends import Backend, PermanentError, Reply, Request, TransientError
+from .budget import Budget, BudgetReached, Limits, check_prices, current, worst_case
 from .cache import ReplyCache, request_key
 from .config import TeacherConfig
+
+log = logging.getLogger("mathdistill")
+NOT_SENT = "not sent: the run's teacher budget was reached"
 
 
 # ---------------------------------------------------------------------------- rate limits
@@ -74,6 +80,7 @@ class Stats:
     retries: int = 0
     failures: int = 0  # jobs with no usable reply after retries (or a permanent error)
     misses: int = 0  # replay: question / sample not recorded
+    unsent: int = 0  # jobs the budget held back
     prompt_tokens: int = 0  # paid this run
     completion_tokens: int = 0
     cost: float = 0.0  # USD paid this run
@@ -119,6 +126,12 @@ class _Progress:
             self.bar.start()
         return self
 
+    def note(self, text: str) -> None:
+        """A line above the bar (a batch's status); logged too, for the stage's log file."""
+        log.info(text)
+        if self.bar:
+            self.bar.console.print(text)
+
     def update(self) -> None:
         if self.bar:
             s = self.stats
@@ -150,6 +163,7 @@ class Job:
     cached: bool = False
     error: str | None = None
     fault: str | None = None  # a request that failed after its retries: the last fault
+    unsent: bool = False  # held back by the budget
 
 
 def resolve_thoughts(thoughts) -> list:
@@ -201,11 +215,24 @@ def build_jobs(problems, thoughts, backend: Backend, config: TeacherConfig, samp
 
 
 class Engine:
-    def __init__(self, backend: Backend, config: TeacherConfig, cache: ReplyCache | None, stats: Stats, progress):
+    def __init__(self, backend: Backend, config: TeacherConfig, cache: ReplyCache | None, stats: Stats, progress,
+                 budget: Budget | None = None):
         self.backend, self.config, self.cache, self.stats, self.progress = backend, config, cache, stats, progress
+        self.budget = budget
         self.rpm = RateLimiter(config.rpm) if config.rpm else None
         self.tpm = RateLimiter(config.tpm) if config.tpm else None
         self.price = config.price(config.model or backend.model)  # prices are keyed by the configured model name
+
+    def worst(self, request: Request) -> float:
+        """The most `request` can cost (the budget reserves it before sending)."""
+        return worst_case(request.messages, request.params.get("max_tokens", self.config.max_tokens), self.price)
+
+    def hold_back(self, job: Job) -> None:
+        """`job` is not sent: the budget stopped the run."""
+        job.error, job.unsent = NOT_SENT, True
+        self.stats.unsent += 1
+        self.stats.done += 1
+        self.progress.update()
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:  # the server said when; honour it (plus a little jitter)
@@ -223,14 +250,15 @@ class Engine:
             await self.tpm.acquire(estimate)
         return estimate
 
-    def _record(self, job: Job, reply: Reply) -> None:
-        """Account for a reply and commit it to the cache before anything else happens."""
+    def _record(self, job: Job, reply: Reply, price_factor: float = 1.0) -> None:
+        """Account for a reply and commit it to the cache before anything else happens (`price_factor`: the
+        share of the list price paid, e.g. a Batch API's discount)."""
         job.reply = reply
         if reply.error:  # replay miss: a definitive answer, not a fault
             job.error = reply.error
             self.stats.misses += 1
             return
-        job.cost = self.price.cost(reply.usage)
+        job.cost = self.price.cost(reply.usage) * price_factor
         if self.cache is not None and self.backend.cacheable:
             self.cache.put(job.key, self.backend.model, reply.text, reply.finish_reason, reply.usage, job.cost)
         s = self.stats
@@ -240,11 +268,14 @@ class Engine:
         s.cost_total += job.cost
 
     async def run_one(self, job: Job) -> None:
+        budget = self.budget
+        worst = self.worst(job.request) if budget else 0.0
         for attempt in range(self.config.max_retries + 1):
-            estimate = await self._limit(job.request)
-            self.stats.requests += 1
+            if budget and not await budget.acquire(worst):
+                self.hold_back(job)
+                return
             try:
-                reply = await self.backend.complete(job.request)
+                await self._send(job)
             except TransientError as e:
                 self.stats.fault(str(e))
                 if attempt == self.config.max_retries:
@@ -258,18 +289,38 @@ class Engine:
                 self.stats.fault(str(e))
                 job.error = job.fault = str(e)
                 break
-            if self.tpm and reply.usage:
-                self.tpm.adjust(sum(reply.usage.values()) - estimate)
-            self._record(job, reply)
+            finally:
+                if budget:  # the reply's cost (0 for a fault) replaces the reservation
+                    budget.settle(worst, 1, job.cost, int(job.reply is not None))
             break
         if job.fault:
             self.stats.failures += 1
         self.stats.done += 1
         self.progress.update()
 
+    async def _send(self, job: Job) -> Reply:
+        """One attempt: rate limits, the request, the reply recorded (a fault raises)."""
+        estimate = await self._limit(job.request)
+        self.stats.requests += 1
+        reply = await self.backend.complete(job.request)
+        if self.tpm and reply.usage:
+            self.tpm.adjust(sum(reply.usage.values()) - estimate)
+        self._record(job, reply)
+        return reply
+
     async def run_batched(self, jobs: list[Job], chunk: int) -> None:
         for i in range(0, len(jobs), chunk):
             part = jobs[i : i + chunk]
+            if self.budget:
+                worst = [self.worst(j.request) for j in part]
+                sendable = sum(1 for _ in itertools.takewhile(self.budget.reserve, worst))
+                if sendable < len(part):
+                    self.budget.stop(worst[sendable])
+                for j in part[sendable:]:
+                    self.hold_back(j)
+                part, worst = part[:sendable], worst[:sendable]
+                if not part:
+                    continue
             self.stats.requests += len(part)
             try:
                 replies = await self.backend.complete_many([j.request for j in part])
@@ -281,15 +332,27 @@ class Engine:
                 replies = []
             for job, reply in zip(part, replies):
                 self._record(job, reply)
+            if self.budget:
+                paid = sum(j.reply is not None and not j.reply.error for j in part)
+                self.budget.settle(sum(worst), len(part), sum(j.cost for j in part), paid)
             self.stats.done += len(part)
             self.progress.update()
 
     async def run(self, jobs: list[Job]) -> None:
         todo = self._from_cache(jobs)
         self.progress.update()
+        if self.config.mode == "batch":
+            from .batch import BatchRunner
+
+            await BatchRunner(self).run(todo)
+            return
         if self.backend.batched:
             await self.run_batched(todo, chunk=max(self.config.concurrency, 64))
             return
+        await self.run_online(todo)
+
+    async def run_online(self, todo: list[Job]) -> None:
+        """Send `todo` one request at a time, `concurrency` of them in flight."""
         queue: asyncio.Queue[Job] = asyncio.Queue()
         for job in todo:
             queue.put_nowait(job)
@@ -440,6 +503,7 @@ class TeachResult:
     rows: list[dict]
     summary: dict
     failed: list[dict] = field(default_factory=list)
+    budget: str | None = None  # the run's teacher budget held requests back: which cap, what remains
 
     def failure_message(self) -> str | None:
         """'3 of 12 teacher requests failed after up to 6 retries: HTTP 500 x2 (...), ...', or None."""
@@ -453,8 +517,10 @@ class TeachResult:
         return f"{len(self.failed)} of {self.summary['jobs']} teacher requests failed after up to {r} retr{'y' if r == 1 else 'ies'}: {kinds}"
 
     def raise_if_failed(self) -> None:
-        """Raise TeacherError (with `failure_message`) when any request failed; for callers (recipes)
-        that must not go on with part of the teacher's data."""
+        """Raise BudgetReached when the budget held requests back, TeacherError (with `failure_message`) when
+        any request failed; for callers (recipes) that must not go on with part of the teacher's data."""
+        if self.budget:
+            raise BudgetReached(self.budget)
         if self.failed:
             raise TeacherError(self.failure_message())
 
@@ -500,6 +566,7 @@ def summarize(stats: Stats, rows: list[dict], model: str, wall: float, failed: l
         "failure_kinds": dict(Counter(f["kind"] for f in failed or []).most_common()),
         "max_retries": max_retries,
         "misses": stats.misses,
+        "not_sent": stats.unsent,
         "length_cut": sum(r["finish_reason"] == "length" for r in rows),
         "prompt_tokens": stats.prompt_tokens,
         "completion_tokens": stats.completion_tokens,
@@ -524,8 +591,10 @@ async def ateach(
     verify_config: VerifyConfig | None = None,
     context: Callable | Mapping | None = None,
     progress: bool = False,
+    budget: Limits | None = None,
 ) -> TeachResult:
-    """Async `teach` (for callers already inside an event loop)."""
+    """Async `teach` (for callers already inside an event loop). `budget`: the caps this call counts against
+    (default: the run's, `budget.limits`; see mathdistill.teacher.budget)."""
     if samples < 1:
         raise InputError(f"samples must be >= 1 (got {samples})")
     thoughts = resolve_thoughts(thoughts)
@@ -535,11 +604,17 @@ async def ateach(
     own_cache = cache is not None and not isinstance(cache, ReplyCache)
     store = ReplyCache(cache) if own_cache else cache
     stats = Stats(total=len(jobs))
+    label = "teach " + ",".join(t.name for t in thoughts)
+    limits = budget if budget is not None else current()
+    if limits is not None and limits.active and backend.cacheable and limits.max_cost is not None:
+        check_prices({"teacher": config}, limits.cost_key)
     t0 = time.perf_counter()
     try:
-        label = "teach " + ",".join(t.name for t in thoughts)
+        caps = None
+        if limits is not None and limits.active and backend.cacheable:
+            caps = Budget.open(limits, store.path if store is not None else None)
         with _Progress(progress, stats, label) as bar:
-            await Engine(backend, config, store, stats, bar).run(jobs)
+            await Engine(backend, config, store, stats, bar, caps).run(jobs)
     finally:
         if own_cache:
             store.close()
@@ -548,11 +623,16 @@ async def ateach(
     failed = _failed(jobs)
     summary = summarize(stats, rows, backend.model, time.perf_counter() - t0, failed, config.max_retries)
     summary["verify_s"] = round(time.perf_counter() - t1, 3)
+    stop = None
+    if stats.unsent:
+        paid = [j.cost for j in jobs if j.reply is not None and not j.reply.error]
+        stop = caps.message(stats.unsent, len(jobs), label, sum(paid) / len(paid) if paid else None)
+        summary["budget"] = stop
     if out_dir is not None:
         out = Path(out_dir)
         write_jsonl(out / "rationales.jsonl", rows)
         write_json(out / "teach_summary.json", summary)
-    return TeachResult(rows, summary, failed)
+    return TeachResult(rows, summary, failed, stop)
 
 
 def teach(problems, thoughts, backend: Backend, **kwargs) -> TeachResult:
