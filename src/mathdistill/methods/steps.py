@@ -1,6 +1,7 @@
 """The stages most recipes share, as small functions over the components: each runs one stage (or
 a group of them) in a run folder or scope, and returns what later stages need.
 
+    steps.train_problems(run, cfg)                         decontaminate stage: data.train less what meets the rule
     steps.teach(run, cfg, problems, ["cot", "pot"])       teach-<t> stages: teach/<t>/rationales.jsonl
     steps.data(run, ["cot", "pot"])                        data stage: data/train.jsonl (kept rationales)
     steps.train(run, cfg, "student")                       train stage: train/student/ (a PEFT adapter)
@@ -26,6 +27,15 @@ def problems(split: Split, data_dir: str | None) -> list[Problem]:
     ps = load(split.dataset, split.split, data_dir=data_dir)
     end = None if split.limit is None else split.offset + split.limit
     return ps[split.offset : end]
+
+
+def train_problems(run: Run, cfg: DistillConfig) -> list[Problem]:
+    """The training problems of `cfg.data.train`, decontaminated against the test sets (stage `decontaminate`,
+    at the run's root: `methods.leakage`). Every recipe reads its training problems here; `train` refuses rows
+    of a dropped problem, or of a run that never ran the stage."""
+    from mathdistill.methods.leakage import decontaminate
+
+    return decontaminate(run, cfg, problems(cfg.data.train, cfg.data.data_dir))
 
 
 def _taught(thought: str, calc_marks: str):
@@ -77,13 +87,16 @@ def train(run: Run, cfg: DistillConfig, adapter: str = "student", data_file: Pat
           frozen: dict[str, str] | None = None, stage: str | None = None, init: Path | None = None) -> dict:
     """Stage `train` (or `stage`): a LoRA (or full) fine-tune on data/train.jsonl into train/<adapter>/
     (`init`: starting from that adapter folder's weights, with a new optimizer and schedule)."""
+    from mathdistill.methods.leakage import check_rows
     from mathdistill.student.train import TrainConfig, train as fit
 
     def make() -> dict:
         tcfg = TrainConfig(**cfg.train.model_dump(), model=cfg.student.model, adapter_name=adapter,
                            frozen_adapters=frozen or {}, seed=cfg.seed, init_adapter=str(init) if init else None)
-        out = run.path("train", adapter)
-        r = fit(tcfg, data_file or run.path("data", "train.jsonl"), out)
+        out, data = run.path("train", adapter), data_file or run.path("data", "train.jsonl")
+        if Path(data).is_file():
+            check_rows(run, read_jsonl(data), data)
+        r = fit(tcfg, data, out)
         summary = {"adapter": adapter, "seconds": r.seconds, "steps": r.global_step, "examples": r.examples,
                    "tokens": r.completion_tokens, "train_loss": r.train_loss, "resumed_from": r.resumed_from}
         write_json(out / "train_summary.json", summary)
