@@ -40,6 +40,14 @@ class Experiment:
     recipe: str  # file in recipes/
     overrides: list[str] = field(default_factory=list)  # the method's own CPU-profile settings
     cost: float = 1.0  # relative wall time, to balance lanes (ETD ~ the other four together)
+    row: str | None = None  # the name its rows take in place of the method's (a variant: cot-full)
+
+    def rows(self, rows: list[dict], method: str) -> list[dict]:
+        """`rows` of a run of this experiment, named `row` in place of `method` (contract 9: method[-variant]...)."""
+        if not self.row:
+            return rows
+        return [dict(r, method=self.row + r["method"][len(method):]) if r["method"].startswith(method) else r
+                for r in rows]
 
 
 def _experiments() -> dict[str, Experiment]:
@@ -84,7 +92,8 @@ def run_experiment(name: str, args) -> dict:
     folder = run(cfg, command=[sys.executable, *sys.argv])
     results = read_json(folder / "results.json")
     # every row says where its training data came from (contract 9; results.json rows carry it already)
-    rows = [dict(r, experiment=name, run=str(folder)) for r in with_provenance(folder, results["rows"])]
+    rows = [dict(r, experiment=name, run=str(folder))
+            for r in with_provenance(folder, exp.rows(results["rows"], method))]
     return {"rows": rows, "seconds": round(time.time() - t0, 1), "notes": results.get("notes", []),
             "overrides": exp.overrides}
 

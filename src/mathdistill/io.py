@@ -177,3 +177,11 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
                 h.update(block)
         _SHA_MEMO[memo] = h.hexdigest()
     return _SHA_MEMO[memo]
+
+
+def folder_bytes(path: str | Path) -> int:
+    """Bytes of the files under `path` (0 when it does not exist)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0

@@ -24,13 +24,14 @@ def tiny_model(folder: Path, tokenizer_dir: str, seed: int = 0) -> str:
     return str(folder)
 
 
-def tiny_run(root: Path, tokenizer_dir: str, data_dir: Path, name: str = "tiny", extra: list[str] = ()) -> Path:
-    """`mathdistill run recipes/quickstart.yaml` on a tiny model at a tiny budget; returns the run folder."""
+def tiny_run(root: Path, tokenizer_dir: str, data_dir: Path, name: str = "tiny", extra: list[str] = (),
+             recipe: str = "quickstart.yaml") -> Path:
+    """`mathdistill run recipes/<recipe>` (quickstart: ETD) on a tiny model at a tiny budget; returns the run folder."""
     from mathdistill.methods import run
     from mathdistill.methods.config import load_config
 
     model = tiny_model(root / "model", tokenizer_dir)
-    cfg = load_config(ROOT / "recipes" / "quickstart.yaml", [
+    cfg = load_config(ROOT / "recipes" / recipe, [
         f"name={name}", f"runs_dir={root / 'runs'}", f"student.model={model}", f"data.data_dir={data_dir}",
         "data.train.limit=4", "train.max_steps=2", "train.batch_size=4", "train.max_seq_len=160", "train.lr=0.01",
         "data.eval=[{dataset: gsm8k, split: test, limit: 3}]", "eval.max_new_tokens=24", "eval.batch_size=4",

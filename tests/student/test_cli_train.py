@@ -72,10 +72,10 @@ def test_auto_is_the_devices_choice(run_train):
     on_gpu = training.resolve(cfg, H100)
     assert (on_gpu.packing, on_gpu.attention, on_gpu.logging_steps) == ("bfd", "sdpa", device.GPU_LOG_EVERY)
     assert training.resolve(cfg, H100_FLASH).attention == "flash_attention_2"
-    assert device.checkpoint_plan(cfg.full, cfg.save_steps, 1000, 10**6) == (device.LORA_SAVE_STEPS, 2)
+    assert device.checkpoint_plan(cfg.full, cfg.save_steps) == (device.LORA_SAVE_STEPS, 2)
+    assert device.checkpoint_plan(cfg.full, cfg.save_steps, gpu=True) == (None, 1)  # the stage is the unit of resume
     _, full = run_train("--full")
-    ckpt = device.checkpoint_bytes(135_000_000, True)  # 1.6 GB: at most 4 within the 8 GB budget
-    assert device.checkpoint_plan(full.full, full.save_steps, 1000, ckpt) == (200, 1)
+    assert device.checkpoint_plan(full.full, full.save_steps) == (None, 1)  # 1.6 GB each: none unless asked
     # what was given stays as given, on either device
     _, given = run_train("--packing", "none", "--attention", "eager", "--logging-steps", "3")
     assert (training.resolve(given, H100).packing, training.resolve(given, H100).attention,

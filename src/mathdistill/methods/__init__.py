@@ -33,6 +33,9 @@ class Method:
     # inference behind each (`mathdistill serve RUN_DIR`); None: the student in train/student answering
     # in cfg.thoughts (+ their vote), as steps.evaluate evaluates it (docs/adding-a-method.md)
     serve: Callable | None = None
+    # workload(cfg, w: mathdistill.workload.Workload) -> None: what the student does in each stage (trainings,
+    # generation), added with w.train / w.generate / w.evaluate; what `--plan` estimates (None: no plan)
+    workload: Callable | None = None
 
 
 def _registry() -> dict[str, Method]:
@@ -57,8 +60,10 @@ def register(method: Method) -> None:
     METHODS[method.name] = method
 
 
-def run(cfg: RecipeConfig, command: list[str] | None = None, restart: bool = False) -> Path:
-    """Run the recipe `cfg` in its run folder (resuming it); returns the folder."""
+def run(cfg: RecipeConfig, command: list[str] | None = None, restart: bool = False,
+        on_stage: Callable | None = None) -> Path:
+    """Run the recipe `cfg` in its run folder (resuming it); returns the folder. `on_stage(stage id, value)`
+    is called after every stage that finishes in this call (`Run.open`)."""
     from mathdistill.io import write_json
     from mathdistill.methods import steps
     from mathdistill.methods.config import DistillConfig, dump_config, field_defaults, validate
@@ -69,7 +74,8 @@ def run(cfg: RecipeConfig, command: list[str] | None = None, restart: bool = Fal
 
     validate(cfg)
     info = {"student": provenance(cfg.student.model)}
-    r = Run.open(cfg.run_dir, dump_config(cfg), command or sys.argv, restart, info, defaults=field_defaults(type(cfg)))
+    r = Run.open(cfg.run_dir, dump_config(cfg), command or sys.argv, restart, info, defaults=field_defaults(type(cfg)),
+                 on_stage=on_stage)
     if isinstance(cfg, DistillConfig):
         steps.train_problems(r, cfg)  # the decontaminate stage, whatever the recipe does next
     rows = with_provenance(r.dir, METHODS[cfg.method].recipe(cfg, r))

@@ -10,10 +10,14 @@ def recipe(cfg: RecipeConfig, run) -> list[dict]:
     return run.stage("eval", lambda: steps.evaluate(run, cfg, "base", None, cfg.thoughts))
 
 
+def workload(cfg: RecipeConfig, w) -> None:
+    w.evaluate("eval", cfg, cfg.thoughts, trained=False)
+
+
 def _method():
     from mathdistill.methods import Method
 
-    return Method("base", RecipeConfig, recipe, "the untrained student, evaluated as it is")
+    return Method("base", RecipeConfig, recipe, "the untrained student, evaluated as it is", workload=workload)
 
 
 METHODS = [_method()]

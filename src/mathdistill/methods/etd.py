@@ -43,10 +43,17 @@ def recipe(cfg: ETDConfig, run) -> list[dict]:
     return rows
 
 
+def workload(cfg: ETDConfig, w) -> None:
+    w.train("train", {t: w.train_problems * cfg.teach.samples for t in cfg.thoughts}, cfg)
+    w.evaluate("eval", cfg, cfg.thoughts)
+    if cfg.eval.base:
+        w.evaluate("eval-base", cfg, cfg.thoughts, trained=False)
+
+
 def _method(name: str, thoughts: list[str], summary: str):
     from mathdistill.methods import Method
 
-    return Method(name, ETDConfig, recipe, summary, {"thoughts": thoughts})
+    return Method(name, ETDConfig, recipe, summary, {"thoughts": thoughts}, workload=workload)
 
 
 METHODS = [

@@ -102,18 +102,17 @@ def _check(cfg: FDDConfig, questions: list[str]) -> list[dict]:
 
 
 def _feedback(r, cfg: FDDConfig, model: str, adapter: str, problems: list[Problem]) -> dict:
-    """The student (model + adapter) samples `problems` in every format: easy/hard by solved share."""
-    from mathdistill.eval import weights_identity
-    from mathdistill.student.adapters import load_merged
+    """The student (model + what was trained into `adapter`) samples `problems` in every format: easy/hard by
+    solved share."""
     from mathdistill.student.sample import sample
 
     fb, e = cfg.feedback, cfg.eval
-    m, tok = load_merged(model, adapter)
+    m, tok, weights = steps.load_student(model, adapter)
     solved = Counter()
     for t in cfg.thoughts:
         res = sample(m, tok, problems, t, k=fb.samples, temperature=fb.temperature if fb.samples > 1 else 0.0,
                      top_p=fb.top_p, seed=cfg.seed, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
-                     weights=weights_identity(model, adapter), out_dir=r.path("feedback", t), loop_stop=e.loop_stop)
+                     weights=weights, out_dir=r.path("feedback", t), loop_stop=e.loop_stop)
         solved.update({row["id"]: sum(row["corrects"]) for row in res.rows})
     return easy_hard([p.id for p in problems], solved, fb.samples * len(cfg.thoughts), fb.solve_threshold)
 
@@ -175,7 +174,7 @@ def _teach(r, cfg: FDDConfig, problems: list[Problem], pool: bool) -> None:
 
 def recipe(cfg: FDDConfig, run) -> list[dict]:
     from mathdistill.methods.leakage import checked
-    from mathdistill.student.adapters import merge
+    from mathdistill.student.adapters import merge, student_parts
     from mathdistill.teacher.generate import label_problems
     from mathdistill.teacher.pool import DESCRIPTION
 
@@ -218,7 +217,8 @@ def recipe(cfg: FDDConfig, run) -> list[dict]:
         info.update(new_problems=len(kept_ids), rationales=sum(s["rationales"] for s in summaries),
                     kept_rationales=sum(s["kept"] for s in summaries), examples=data["examples"])
         if cfg.retrain_from == "previous" and adapter is not None:
-            model = r.stage("init", lambda: str(merge(model, adapter, r.path("init"))))
+            base, lora = student_parts(model, adapter)  # a full fine-tune is the next base as it is
+            model = base if lora is None else r.stage("init", lambda: str(merge(base, lora, r.path("init"))))
         rcfg = cfg.model_copy(update={"student": cfg.student.model_copy(update={"model": model})})
         train = steps.train(r, rcfg)
         adapter = str(r.path("train", "student"))
@@ -269,11 +269,28 @@ def _ratio(a: int, b: int) -> str:
     return f"{a}/{b} ({a / b:.0%})" if b else f"{a}/0"
 
 
+def workload(cfg: FDDConfig, w) -> None:
+    """Round 0 trains on the seeds; round i samples feedback on its training problems, adds about
+    `generate.per_problem` new problems for each (before decontamination and labelling), retrains, evaluates."""
+    from mathdistill.workload import TOKENS
+
+    problems, fb, e = w.train_problems, cfg.feedback, cfg.eval
+    for i in range(cfg.rounds + 1):
+        if i:
+            for t in cfg.thoughts:
+                w.generate(f"round-{i}/feedback", problems * fb.samples, TOKENS[t][1], e.max_new_tokens,
+                           sampled=fb.samples > 1, note=t)
+            problems += problems * cfg.generate.per_problem
+        w.train(f"round-{i}/train", {t: problems * cfg.paths_per_problem for t in cfg.thoughts}, cfg)
+        w.evaluate(f"round-{i}/eval", cfg, cfg.thoughts)
+
+
 def _method():
     from mathdistill.methods import Method
 
     return Method("fdd", FDDConfig, recipe, "FDD: rounds of student feedback, new problems (easy: harder, hard: "
-                  "similar), decontaminated, majority-labelled; retrained from the base", {"thoughts": ["cot"]})
+                  "similar), decontaminated, majority-labelled; retrained from the base", {"thoughts": ["cot"]},
+                  workload=workload)
 
 
 METHODS = [_method()]

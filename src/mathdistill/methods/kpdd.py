@@ -55,10 +55,19 @@ def recipe(cfg: KPDDConfig, run) -> list[dict]:
                                                      ["keypoints"], train=train))
 
 
+def workload(cfg: KPDDConfig, w) -> None:
+    from mathdistill.workload import TOKENS
+
+    solution = TOKENS[cfg.solution][1]  # a row is the key points, then the solution
+    w.train("train", {"keypoints": w.train_problems * cfg.teach.samples}, cfg, extra_tokens=solution)
+    w.evaluate("eval", cfg, ["keypoints"], extra_tokens=solution)
+
+
 def _method():
     from mathdistill.methods import Method
 
-    return Method("kpdd", KPDDConfig, recipe, "KPDD: key points (core question, facts) then the solution, CoT or PoT")
+    return Method("kpdd", KPDDConfig, recipe, "KPDD: key points (core question, facts) then the solution, CoT or PoT",
+                  workload=workload)
 
 
 METHODS = [_method()]

@@ -58,6 +58,9 @@ class LoRIDConfig(DistillConfig):
             raise ValueError("LoRID's reasoners write chain of thought: thoughts must be [cot]")
         if self.eval.samples != 1 or self.eval.temperature != 0:
             raise ValueError("LoRID samples through loop.* (temperature per role): leave eval.samples and eval.temperature")
+        if self.train.full:
+            raise ValueError("train.full: LoRID's three roles (IR, KG, DR) are LoRA adapters on one base by definition; "
+                             "full fine-tuning cannot give them (leave train.full false)")
         require_teacher_without_plans(self, "knowledge", "knowledge")
         return self
 
@@ -290,11 +293,39 @@ def recipe(cfg: LoRIDConfig, run) -> list[dict]:
     return run.stage("eval", lambda: evaluate(run, cfg, train))
 
 
+#: planning only: the share of problems still unresolved after each iteration of the loop (this CPU's lorid row of
+#: benchmarks/results/accuracy.json: 3.28 iterations on average with at most 4, i.e. about 0.87 left each time)
+UNRESOLVED_AFTER_ITERATION = 0.87
+
+
+def workload(cfg: LoRIDConfig, w) -> None:
+    """Three trainings; greedy IR, KG -> DR on every eval problem (lorid:ir, lorid:dr and the loop's first
+    iteration); then sampled iterations on the problems not yet resolved."""
+    from mathdistill.workload import TOKENS
+
+    n, know = w.train_problems, TOKENS["knowledge"][1]
+    w.train("train-kg", {"knowledge": n}, cfg)
+    w.train("train-ir", {"cot": n}, cfg)
+    w.train("train-dr", {"cot": n}, cfg, extra_tokens=know)
+    loop, limit = cfg.loop, cfg.eval.max_new_tokens
+    problems = sum(w.eval_problems.values())
+    roles = (("ir", TOKENS["cot"][1], limit), ("kg", know, loop.knowledge_max_new_tokens), ("dr", TOKENS["cot"][1], limit))
+    for role, expected, cap in roles:
+        w.generate("eval", problems, expected, cap, note=f"{role}, greedy")
+    left = problems * UNRESOLVED_AFTER_ITERATION
+    for t in range(2, loop.max_iterations + 1):
+        for role, expected, cap in roles:
+            w.generate("eval", round(left), expected, cap, sampled=True, note=f"{role}, iteration {t}")
+        left *= UNRESOLVED_AFTER_ITERATION
+    w.notes.append(f"lorid: planned with {UNRESOLVED_AFTER_ITERATION:.0%} of the problems left unresolved after "
+                   "each iteration (as on this CPU; the run's budget table says what happened)")
+
+
 def _method():
     from mathdistill.methods import Method
 
     return Method("lorid", LoRIDConfig, recipe, "LoRID: intuitive, knowledge and deep reasoners (3 LoRAs, one base) "
-                  "in a consistency loop")
+                  "in a consistency loop", workload=workload)
 
 
 METHODS = [_method()]

@@ -98,8 +98,8 @@ def _clear_for_restart(folder: Path) -> None:
 class _Manifest:
     """The run's manifest.json, shared by the run and all its scopes."""
 
-    def __init__(self, path: Path, data: dict):
-        self.path, self.data = path, data
+    def __init__(self, path: Path, data: dict, on_stage: Callable[[str, Any], None] | None = None):
+        self.path, self.data, self.on_stage = path, data, on_stage
 
     def save(self) -> None:
         write_json(self.path, self.data)
@@ -120,14 +120,16 @@ class Run:
 
     @classmethod
     def open(cls, folder: str | Path, config: dict, command: list[str] | None = None, restart: bool = False,
-             info: dict | None = None, defaults: dict | None = None) -> "Run":
+             info: dict | None = None, defaults: dict | None = None,
+             on_stage: Callable[[str, Any], None] | None = None) -> "Run":
         """Create the run folder for `config` (a JSON-able mapping; URLs with credentials are redacted before
         it is written), or reopen it.
 
         Reopening with another config is an InputError naming the keys that differ, unless `restart`,
         which clears the folder (teacher caches excepted) and starts over; a key the folder's config lacks
         is no difference when its value is its entry in `defaults` (see `config_diff`). `info` goes into
-        the manifest (student provenance, ...)."""
+        the manifest (student provenance, ...). `on_stage(stage id, value)` is called after each stage finishes
+        here (not for stages done earlier): e.g. a benchmark that writes rows as evaluations finish."""
         from mathdistill.secrets import redact
 
         folder = Path(folder)
@@ -163,7 +165,7 @@ class Run:
         )
         data.setdefault("stages", {})
         data.setdefault("scopes", {})
-        manifest = _Manifest(manifest_path, data)
+        manifest = _Manifest(manifest_path, data, on_stage)
         manifest.save()
         return cls(folder, manifest)
 
@@ -249,6 +251,8 @@ class Run:
         write_json(self.root / out_rel, {"stage": sid, "value": result})
         self.manifest.update("stages", sid, status="done", finished=_now(), seconds=seconds, output=out_rel)
         console.print(f"stage {sid}: finished in {seconds:.1f}s")
+        if self.manifest.on_stage is not None:
+            self.manifest.on_stage(sid, result)
         return result
 
     def note(self, text: str) -> None:

@@ -119,13 +119,10 @@ def recipe(cfg: SIKeDConfig, run) -> list[dict]:
 def _sample(it, cfg: SIKeDConfig, problems, adapter_dir) -> dict:
     """k samples per problem in each strategy (its tag prefilled) with the previous student."""
     from mathdistill import thoughts
-    from mathdistill.eval import weights_identity
-    from mathdistill.student.adapters import load_merged
     from mathdistill.student.chat import render_prompt
     from mathdistill.student.sample import sample
 
-    model, tok = load_merged(cfg.student.model, adapter_dir)
-    weights = weights_identity(cfg.student.model, adapter_dir)
+    model, tok, weights = steps.load_student(cfg.student.model, adapter_dir)
     prompts = [render_prompt(tok, thoughts.choice_prompt(p.question, cfg.strategies)) for p in problems]
     s, split = cfg.sample, cfg.data.train
     out = {}
@@ -164,13 +161,10 @@ def _data(it, cfg: SIKeDConfig, teacher: list[dict], own: bool) -> dict:
 
 def _evaluate(it, cfg: SIKeDConfig, name: str, adapter_dir, forced: list, cost: dict, extra: dict) -> list[dict]:
     """Rows for each eval split: the student's choice (None in `forced`) or each forced strategy."""
-    from mathdistill.eval import weights_identity
     from mathdistill.eval.chosen import evaluate_chosen
-    from mathdistill.student.adapters import load_merged
 
     e = cfg.eval
-    model, tok = load_merged(cfg.student.model, adapter_dir)
-    weights = weights_identity(cfg.student.model, adapter_dir)
+    model, tok, weights = steps.load_student(cfg.student.model, adapter_dir)
     rows = []
     for split in cfg.data.eval:
         ps = steps.problems(split, cfg.data.data_dir)
@@ -205,5 +199,24 @@ def _plot(hists: dict, path):
     return _save(fig, path)
 
 
+def workload(cfg: SIKeDConfig, w) -> None:
+    """Iteration 0 trains on the teacher's rows; iteration i samples k per problem and strategy, trains on about as
+    many rows (own correct samples where it solves, the teacher's elsewhere) and evaluates the student's choice;
+    the last iteration also with each strategy forced."""
+    from mathdistill.workload import TOKENS
+
+    n, s, e = w.train_problems, cfg.sample, cfg.eval
+    chosen = sum(TOKENS[t][1] for t in cfg.strategies) // len(cfg.strategies)  # the strategy is the student's
+    for i in range(cfg.iterations + 1):
+        if i:
+            for t in cfg.strategies:
+                w.generate(f"iteration-{i}/sample", n * s.k, TOKENS[t][1], s.max_new_tokens or e.max_new_tokens,
+                           sampled=True, note=t)
+        w.train(f"iteration-{i}/train", {t: n * cfg.teach.samples for t in cfg.strategies}, cfg)
+        w.generate(f"iteration-{i}/eval", sum(w.eval_problems.values()), chosen, e.max_new_tokens, note="chosen")
+        if cfg.forced and i == cfg.iterations:
+            w.evaluate(f"iteration-{i}/eval-forced", cfg, cfg.strategies)
+
+
 METHODS = [Method("siked", SIKeDConfig, recipe, "SIKeD: several strategies, the student's own correct solutions, "
-                  "iterated; the student picks the strategy")]
+                  "iterated; the student picks the strategy", workload=workload)]

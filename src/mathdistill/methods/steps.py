@@ -86,37 +86,50 @@ def data(run: Run, thoughts: list[str], tagged: bool = False, extra: list[dict] 
 def train(run: Run, cfg: DistillConfig, adapter: str = "student", data_file: Path | None = None,
           frozen: dict[str, str] | None = None, stage: str | None = None, init: Path | None = None) -> dict:
     """Stage `train` (or `stage`): a LoRA (or full) fine-tune on data/train.jsonl into train/<adapter>/
-    (`init`: starting from that adapter folder's weights, with a new optimizer and schedule)."""
+    (`init`: starting from the student trained into that folder, an adapter or a full fine-tune, with a new
+    optimizer and schedule)."""
     from mathdistill.methods.leakage import check_rows
+    from mathdistill.student.adapters import student_parts
     from mathdistill.student.train import TrainConfig, train as fit
 
     def make() -> dict:
-        tcfg = TrainConfig(**cfg.train.model_dump(), model=cfg.student.model, adapter_name=adapter,
-                           frozen_adapters=frozen or {}, seed=cfg.seed, init_adapter=str(init) if init else None)
+        model, init_adapter = student_parts(cfg.student.model, init)
+        tcfg = TrainConfig(**cfg.train.model_dump(), model=model, adapter_name=adapter, frozen_adapters=frozen or {},
+                           seed=cfg.seed, init_adapter=str(init_adapter) if init_adapter else None)
         out, data = run.path("train", adapter), data_file or run.path("data", "train.jsonl")
         if Path(data).is_file():
             check_rows(run, read_jsonl(data), data)
         r = fit(tcfg, data, out)
-        summary = {"adapter": adapter, "seconds": r.seconds, "steps": r.global_step, "examples": r.examples,
-                   "tokens": r.completion_tokens, "train_loss": r.train_loss, "resumed_from": r.resumed_from}
+        summary = {"adapter": adapter, "full": r.full, "seconds": r.seconds, "steps": r.global_step,
+                   "examples": r.examples, "tokens": r.completion_tokens, "all_tokens": r.tokens, "epochs": r.epoch,
+                   "train_loss": r.train_loss, "resumed_from": r.resumed_from, "disk_bytes": r.disk_bytes}
         write_json(out / "train_summary.json", summary)
         return summary
 
     return run.stage(stage or "train", make)
 
 
+def load_student(model: str, trained: Path | str | None):
+    """(model, tokenizer, weights identity) of the student trained into `trained` on base `model`: a LoRA adapter
+    merged into the base in memory, a full fine-tune (a model folder) as it is, None: the base itself."""
+    from mathdistill.eval import weights_identity
+    from mathdistill.student.adapters import load_merged, student_parts
+
+    model, adapter = student_parts(model, trained)
+    net, tok = load_merged(model, adapter)
+    return net, tok, weights_identity(model, adapter)
+
+
 def evaluate(run: Run, cfg: RecipeConfig, name: str, adapter_dir: Path | None, formats: list[str],
              vote: bool = False, preference: list[str] = (), train: dict | None = None, folder: str = "eval") -> list[dict]:
-    """Evaluate the student (+ the adapter in `adapter_dir`, merged) on every eval split in each of
-    `formats` (+ their vote): eval/<dataset>/<format|vote>/. Returns result rows named by contract 9
-    (`name` for the vote or a single format, `name:<format>` for each format of several)."""
-    from mathdistill.eval import evaluate as run_eval, weights_identity
+    """Evaluate the student trained into `adapter_dir` (an adapter, merged, or a full fine-tune; None: the base) on
+    every eval split in each of `formats` (+ their vote): eval/<dataset>/<format|vote>/. Returns result rows named
+    by contract 9 (`name` for the vote or a single format, `name:<format>` for each format of several)."""
+    from mathdistill.eval import evaluate as run_eval
     from mathdistill.eval.vote import vote_formats
-    from mathdistill.student.adapters import load_merged
 
     e = cfg.eval
-    model, tok = load_merged(cfg.student.model, adapter_dir)
-    weights = weights_identity(cfg.student.model, adapter_dir)
+    model, tok, weights = load_student(cfg.student.model, adapter_dir)
     rows = []
     several = len(formats) > 1
     for split in cfg.data.eval:

@@ -20,6 +20,7 @@ from typing import Callable
 
 from mathdistill.io import InputError
 from mathdistill.serve.inference import Context, Reply, Served, default_serve, family, trained
+from mathdistill.student.adapters import is_full_model
 
 
 def last_done(run, prefix: str) -> int:
@@ -124,7 +125,11 @@ def serve_fdd(cfg, run) -> Served:
     scope = run.path / f"round-{i}"
     folder = scope / "train" / "student"
     if not trained(folder):
-        raise InputError(f"{run.path}: round-{i} finished but {folder} holds no adapter")
+        raise InputError(f"{run.path}: round-{i} finished but {folder} holds no adapter or model")
+    if is_full_model(folder):  # a full fine-tune is the whole student
+        models = family(f"{fdd_name(cfg.thoughts)}-r{i}", cfg.thoughts, cfg.eval.vote, cfg.eval.preference, None,
+                        cfg.eval.samples)
+        return Served(models, {}, model=str(folder))
     model = str(scope / "init") if cfg.retrain_from == "previous" and (scope / "init" / "config.json").is_file() else None
     models = family(f"{fdd_name(cfg.thoughts)}-r{i}", cfg.thoughts, cfg.eval.vote, cfg.eval.preference, "student",
                     cfg.eval.samples)
@@ -172,11 +177,13 @@ def serve_siked(cfg, run) -> Served:
     i = last_done(run, "iteration-")
     folder = run.path / f"iteration-{i}" / "train" / "student"
     if not trained(folder):
-        raise InputError(f"{run.path}: iteration-{i} finished but {folder} holds no adapter")
+        raise InputError(f"{run.path}: iteration-{i} finished but {folder} holds no adapter or model")
     name, strategies = f"{cfg.method}-i{i}", tuple(cfg.strategies)
-    models: dict[str, Callable] = {name: Chosen(strategies, None, "student")}
-    models |= {f"{name}:{t}": Chosen(strategies, t, "student") for t in strategies}
-    return Served(models, {"student": folder})
+    full = is_full_model(folder)  # a full fine-tune is the whole student
+    adapter = None if full else "student"
+    models: dict[str, Callable] = {name: Chosen(strategies, None, adapter)}
+    models |= {f"{name}:{t}": Chosen(strategies, t, adapter) for t in strategies}
+    return Served(models, {} if full else {"student": folder}, model=str(folder) if full else None)
 
 
 HOOKS: dict[str, Callable] = {"lorid": serve_lorid, "fdd": serve_fdd, "siked": serve_siked}

@@ -132,6 +132,20 @@ def load_with_adapters(model: str, adapters: dict[str, str | Path] | None = None
     return peft_model, tok
 
 
+def is_full_model(folder: str | Path) -> bool:
+    """True when `folder` holds a whole model (config.json, no adapter_config.json): a full fine-tune."""
+    folder = Path(folder)
+    return (folder / "config.json").is_file() and not (folder / ADAPTER_CONFIG).is_file()
+
+
+def student_parts(model: str, trained: str | Path | None) -> tuple[str, Path | None]:
+    """(model, adapter folder) of the student trained into `trained` on base `model`: a PEFT adapter folder is
+    the adapter on `model`; a full fine-tune (a model folder) is the model itself, no adapter; None: `model`."""
+    if trained is None:
+        return model, None
+    return (str(trained), None) if is_full_model(trained) else (model, Path(trained))
+
+
 def load_merged(model: str, adapter_dir: str | Path | None = None, dtype: str = "auto"):
     """(model, tokenizer) for inference with one adapter: its LoRA weights merged into the base
     weights in memory (no adapter layers left to run: ~15 % faster generation on CPU, same text).

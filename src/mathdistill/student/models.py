@@ -297,3 +297,26 @@ def mark_end_of_turn(model_dir: str | Path) -> None:
     if eot_id not in ids:
         gen.eos_token_id = [eot_id, *ids]
         gen.save_pretrained(model_dir)
+
+
+def random_model(name: str | Path, folder: str | Path, layers: int = 2, seed: int = 0) -> str:
+    """A randomly initialised copy of model `name`'s architecture cut to `layers` layers, with its tokenizer and
+    generation config, saved in `folder` (kept when it is there already): the same code paths (shapes, vocabulary,
+    chat template, end of turn) at a fraction of the compute, for dry runs of a plan. Returns the folder."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from mathdistill.io import atomic_dir
+
+    folder = Path(folder)
+    if (folder / "config.json").is_file():
+        return str(folder)
+    config = AutoConfig.from_pretrained(resolve_model(name))
+    config.num_hidden_layers = layers
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp)
+        load_tokenizer(name).save_pretrained(tmp)
+        mark_end_of_turn(tmp)
+    return str(folder)

@@ -19,7 +19,8 @@ on a CPU its measured best (fp32, one unpadded row per forward pass, a log recor
 whole examples packed best-fit-decreasing into rows of `max_seq_len` tokens, kept apart by per-example
 position ids (flash-attention's varlen kernels when installed, else sdpa with a block-diagonal mask per
 row), as many rows per forward pass as fit half the free memory, a log record every 20 steps (the step
-itself never waits for the GPU). Full fine-tuning keeps one checkpoint and writes at most 8 GB of them.
+itself never waits for the GPU). Full fine-tuning and GPU runs write no mid-training checkpoint unless
+`save_steps` asks (the stage is the unit of resume); a LoRA on a CPU checkpoints every 50 steps.
 
 The out folder receives:
   mathdistill.json     first: what the run is made of: the base model's provenance (file, sha256,
@@ -54,7 +55,8 @@ from typing import Iterable, Iterator, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mathdistill.io import InputError, iter_jsonl, read_json, sha256_file, write_json, write_jsonl, write_text
+from mathdistill.io import (InputError, folder_bytes, iter_jsonl, read_json, sha256_file, write_json, write_jsonl,
+                            write_text)
 from mathdistill.student.models import (DEFAULT_STUDENT, mark_end_of_turn, provenance, public_provenance,
                                        without_paths)
 
@@ -110,8 +112,8 @@ class TrainSettings(BaseModel):
     warmup: float = Field(0.03, ge=0, description="warm-up: a ratio of all steps if < 1, else a step count")
     weight_decay: float = Field(0.0, ge=0)
     save_steps: int | None = Field(
-        None, gt=0, description="checkpoint every N steps; None: 50 for LoRA; full fine-tuning: at most 8 GB of "
-        "checkpoints per run (1.6 GB each for the 135M student), keeping 1"
+        None, gt=0, description="checkpoint every N steps; None: every 50 for a LoRA on a CPU, else none (full "
+        "fine-tuning and GPU runs: the stage is the unit of resume; a full checkpoint is 1.6 GB for the 135M student)"
     )
     logging_steps: int | None = Field(None, gt=0, description="log every N steps; None: 1 on CPU, 20 on GPU "
                                       "(each log record waits for the GPU)")
@@ -161,6 +163,8 @@ class TrainResult(BaseModel):
     device: str | None = Field(None, description="cuda | cpu")
     seconds: float
     resumed_from: int | None = None
+    disk_bytes: int | None = Field(None, description="the out folder at its fullest: the saved model or adapter plus "
+                                   "the checkpoints kept at the end (none unless asked: full fine-tuning, GPU)")
     skipped: bool = False
 
 
@@ -702,6 +706,7 @@ def train(config: TrainConfig, data: str | Path | Iterable[dict], out_dir: str |
         write_text(out / CARD_FILE, model_card(ident, result))  # over the stub PEFT writes
         write_jsonl(out / LOG_FILE, trainer.state.log_history)  # clean: no repeats after a resume
         trainer.state.save_to_json(str(out / STATE_FILE))
+        result.disk_bytes = folder_bytes(out)
         if not cfg.keep_checkpoints:
             shutil.rmtree(ckpt_dir, ignore_errors=True)
         write_json(out / RESULT_FILE, result.model_dump(mode="json"))  # last: marks the run done
@@ -723,9 +728,7 @@ def _batch_plan(cfg: TrainConfig, dev, model, n_rows: int) -> dict:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     per_epoch = max(1, -(-n_rows // (rows * world)) // cfg.grad_accum)
     total = cfg.max_steps or max(1, int(per_epoch * cfg.epochs))
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    ckpt = device.checkpoint_bytes(model.num_parameters(), cfg.full, trainable)
-    save_steps, limit = device.checkpoint_plan(cfg.full, cfg.save_steps, total, ckpt)
+    save_steps, limit = device.checkpoint_plan(cfg.full, cfg.save_steps, dev.gpu)
     return {"rows": rows, "micro": micro, "save_steps": save_steps, "save_limit": limit, "total_steps": total}
 
 
