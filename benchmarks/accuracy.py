@@ -80,6 +80,7 @@ def run_experiment(name: str, args) -> dict:
     from mathdistill import runtime
     from mathdistill.methods import METHODS, run
     from mathdistill.methods.config import DistillConfig, load_config
+    from mathdistill.methods.provenance import with_provenance
 
     runtime.quiet()
     exp = EXPERIMENTS[name]
@@ -90,7 +91,9 @@ def run_experiment(name: str, args) -> dict:
     t0 = time.time()
     folder = run(cfg, command=[sys.executable, *sys.argv])
     results = read_json(folder / "results.json")
-    rows = [dict(r, experiment=name, run=str(folder)) for r in exp.rows(results["rows"], method)]
+    # every row says where its training data came from (contract 9; results.json rows carry it already)
+    rows = [dict(r, experiment=name, run=str(folder))
+            for r in with_provenance(folder, exp.rows(results["rows"], method))]
     return {"rows": rows, "seconds": round(time.time() - t0, 1), "notes": results.get("notes", []),
             "overrides": exp.overrides}
 

@@ -24,6 +24,7 @@ RUNS = [("gsm8k_0shot", "gsm8k", 0), ("gsm8k_4shot", "gsm8k", 4), ("svamp_0shot"
 def main() -> None:
     from mathdistill.methods import run
     from mathdistill.methods.config import load_config
+    from mathdistill.methods.provenance import FIELDS
     from mathdistill.student.models import provenance
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -51,6 +52,7 @@ def main() -> None:
             "seconds_wall": round(time.perf_counter() - t0, 1), "generated_tokens": m["generated_tokens"],
             "mean_output_tokens": m["mean_output_tokens"], "max_new_tokens": m["max_new_tokens"],
             "reused_from_earlier_run": m["reused"], "loadavg_at_start": load, "run": str(folder),
+            **{k: row.get(k) for k in FIELDS},  # untrained: teacher null, offline_stand_in false (contract 9)
         }
         print(name, results[name], flush=True)
     write_json(args.out, {"model": args.model, "model_provenance": provenance(args.model), "limit": args.limit,

@@ -264,6 +264,7 @@ def run_method(name: str, profile: str, spec: dict, runs_dir: Path, settings: di
     from mathdistill import runtime
     from mathdistill.methods import run
     from mathdistill.methods.config import load_config
+    from mathdistill.methods.provenance import with_provenance
 
     runtime.quiet()
     if profile_of(spec, profile).get("student") == "random-2-layer":
@@ -274,7 +275,7 @@ def run_method(name: str, profile: str, spec: dict, runs_dir: Path, settings: di
 
     def on_stage(stage: str, value) -> None:
         if _is_rows(value):  # an evaluation finished: its rows now, before the method's end
-            tab.write(tab.stamp(value, name, cfg.method, ovr, None))
+            tab.write(tab.stamp(with_provenance(cfg.run_dir, value), name, cfg.method, ovr, None))
 
     t0 = time.time()
     folder = run(cfg, command=[sys.executable, *sys.argv], on_stage=on_stage)

@@ -32,7 +32,7 @@ def teacher_stages(cfg) -> list[Stage]:
 
     if not isinstance(cfg, DistillConfig):
         return []
-    problems = steps.problems(cfg.data.train, cfg.data.data_dir)
+    problems = _kept(cfg, steps.problems(cfg.data.train, cfg.data.data_dir))
     run = cfg.run_dir
     if cfg.method == "fdd":
         return _fdd(cfg, problems)
@@ -46,6 +46,19 @@ def teacher_stages(cfg) -> list[Stage]:
     if cfg.method == "lorid":
         stages.append(_teach(cfg, "knowledge", problems, 1, run, plans))
     return stages
+
+
+def _kept(cfg, problems: list) -> list:
+    """`problems` less those the run's decontaminate stage dropped, when it has run (else all: the plan does not
+    compute it, and says so)."""
+    from mathdistill.io import read_json
+    from mathdistill.methods.leakage import STAGE
+
+    done = cfg.run_dir / "stages" / f"{STAGE}.json"
+    if not done.is_file():
+        return problems
+    dropped = set(read_json(done)["value"]["dropped"])
+    return [p for p in problems if p.id not in dropped]
 
 
 def _teach(cfg, thought, problems, samples: int, scope: Path, plans: str | None = None, **kw) -> Stage:
@@ -103,6 +116,13 @@ def plan(cfg, speeds: str | Path | None = None) -> dict:
         student = {"loads": loads, "totals": w.totals(), "notes": w.notes, "speeds": secs.source if secs else None,
                    "seconds": round(w.seconds(secs), 1) if secs else None,
                    "train_problems": w.train_problems, "eval_problems": w.eval_problems}
+    from mathdistill.methods.config import DistillConfig
+    from mathdistill.methods.leakage import STAGE
+
+    if isinstance(cfg, DistillConfig) and cfg.data.decontaminate and not (cfg.run_dir / "stages" / f"{STAGE}.json").is_file():
+        teacher.setdefault("notes", []).append(
+            "requests counted for every training problem: the run first drops those that meet a test set (stage "
+            f"{STAGE}; e.g. 18 of the 7,473 GSM8K train problems), so it sends a little less")
     return {"run_dir": str(cfg.run_dir), "method": cfg.method, "teacher": teacher, "student": student}
 
 
@@ -166,6 +186,8 @@ def print_plan(p: dict, console=None) -> None:
                 console.print(f"  {r['stage']}: an upper bound ({r['estimated']})")
         if t["unpriced"]:
             console.print(f"  no price for the teacher of {', '.join(t['unpriced'])}: set its prices.<model>")
+        for note in t.get("notes", []):
+            console.print(f"  {note}")
     b = t["budget"]
     if b:
         left = "" if b["left"] is None else f", ${b['left']:.4f} left"

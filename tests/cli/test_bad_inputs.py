@@ -127,6 +127,10 @@ CASES = [
     ("run-replay-file-unavailable", RUN + ["teach.per_thought.cot={kind: replay, replay: [teacher/nowhere.json]}"],
      ["teach.per_thought.cot", "nowhere.json"]),
     ("run-train-lr-zero", RUN + ["train.lr=0"], ["train.lr"]),
+    ("run-trains-on-what-it-evaluates", RUN + ["data.train.split=test"],  # contract 11
+     ["data.train (gsm8k/test [0, 32))", "overlaps data.eval[0] (gsm8k/test [0, 10))"]),
+    ("run-overlap-through-offsets", RUN + ["data.eval=[{dataset: gsm8k, split: train, offset: 30, limit: 5}]"],
+     ["data.train (gsm8k/train [0, 32))", "data.eval[0] (gsm8k/train [30, 35))", "problems [30, 32)"]),
     # report
     ("report-not-a-run", ["report", "not_a_run"], ["not_a_run", "run folder"]),
     ("report-malformed-manifest", ["report", "broken_run"], ["manifest.json"]),

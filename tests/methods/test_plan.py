@@ -59,12 +59,13 @@ def test_siked_plan_with_a_live_teacher_sends_and_writes_nothing(fake_server, da
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     # per stage: all 7,473 GSM8K train problems x 1 sample, tokens and a cost, for the 3 strategies; the student's loads
-    for stage in ("teach-cot", "teach-pot", "teach-eot"):
+    for stage in ("teach-cot", "teach-pot", "teach-l2m"):  # the recipe's strategies, the paper's
         line = next(x for x in out.splitlines() if x.startswith(f"│ {stage} "))
         cells = [c.strip() for c in line.strip("│").split("│")]
         assert cells[2] == "7,473" and cells[3] == "0" and cells[4] == "7,473", cells
         assert int(cells[5].replace(",", "")) > 7473 * 300 and cells[7].startswith("$"), cells
     assert "~4 characters per token" in out and "iteration-2/train" in out and "training tokens" in out
+    assert "first drops those that meet a test set" in out  # decontamination is not computed by a plan: said so
     assert server.count() == 0  # nothing sent
     assert tree(tmp_path) == before and not hf_home.exists()  # nothing written, nothing downloaded
     print(f"siked --plan: {seconds:.2f} s")  # the issue asks < 10 s; measured in the report

@@ -38,8 +38,8 @@ def test_quickstart_killed_mid_training_resumes_and_reports(tmp_path, data_dir, 
     kill_when(_cmd(tmp_path / "runs"), lambda: has_checkpoint(ckpts), env, tmp_path, timeout=1200)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stages"]["train"]["status"] == "running"  # killed: never mistaken for done
-    assert [s for s, e in manifest["stages"].items() if e["status"] == "done"] == ["teach-cot", "teach-pot",
-                                                                                   "teach-eot", "data"]
+    assert [s for s, e in manifest["stages"].items() if e["status"] == "done"] == ["decontaminate", "teach-cot",
+                                                                                   "teach-pot", "teach-eot", "data"]
     teach_outputs = {p: p.stat().st_mtime_ns for p in run_dir.glob("teach/*/rationales.jsonl")}
     assert len(teach_outputs) == 3
 

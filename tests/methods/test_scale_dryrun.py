@@ -33,6 +33,7 @@ def test_the_gpu_table_plan_runs_on_this_cpu(tmp_path):
     assert not doc["skipped"] and set(doc["experiments"]) == set(read_json(out / "scale.json")["experiments"])
     for r in doc["rows"]:
         assert r["n"] == 4 and r["device"] and r["measured"] and r["overrides"], r["method"]
+        assert "teacher" in r and "offline_stand_in" in r, r["method"]  # where its training data came from
         if r["method"] != "base":
             assert r["train_seconds"] and r["train_tokens_per_s"] and r["train_problems"] == 8, r["method"]
     full = tmp_path / "runs" / "cot-full-gpu-dryrun" / "train" / "student"
@@ -57,6 +58,7 @@ def test_a_run_killed_part_way_keeps_every_finished_row(tmp_path):
     kill_when(cmd, cot_rows_written, dict(os.environ), ROOT, timeout=600)
     doc = read_json(out / "scale.json")  # whole: every write is a rename
     assert {r["method"] for r in doc["rows"]} == {"base", "cot", "cot+calc"}  # finished before the kill; no cot-full
+    assert all(r["offline_stand_in"] for r in doc["rows"] if r["method"] != "base")  # a recorded teacher, said so
     assert (out / "scale.md").read_text().count("| cot") == 2
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]

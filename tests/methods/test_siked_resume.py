@@ -51,7 +51,8 @@ def test_siked_killed_while_sampling_resumes_without_resampling(tmp_path, data_d
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stages"]["iteration-1/sample"]["status"] == "running"  # killed inside the stage
     assert [s for s, e in manifest["stages"].items() if e["status"] == "done"] == [
-        "teach-cot", "teach-pot", "teach-eot", "iteration-0/data", "iteration-0/train", "iteration-0/eval"]
+        "decontaminate", "teach-cot", "teach-pot", "teach-eot", "iteration-0/data", "iteration-0/train",
+        "iteration-0/eval"]
     cot_samples = (sampled / "cot" / "samples.jsonl").read_text()
     pot_before = _lines(sampled / "pot" / "samples.partial.jsonl")
     first_adapter = (run_dir / "iteration-0" / "train" / "student" / "adapter_model.safetensors").read_bytes()

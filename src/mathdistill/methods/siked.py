@@ -87,7 +87,7 @@ class SIKeDConfig(DistillConfig):
 
 
 def recipe(cfg: SIKeDConfig, run) -> list[dict]:
-    problems = steps.problems(cfg.data.train, cfg.data.data_dir)
+    problems = steps.train_problems(run, cfg)
     steps.teach(run, cfg, problems, cfg.strategies)
     teacher = [r for t in cfg.strategies for r in steps.rationales(run, t)]
     if "l2m" not in cfg.strategies:

@@ -1,6 +1,7 @@
 """The stages most recipes share, as small functions over the components: each runs one stage (or
 a group of them) in a run folder or scope, and returns what later stages need.
 
+    steps.train_problems(run, cfg)                         decontaminate stage: data.train less what meets the rule
     steps.teach(run, cfg, problems, ["cot", "pot"])       teach-<t> stages: teach/<t>/rationales.jsonl
     steps.data(run, ["cot", "pot"])                        data stage: data/train.jsonl (kept rationales)
     steps.train(run, cfg, "student")                       train stage: train/student/ (a PEFT adapter)
@@ -26,6 +27,15 @@ def problems(split: Split, data_dir: str | None) -> list[Problem]:
     ps = load(split.dataset, split.split, data_dir=data_dir)
     end = None if split.limit is None else split.offset + split.limit
     return ps[split.offset : end]
+
+
+def train_problems(run: Run, cfg: DistillConfig) -> list[Problem]:
+    """The training problems of `cfg.data.train`, decontaminated against the test sets (stage `decontaminate`,
+    at the run's root: `methods.leakage`). Every recipe reads its training problems here; `train` refuses rows
+    of a dropped problem, or of a run that never ran the stage."""
+    from mathdistill.methods.leakage import decontaminate
+
+    return decontaminate(run, cfg, problems(cfg.data.train, cfg.data.data_dir))
 
 
 def _taught(thought: str, calc_marks: str):
@@ -78,17 +88,20 @@ def train(run: Run, cfg: DistillConfig, adapter: str = "student", data_file: Pat
     """Stage `train` (or `stage`): a LoRA (or full) fine-tune on data/train.jsonl into train/<adapter>/
     (`init`: starting from the student trained into that folder, an adapter or a full fine-tune, with a new
     optimizer and schedule)."""
+    from mathdistill.methods.leakage import check_rows
     from mathdistill.student.adapters import student_parts
     from mathdistill.student.train import TrainConfig, train as fit
     from mathdistill.tracking import run_name
 
     def make() -> dict:
         model, init_adapter = student_parts(cfg.student.model, init)
-        out = run.path("train", adapter)
+        out, data = run.path("train", adapter), data_file or run.path("data", "train.jsonl")
         tcfg = TrainConfig(**cfg.train.model_dump(), model=model, adapter_name=adapter, frozen_adapters=frozen or {},
                            seed=cfg.seed, init_adapter=str(init_adapter) if init_adapter else None,
                            run_name=run_name(run.root, out))
-        r = fit(tcfg, data_file or run.path("data", "train.jsonl"), out)
+        if Path(data).is_file():
+            check_rows(run, read_jsonl(data), data)
+        r = fit(tcfg, data, out)
         summary = {"adapter": adapter, "full": r.full, "seconds": r.seconds, "steps": r.global_step,
                    "examples": r.examples, "tokens": r.completion_tokens, "all_tokens": r.tokens, "epochs": r.epoch,
                    "train_loss": r.train_loss, "resumed_from": r.resumed_from, "disk_bytes": r.disk_bytes}

@@ -359,9 +359,10 @@ def _results(run: Run, figures: dict[str, str]) -> list:
     for r in run.rows:
         body.append([str(r["method"]), *([r.get("scope") or "—"] if scoped else []), r["dataset"], r.get("variant") or "—",
                      n_cell(r.get("n")), n_cell(r.get("correct")), acc_cell(r), n_cell(r.get("train_seconds"), " s"),
-                     n_cell(r.get("train_steps")), n_cell(r.get("train_tokens")), n_cell(r.get("eval_seconds"), " s")])
+                     n_cell(r.get("train_steps")), n_cell(r.get("train_tokens")), n_cell(r.get("eval_seconds"), " s"),
+                     _provenance_cell(r)])
     header = ["Row", *(["Scope"] if scoped else []), "Dataset", "Variant", "n", "Correct", "Accuracy (95% CI)",
-              "Train time", "Train steps", "Train tokens", "Eval time"]
+              "Train time", "Train steps", "Train tokens", "Eval time", "Training data"]
     out.append(Table(header, body))
     if scoped:
         rows = _scoped_rows(run)
@@ -378,6 +379,19 @@ def _results(run: Run, figures: dict[str, str]) -> list:
             out.append(Figure(figures[f"scopes:{id(run)}"], "Accuracy by scope, one line per row family and dataset; "
                                                            "error bars are 95% confidence intervals."))
     return out
+
+
+def _provenance_cell(row: dict) -> Cell:
+    """Where a row's training data came from (contract 9): offline stand-in / live teacher / untrained, and who."""
+    if "offline_stand_in" not in row:
+        return Cell("not recorded", kind="missing")
+    teacher = row.get("teacher")
+    who = "; ".join(f"{f}: {t}" for f, t in teacher.items()) if isinstance(teacher, dict) else ""
+    if row["offline_stand_in"]:
+        return Cell("offline stand-in", _text(row.get("teacher_note")) or who, kind="bad")
+    if teacher is None:
+        return Cell(_text(row.get("teacher_note")) or "untrained", kind="missing")
+    return Cell("live teacher", who)
 
 
 # ---------------------------------------------------------------------------- page

