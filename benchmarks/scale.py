@@ -3,7 +3,7 @@
 
     python benchmarks/scale.py --methods all --profile gpu-table --plan          # the workload and seconds, nothing run
     python benchmarks/scale.py --methods all --profile gpu-table --out DIR       # on one GPU: the table, into DIR
-    python benchmarks/scale.py --methods all --profile gpu-dryrun --out /tmp/dry # the same plan on a CPU, random 2 layers
+    python benchmarks/scale.py --methods all --profile gpu-dryrun --out /tmp/dry # that plan on a CPU, random 2 layers
     python benchmarks/scale.py --methods cot,etd --profile cpu-smoke             # the same code at a tiny budget
 
 Profiles (benchmarks/scale.yaml) set the training problems (the same for every method; `auto`: as many as the
@@ -94,8 +94,8 @@ def overrides(name: str, profile: str, spec: dict, runs_dir: Path, train_limit=N
     prof = profile_of(spec, profile)
     limit = prof["train_limit"] if train_limit is None else train_limit
     fields = METHODS[method].config.model_fields
-    evals = ", ".join(f"{{dataset: {d}, split: test, limit: {'null' if prof['eval_limit'] is None else prof['eval_limit']}}}"
-                      for d in (datasets or prof["datasets"]))
+    eval_limit = "null" if prof["eval_limit"] is None else prof["eval_limit"]
+    evals = ", ".join(f"{{dataset: {d}, split: test, limit: {eval_limit}}}" for d in (datasets or prof["datasets"]))
     out = [f"runs_dir={runs_dir}", f"data.eval=[{evals}]"]
     if prof.get("student") == "random-2-layer":
         out.append(f"student.model={dryrun_student(runs_dir)}")  # made by run_method before it runs
@@ -196,8 +196,9 @@ def over_budget(p: dict) -> str | None:
     if p["budget"] is None or p["total"] <= p["budget"]:
         return None
     costly = sorted(p["seconds"], key=lambda n: -p["seconds"][n])
-    return (f"the plan needs {p['total']:.0f} s, over the budget of {p['budget']:.0f} s by {p['total'] - p['budget']:.0f} s; "
-            f"trim the costliest methods first: " + ", ".join(f"{n} ({p['seconds'][n]:.0f} s)" for n in costly[:4]))
+    return (f"the plan needs {p['total']:.0f} s, over the budget of {p['budget']:.0f} s by "
+            f"{p['total'] - p['budget']:.0f} s; trim the costliest methods first: "
+            + ", ".join(f"{n} ({p['seconds'][n]:.0f} s)" for n in costly[:4]))
 
 
 # ----------------------------------------------------------------------------- running
@@ -246,7 +247,8 @@ class Table:
         doc = {"student": STUDENT, "device": self.dev, "profile": self.profile,
                "train_problems": self.settings["train_limit"] if self.settings["train_limit"] is not None else "all",
                "datasets": self.settings["datasets"], "trimmed": [t["drops"] for t in self.settings["trims"]],
-               "plan_seconds": self.settings.get("total"), "experiments": {**old.get("experiments", {}), **(runs or {})},
+               "plan_seconds": self.settings.get("total"),
+               "experiments": {**old.get("experiments", {}), **(runs or {})},
                "skipped": {**old.get("skipped", {}), **(skipped or {})}, "rows": merged}
         for name in runs or {}:
             doc["skipped"].pop(name, None)
@@ -294,12 +296,13 @@ def table(rows: list[dict]) -> str:
     def num(x, fmt="{:,.0f}"):
         return fmt.format(x) if isinstance(x, (int, float)) else "n/a"
 
-    lines = ["| row | dataset | n | accuracy (95% CI) | train problems | train s | train tok/s | eval s | gen tok/s | device |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| row | dataset | n | accuracy (95% CI) | train problems | train s | train tok/s | eval s | gen tok/s "
+             "| device |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lo, hi = r["ci95"]
         lines.append(f"| {r['method']} | {r['dataset']} | {r['n']} | {r['accuracy']:.1%} ({lo:.1%}-{hi:.1%}) | "
-                     f"{num(r.get('train_problems'))} | {num(r.get('train_seconds'))} | {num(r.get('train_tokens_per_s'))} | "
+                     f"{num(r.get('train_problems'))} | {num(r.get('train_seconds'))} | "
+                     f"{num(r.get('train_tokens_per_s'))} | "
                      f"{num(r.get('eval_seconds'))} | {num(r.get('gen_tokens_per_s'))} | {r.get('device', '?')} |")
     return "\n".join(lines) + "\n"
 
@@ -327,7 +330,8 @@ def main() -> None:
     if out.suffix == ".json":
         raise SystemExit(f"--out: {out} is a file name; --out names a folder (it receives scale.json, .md, .png)")
     if args.profile != "gpu-table" and out.resolve() == RESULTS.resolve():
-        raise SystemExit(f"--out: {RESULTS}/scale.json holds the gpu-table profile's rows; write '{args.profile}' elsewhere")
+        raise SystemExit(f"--out: {RESULTS}/scale.json holds the gpu-table profile's rows; "
+                         f"write '{args.profile}' elsewhere")
 
     from mathdistill.workload import Speeds
 

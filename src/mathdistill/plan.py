@@ -119,7 +119,8 @@ def plan(cfg, speeds: str | Path | None = None) -> dict:
     from mathdistill.methods.config import DistillConfig
     from mathdistill.methods.leakage import STAGE
 
-    if isinstance(cfg, DistillConfig) and cfg.data.decontaminate and not (cfg.run_dir / "stages" / f"{STAGE}.json").is_file():
+    ran = (cfg.run_dir / "stages" / f"{STAGE}.json").is_file()
+    if isinstance(cfg, DistillConfig) and cfg.data.decontaminate and not ran:
         teacher.setdefault("notes", []).append(
             "requests counted for every training problem: the run first drops those that meet a test set (stage "
             f"{STAGE}; e.g. 18 of the 7,473 GSM8K train problems), so it sends a little less")

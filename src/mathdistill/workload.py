@@ -79,7 +79,8 @@ class Speeds:
             over = doc.get("overheads", {})
             return cls(train_full=float(train["full"]), train_lora=float(train.get("lora") or train["full"]),
                        greedy=float(gen["greedy"]), sample=float(gen.get("sample") or gen["greedy"]),
-                       eval_problems_per_s=float(doc["eval_problems_per_s"]) if doc.get("eval_problems_per_s") else None,
+                       eval_problems_per_s=float(doc["eval_problems_per_s"]) if doc.get("eval_problems_per_s")
+                       else None,
                        eval_max_new_tokens=int(doc.get("eval_max_new_tokens") or cls.eval_max_new_tokens),
                        startup_seconds=float(over.get("startup_seconds", cls.startup_seconds)),
                        load_seconds=float(over.get("load_seconds", cls.load_seconds)),
