@@ -42,7 +42,7 @@ __all__ = ["EvalResult", "evaluate", "wilson_ci", "few_shot_exemplars", "build_p
 PARTIAL = "predictions.partial.jsonl"
 DEFAULT_MAX_NEW_TOKENS = 320
 #: formats an evaluation can score: their output ends in an answer (keypoints: its solution part)
-THOUGHTS: tuple[str, ...] = (*thoughts.ANSWER_NAMES, "keypoints")
+THOUGHTS: tuple[str, ...] = thoughts.where("evaluable")
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mathdistill import thoughts
 from mathdistill.io import InputError, read_yaml_mapping
 from mathdistill.student.train import TrainSettings
 from mathdistill.teacher.config import TeacherConfig
@@ -31,8 +32,6 @@ class Strict(BaseModel):
 
 
 def _known_formats(names: list[str], answering: bool = True) -> list[str]:
-    from mathdistill import thoughts
-
     allowed = thoughts.ANSWER_NAMES if answering else thoughts.NAMES
     for n in names:
         if n not in allowed:
@@ -103,12 +102,10 @@ class RecipeConfig(Strict):
         return Path(self.runs_dir) / self.name
 
 
-#: offline defaults: the recorded Llama-3-70B CoT for cot, gold conversions for the executable formats
-DEFAULT_TEACHERS = {
-    "cot": TeacherConfig(kind="replay", replay=["teacher/gsm8k_train_llama3-70b_cot.json"]),
-    "pot": TeacherConfig(kind="reference"),
-    "eot": TeacherConfig(kind="reference"),
-}
+#: offline defaults, each format's own (`Thought.offline_teacher`): the recorded Llama-3-70B CoT for cot, gold
+#: conversions for the executable formats
+DEFAULT_TEACHERS = {n: TeacherConfig(**thoughts.thought_class(n).offline_teacher)
+                    for n in thoughts.where("offline_teacher")}
 
 
 class TeachConfig(Strict):

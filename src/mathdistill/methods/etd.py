@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
+from mathdistill import thoughts
 from mathdistill.methods import steps
 from mathdistill.methods.config import DistillConfig, EvalConfig, _known_formats
 
 
 class ETDEvalConfig(EvalConfig):
     vote: bool = Field(True, description="combine the formats' answers by majority vote (row `<method>`)")
-    preference: list[str] = Field(default_factory=lambda: ["pot", "eot", "cot", "l2m"],
-                                  description="tie-break order of the vote")
+    preference: list[str] = Field(default_factory=thoughts.vote_preference,
+                                  description="tie-break order of the vote (default: the formats whose answers are "
+                                              "computed first: pot, eot, cot, l2m)")
 
     @field_validator("preference")
     @classmethod

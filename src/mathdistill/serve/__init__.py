@@ -46,7 +46,9 @@ def load_engine(served: Served, model: str, defaults: Defaults, batch_size: int 
         merged = [name]
     else:
         net, tok = load_with_adapters(model, served.adapters)
-    if {"pot", "eot"} & {f for inf in served.models.values() for f in getattr(inf, "formats", ())}:
+    from mathdistill import thoughts
+
+    if set(thoughts.where("executes")) & {f for inf in served.models.values() for f in getattr(inf, "formats", ())}:
         from mathdistill.sandbox import get_pool
 
         get_pool()  # the first PoT/EoT request does not wait for the workers to start
