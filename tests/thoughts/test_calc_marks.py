@@ -14,7 +14,7 @@ import pytest
 from mathdistill import thoughts
 from mathdistill.data import Problem, load
 from mathdistill.io import InputError
-from mathdistill.student.calculator import calculation
+from mathdistill.answers.arithmetic import calculation
 from mathdistill.thoughts import reference
 from mathdistill.thoughts.calcmarks import MAX_SPAN, add_marks, keep_notes, mark_values
 
