@@ -133,7 +133,7 @@ def _key(row: dict) -> tuple:
 def merge(out: Path, results: dict[str, dict], args, wall: float) -> dict:
     """accuracy.json with the rows of `results` replacing those of the same name, dataset and n
     (contract 9: never dropping the others), each row saying how it was made."""
-    from mathdistill.student.models import provenance
+    from mathdistill.models import provenance
 
     old = read_json(out) if out.exists() else {}
     now = dt.datetime.now().astimezone().isoformat(timespec="minutes")

@@ -25,7 +25,7 @@ def main() -> None:
     from mathdistill.methods import run
     from mathdistill.methods.config import load_config
     from mathdistill.methods.provenance import FIELDS
-    from mathdistill.student.models import provenance
+    from mathdistill.models import provenance
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m")

@@ -112,7 +112,7 @@ def overrides(name: str, profile: str, spec: dict, runs_dir: Path, train_limit=N
 def dryrun_student(runs_dir: Path, make: bool = False) -> str:
     """The dry run's student: a random 2-layer copy of the default student (architecture, tokenizer) in the runs
     folder, made once (`make`)."""
-    from mathdistill.student.models import DEFAULT_STUDENT, random_model
+    from mathdistill.models import DEFAULT_STUDENT, random_model
 
     folder = runs_dir / "student-random-2-layer"
     return random_model(DEFAULT_STUDENT, folder) if make else str(folder)

@@ -11,7 +11,7 @@ from serve_helpers import LiveServer
 
 @pytest.fixture(scope="session")
 def tokenizer(student_path):
-    from mathdistill.student.models import load_tokenizer
+    from mathdistill.models import load_tokenizer
 
     return load_tokenizer(student_path)
 

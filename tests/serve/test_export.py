@@ -140,7 +140,7 @@ def test_gguf_of_the_default_student_loads_back_exactly(student, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from mathdistill.student.export import write_gguf
-    from mathdistill.student.models import alias_gguf
+    from mathdistill.models import alias_gguf
 
     model, tok = student
     path = write_gguf(model, alias_gguf("smollm2-135m"), tmp_path / "student-f32.gguf", "f32", name="student")

@@ -87,7 +87,7 @@ def test_the_exported_card_names_no_local_path(leaky_run, tmp_path):
 
 
 def test_the_default_students_public_provenance(student_path):
-    from mathdistill.student.models import provenance, public_provenance
+    from mathdistill.models import provenance, public_provenance
 
     info = public_provenance(provenance("smollm2-135m"))
     assert info["name"] == "smollm2-135m" and info["file"] == "SmolLM2-135M-Instruct.Q4_1.gguf"

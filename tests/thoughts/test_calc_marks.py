@@ -111,7 +111,7 @@ def test_marks_agree_with_the_decoders_forced_tokens(student_path, train, record
     Calculator fires and forces exactly the tokens that follow in the target (the written value),
     and `>>` comes next: the student writes `<<expr=`, the decoder the value, the student `>>`."""
     from mathdistill.student.calculator import TAIL_TOKENS, Calculator
-    from mathdistill.student.models import load_tokenizer
+    from mathdistill.models import load_tokenizer
 
     tok = load_tokenizer(student_path)
     calc = Calculator(tok)

@@ -93,10 +93,10 @@ def _adapter_files(folder: Path) -> list[Path]:
 
 def weights_identity(model: str, adapter_dir=None) -> dict:
     """What generates the outputs, for the resume key: the base model as
-    `student.models.provenance` describes it (the sha256 of its weights or GGUF file; a hub id and
+    `models.provenance` describes it (the sha256 of its weights or GGUF file; a hub id and
     its cached revision), less its name and where it sits on this machine, and the sha256 of the
     adapter's config and weight files. Retraining into the same adapter folder changes it."""
-    from mathdistill.student.models import provenance
+    from mathdistill.models import provenance
 
     base = {k: v for k, v in provenance(model).items() if k not in ("name", "resolved_path", "file")}
     ident = {"model": base}

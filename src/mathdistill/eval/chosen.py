@@ -90,7 +90,7 @@ def evaluate_chosen(
     problems = list(problems)
     out = check_out_dir(out_dir) if out_dir is not None else None
     if tokenizer is None and isinstance(model, str):
-        from mathdistill.student.models import load_tokenizer
+        from mathdistill.models import load_tokenizer
 
         tokenizer = load_tokenizer(model)
     prompts = [render_prompt(tokenizer, thoughts.choice_prompt(p.question, strategies)) for p in problems]

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from mathdistill.runtime import threads_option
-from mathdistill.student.models import DEFAULT_STUDENT
+from mathdistill.models import DEFAULT_STUDENT
 
 PROMPT_ROOM = 512  # tokens a row's own prompt may take besides a shared prefix, for the batch size from free memory
 

@@ -84,7 +84,7 @@ def run(cfg: RecipeConfig, command: list[str] | None = None, restart: bool = Fal
     from mathdistill.methods.provenance import with_provenance
     from mathdistill.methods.run import Run
     from mathdistill.report import write_report
-    from mathdistill.student.models import provenance
+    from mathdistill.models import provenance
     from mathdistill import tracking
     from mathdistill.teacher import budget
 

@@ -393,7 +393,7 @@ def model_cards(names, run=None, model: str | None = None) -> dict[str, dict]:
     no path of this machine) and where its training data came from (contract 9: the result row's teacher,
     offline_stand_in and teacher_note; `methods.provenance`). Served from --model/--adapter: not recorded."""
     from mathdistill.methods.provenance import FIELDS
-    from mathdistill.student.models import provenance, public_provenance
+    from mathdistill.models import provenance, public_provenance
 
     if run is not None:
         base = public_provenance(run.student or {"name": model or ""})

@@ -114,7 +114,7 @@ def load_with_adapters(model: str, adapters: dict[str, str | Path] | None = None
     alone), or by hand with `model.set_adapter(name, inference_mode=True)` / `with model.disable_adapter():`.
     """
     from mathdistill.student.generate import BASE
-    from mathdistill.student.models import load_model
+    from mathdistill.models import load_model
 
     adapters = dict(adapters or {})
     for name, path in adapters.items():
@@ -156,7 +156,7 @@ def load_merged(model: str, adapter_dir: str | Path | None = None, dtype: str = 
 
 def merge(model: str, adapter_dir: str | Path, out_dir: str | Path) -> Path:
     """Merge the adapter in `adapter_dir` into `model`; save a standalone model (+ tokenizer) in `out_dir`."""
-    from mathdistill.student.models import mark_end_of_turn
+    from mathdistill.models import mark_end_of_turn
 
     out = Path(out_dir)
     peft_model, tok = load_with_adapters(model, {"merged": adapter_dir}, dtype="float32")
