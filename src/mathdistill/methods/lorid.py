@@ -255,13 +255,12 @@ def _cost(summaries: list[dict]) -> dict:
 
 def plot_budget(budgets: list[dict], path: Path, title: str) -> Path:
     """Accuracy (one answer, 95% CI; any agreed answer) and share resolved against the iteration budget."""
-    from mathdistill.report.plots import _pyplot, _save
+    from mathdistill.report.plots import figure, save
 
-    plt = _pyplot()
     xs = [b["budget"] for b in budgets]
     acc = [100 * b["accuracy"] for b in budgets]
     err = [[a - 100 * b["ci95"][0] for a, b in zip(acc, budgets)], [100 * b["ci95"][1] - a for a, b in zip(acc, budgets)]]
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    fig, ax = figure((5.5, 3.4))
     ax.errorbar(xs, acc, yerr=err, marker="o", capsize=3, label="accuracy, one answer (95% CI)")
     ax.plot(xs, [100 * b["accuracy_any"] for b in budgets], marker="^", linestyle=":",
             label="accuracy, any agreed answer")
@@ -273,7 +272,7 @@ def plot_budget(budgets: list[dict], path: Path, title: str) -> Path:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def evaluate(run, cfg: LoRIDConfig, train: dict) -> list[dict]:

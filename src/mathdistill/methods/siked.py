@@ -203,12 +203,11 @@ def _evaluate(it, cfg: SIKeDConfig, name: str, adapter_dir, forced: list, cost: 
 
 def _plot(hists: dict, path):
     """Stacked bars: the share of each strategy chosen, one bar per (iteration, dataset)."""
-    from mathdistill.report.plots import _pyplot, _save
+    from mathdistill.report.plots import figure, save
 
-    plt = _pyplot()
     labels = [f"i{i}" + (f" {d}" if len({d for _, d in hists}) > 1 else "") for i, d in hists]
     names = list(next(iter(hists.values())))
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 + 0.8 * len(hists)), 3.4))
+    fig, ax = figure((max(4.0, 1.2 + 0.8 * len(hists)), 3.4))
     bottom = [0.0] * len(hists)
     for name in names:
         share = [100 * h[name] / max(sum(h.values()), 1) for h in hists.values()]
@@ -217,7 +216,7 @@ def _plot(hists: dict, path):
     ax.set_ylabel("% of test problems")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def workload(cfg: SIKeDConfig, w) -> None:
