@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 
 import typer
 
-from mathdistill.io import write_json, write_jsonl
+from mathdistill.eval.results import write_result
 from mathdistill.shards import SHARDS, combine, in_order, shard, shard_dir  # noqa: F401 (shard, SHARDS: API)
 
 # metrics that add up over shares, and those that are means over problems (weighted by each share's n)
@@ -33,12 +33,12 @@ _MEANS = ("mean_output_tokens", "pass_at_k", "sample_accuracy", "interventions_p
 
 def merge(order: Sequence[str], parts: Sequence[tuple[list[dict], dict]]) -> tuple[list[dict], dict]:
     """(rows in `order` of problem ids, metrics) of one evaluation from its shares' (rows, metrics)."""
-    from mathdistill.eval import wilson_ci
+    from mathdistill.eval.results import tally
 
     rows = in_order(order, [r for rows, _ in parts for r in rows])
     metrics = combine([m for _, m in parts], _SUMMED, _MEANS)
     n, seconds = metrics["n"], metrics["seconds"]
-    metrics.update(accuracy=metrics["correct"] / n, ci95=list(wilson_ci(metrics["correct"], n)),
+    metrics.update(**tally(metrics["correct"], n),
                    problems_per_second=metrics["generated"] / seconds if metrics["generated"] and seconds > 0 else None,
                    tokens_per_second=metrics["generated_tokens"] / seconds if seconds > 0 else None)
     metrics.pop("key", None)  # each share has its own resume key (its problems); see shards/
@@ -88,8 +88,7 @@ def parallel_eval_command(
     folders = shards.run(problems, out, work, state)
     if state.is_main_process:
         rows, metrics = merge([p.id for p in problems], [_read(f) for f in folders])
-        write_jsonl(out / "predictions.jsonl", rows)
-        write_json(out / "metrics.json", metrics)
+        write_result(out, rows, metrics)
         typer.echo(json.dumps(metrics))
     state.wait_for_everyone()
 

@@ -230,16 +230,11 @@ class Roles:
 
 
 def _write_eval(folder: Path, split, rows: list[dict], seconds: float, **extra) -> dict:
-    """predictions.jsonl + metrics.json of one evaluation (the layout the report reads)."""
-    from mathdistill.eval import wilson_ci
-    from mathdistill.io import write_json, write_jsonl
+    """predictions.jsonl + metrics.json of one evaluation (`eval.results`, the layout the report reads)."""
+    from mathdistill.eval.results import summarize, write_result
 
-    n, correct = len(rows), sum(r["correct"] for r in rows)
-    metrics = {"dataset": split.dataset, "split": split.split, "n": n, "correct": correct, "accuracy": correct / n,
-               "ci95": list(wilson_ci(correct, n)), "no_answer": sum(r["prediction"] is None for r in rows),
-               "seconds": round(seconds, 1), **extra}
-    write_jsonl(folder / "predictions.jsonl", rows)
-    write_json(folder / "metrics.json", metrics)
+    metrics = summarize(rows, split.dataset, split.split, seconds=round(seconds, 1), **extra)
+    write_result(folder, rows, metrics)
     return metrics
 
 
