@@ -109,7 +109,7 @@ def test_calculator_in_a_recipe_reaches_evaluation_and_names_rows_plus_calc(tmp_
                                                    "ci95": [0.1, 0.9], "interventions_per_answer": 1.5})
 
     monkeypatch.setattr(adapters, "load_merged", lambda model, adapter: (None, None))
-    monkeypatch.setattr(ev, "weights_identity", lambda model, adapter: "w")
+    monkeypatch.setattr(adapters, "weights_identity", lambda model, adapter: "w")
     monkeypatch.setattr(ev, "evaluate", fake_eval)
     monkeypatch.setattr(ev_vote, "vote_formats", lambda per_format, pref, out_dir: fake_eval(None, None, [1, 2], "vote",
                                                                                               calculator=True))

@@ -33,7 +33,8 @@ from typing import Sequence
 
 from mathdistill import thoughts
 from mathdistill.eval.results import EvalResult, summarize, tally, wilson_ci, write_result
-from mathdistill.io import InputError, iter_jsonl, read_json, sha256_file
+from mathdistill.io import InputError, iter_jsonl, read_json
+from mathdistill.student.adapters import weights_identity
 from mathdistill.student.generate import DEFAULT_MAX_NEW_TOKENS  # generation's default, one definition
 
 __all__ = ["EvalResult", "evaluate", "wilson_ci", "tally", "summarize", "write_result", "few_shot_exemplars", "build_prompts", "check_thought",
@@ -63,26 +64,6 @@ def check_out_dir(out_dir) -> Path:
     if not there.is_dir():
         raise InputError(f"--out {out}: {there} is a file; the output must be a folder")
     return out
-
-
-def _adapter_files(folder: Path) -> list[Path]:
-    """The files that make an adapter: its config and weights (adapter_model.safetensors / .bin)."""
-    weights = sorted(p for p in folder.glob("adapter_model.*") if p.is_file() and p.suffix in (".safetensors", ".bin"))
-    return [folder / "adapter_config.json", *weights] if weights else []
-
-
-def weights_identity(model: str, adapter_dir=None) -> dict:
-    """What generates the outputs, for the resume key: the base model as
-    `models.provenance` describes it (the sha256 of its weights or GGUF file; a hub id and
-    its cached revision), less its name and where it sits on this machine, and the sha256 of the
-    adapter's config and weight files. Retraining into the same adapter folder changes it."""
-    from mathdistill.models import provenance
-
-    base = {k: v for k, v in provenance(model).items() if k not in ("name", "resolved_path", "file")}
-    ident = {"model": base}
-    if adapter_dir is not None:
-        ident["adapter_sha256"] = {f.name: sha256_file(f) for f in _adapter_files(Path(adapter_dir))}
-    return ident
 
 
 def _fingerprint(model) -> str:

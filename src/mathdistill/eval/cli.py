@@ -57,7 +57,8 @@ def eval_command(
 ) -> None:
     """Write OUT/predictions.jsonl and OUT/metrics.json; stdout is one line, the metrics JSON."""
     from mathdistill import data, runtime
-    from mathdistill.eval import check_out_dir, check_thought, evaluate, few_shot_exemplars, weights_identity
+    from mathdistill.eval import check_out_dir, check_thought, evaluate, few_shot_exemplars
+    from mathdistill.student.adapters import load_student
 
     # everything a user can get wrong is checked before the model loads
     thought = check_thought(thought)
@@ -68,13 +69,10 @@ def eval_command(
         check_adapter(adapter, "--adapter")
     problems = data.load(dataset, split=split, data_dir=data_dir, limit=limit)
     exemplars = few_shot_exemplars(thought, shots, data_dir, exclude=[p.question for p in problems])
-    weights = weights_identity(model, adapter)
     name = f"{model}+{adapter.resolve()}" if adapter is not None else model
 
     runtime.set_threads(threads)
-    from mathdistill.student.adapters import load_merged
-
-    m, tok = load_merged(model, adapter)
+    m, tok, weights = load_student(model, adapter)
     if batch_size is None:
         from mathdistill.student.generate import auto_batch_size
 

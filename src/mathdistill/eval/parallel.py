@@ -66,8 +66,8 @@ def parallel_eval_command(
     """Evaluate this process's share; the main process writes OUT/predictions.jsonl and OUT/metrics.json and
     prints the metrics JSON (one line on stdout)."""
     from mathdistill import data, runtime, shards
-    from mathdistill.eval import check_out_dir, check_thought, evaluate, few_shot_exemplars, weights_identity
-    from mathdistill.student.adapters import load_merged
+    from mathdistill.eval import check_out_dir, check_thought, evaluate, few_shot_exemplars
+    from mathdistill.student.adapters import load_student
 
     runtime.quiet()
     state = shards.processes()
@@ -76,14 +76,14 @@ def parallel_eval_command(
     problems = data.load(dataset, split=split, data_dir=data_dir, limit=limit)
     exemplars = few_shot_exemplars(thought, shots, data_dir, exclude=[p.question for p in problems])
     name = f"{model}+{adapter.resolve()}" if adapter is not None else model
-    m, tok = load_merged(model, adapter)
+    m, tok, weights = load_student(model, adapter)
     m.to(state.device)  # cuda:<local rank> (accelerate made it this process's current GPU), or the CPU
 
     def work(mine, folder):
         evaluate(m, tok, mine, thought=thought, exemplars=exemplars, max_new_tokens=max_new_tokens,
                  batch_size=batch_size, temperature=temperature, top_p=top_p, samples=samples, seed=seed,
                  out_dir=folder, dataset=dataset, split=split, model_name=name,
-                 weights=weights_identity(model, adapter), progress=state.is_main_process, loop_stop=loop_stop)
+                 weights=weights, progress=state.is_main_process, loop_stop=loop_stop)
 
     folders = shards.run(problems, out, work, state)
     if state.is_main_process:

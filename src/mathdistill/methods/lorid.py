@@ -273,13 +273,10 @@ def plot_budget(budgets: list[dict], path: Path, title: str) -> Path:
 def evaluate(run, cfg: LoRIDConfig, train: dict) -> list[dict]:
     """Rows lorid (the loop, one answer), lorid:any (the loop, any agreed answer), lorid:ir, lorid:dr for every
     eval split; the budget table and figure."""
-    from mathdistill.eval import weights_identity
     from mathdistill.eval.consistency import consistency_loop
-    from mathdistill.student.adapters import load_with_adapters
 
-    folders = {r: run.path("train", r) for r in ROLES}
-    model, tok = load_with_adapters(cfg.student.model, folders)  # one base, three adapters, none merged
-    weights = {r: weights_identity(cfg.student.model, f) for r, f in folders.items()}
+    # one base, three adapters, none merged; the weights identity of each role
+    model, tok, weights = steps.load_student(cfg.student.model, {r: run.path("train", r) for r in ROLES})
     cost = {"lorid": _cost([train[r] for r in ROLES]), "ir": _cost([train["ir"]]), "dr": _cost([train["kg"], train["dr"]])}
     loop, out = cfg.loop, []
     for split in cfg.data.eval:

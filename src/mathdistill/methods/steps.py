@@ -20,6 +20,7 @@ from mathdistill.data import Problem, load
 from mathdistill.io import InputError, read_json, read_jsonl, write_json, write_jsonl
 from mathdistill.methods.config import DistillConfig, RecipeConfig, Split, resolve_teacher
 from mathdistill.methods.run import Run, console
+from mathdistill.student.adapters import load_student  # noqa: F401 (a step: the student of a train stage, loaded)
 
 
 def problems(split: Split, data_dir: str | None) -> list[Problem]:
@@ -109,17 +110,6 @@ def train(run: Run, cfg: DistillConfig, adapter: str = "student", data_file: Pat
         return summary
 
     return run.stage(stage or "train", make)
-
-
-def load_student(model: str, trained: Path | str | None):
-    """(model, tokenizer, weights identity) of the student trained into `trained` on base `model`: a LoRA adapter
-    merged into the base in memory, a full fine-tune (a model folder) as it is, None: the base itself."""
-    from mathdistill.eval import weights_identity
-    from mathdistill.student.adapters import load_merged, student_parts
-
-    model, adapter = student_parts(model, trained)
-    net, tok = load_merged(model, adapter)
-    return net, tok, weights_identity(model, adapter)
 
 
 def evaluate(run: Run, cfg: RecipeConfig, name: str, adapter_dir: Path | None, formats: list[str],
