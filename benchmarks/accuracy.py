@@ -78,9 +78,10 @@ def profile(args, trains: bool) -> list[str]:
 def run_experiment(name: str, args) -> dict:
     """Run one method's recipe (resuming its folder); its rows and timing."""
     from mathdistill import runtime
-    from mathdistill.methods import METHODS, run
-    from mathdistill.methods.config import DistillConfig, load_config
+    from mathdistill.methods.config import DistillConfig
     from mathdistill.methods.provenance import with_provenance
+    from mathdistill.methods.registry import METHODS, load_config
+    from mathdistill.methods.runner import run
 
     runtime.quiet()
     exp = EXPERIMENTS[name]

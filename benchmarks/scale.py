@@ -10,7 +10,7 @@ Profiles (benchmarks/scale.yaml) set the training problems (the same for every m
 profile's budget allows at the speeds of benchmarks/results/gpu_speed.json), test sets, shared overrides and each
 method's trims; methods are the entries of benchmarks/experiments/ (recipe, variant overrides, row name).
 
-`--plan` prints, per method, what it asks of the student (`mathdistill.workload.estimate`: trainings and their
+`--plan` prints, per method, what it asks of the student (`mathdistill.methods.plan.estimate`: trainings and their
 problems and tokens, generated sequences and tokens, model loads) and its estimated seconds, and the total; a plan
 over the budget (`--budget`, else the profile's) is refused before anything runs, naming the methods to trim.
 
@@ -84,8 +84,8 @@ def overrides(name: str, profile: str, spec: dict, runs_dir: Path, train_limit=N
               trims: tuple = ()) -> tuple[str, list[str]] | None:
     """(method, overrides) of experiment `name` under `profile`; None when its method is not registered.
     `train_limit` / `datasets`: in place of the profile's (a plan's choice); `trims`: the profile's trims applied."""
-    from mathdistill.methods import METHODS
     from mathdistill.methods.config import DistillConfig
+    from mathdistill.methods.registry import METHODS
 
     exp = EXPERIMENTS[name]
     method = read_yaml_mapping(RECIPES / exp.recipe).get("method")
@@ -123,8 +123,8 @@ def dryrun_student(runs_dir: Path, make: bool = False) -> str:
 
 def estimates(names: list[str], profile: str, spec: dict, runs_dir: Path, train_limit, datasets, trims) -> dict:
     """{experiment: Workload} at these settings (configs built and validated, nothing run)."""
-    from mathdistill.methods.config import load_config
-    from mathdistill.workload import estimate
+    from mathdistill.methods.registry import load_config
+    from mathdistill.methods.plan import estimate
 
     out = {}
     for name in names:
@@ -262,9 +262,9 @@ class Table:
 def run_method(name: str, profile: str, spec: dict, runs_dir: Path, settings: dict, tab: Table) -> dict:
     """Run experiment `name` (resuming its folder); its rows reach `tab` as each evaluation finishes."""
     from mathdistill import runtime
-    from mathdistill.methods import run
-    from mathdistill.methods.config import load_config
     from mathdistill.methods.provenance import with_provenance
+    from mathdistill.methods.registry import load_config
+    from mathdistill.methods.runner import run
 
     runtime.quiet()
     if profile_of(spec, profile).get("student") == "random-2-layer":

@@ -24,8 +24,9 @@ def test_the_example_is_short():
 def test_the_example_method_runs(tmp_path, data_dir, monkeypatch):
     import json
 
-    from mathdistill.methods import METHODS, run
-    from mathdistill.methods.config import describe, load_config
+    from mathdistill.methods.config import describe
+    from mathdistill.methods.registry import METHODS, load_config
+    from mathdistill.methods.runner import run
 
     monkeypatch.setenv("MATHDISTILL_DATA", str(data_dir))
     exec(compile(CODE, "docs/adding-a-method.md", "exec"), {"__name__": "cot_k_example"})

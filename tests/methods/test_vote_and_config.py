@@ -1,8 +1,8 @@
 import pytest
 
-from mathdistill.io import InputError
-from mathdistill.methods.config import load_config
 from mathdistill.answers import vote
+from mathdistill.io import InputError
+from mathdistill.methods.registry import load_config
 
 PREF = ["pot", "eot", "cot"]
 
@@ -75,8 +75,8 @@ def test_recipes_lists_every_method_with_its_keys(capsys, monkeypatch):
 
 
 def test_method_configs_inherit_the_shared_one():
-    from mathdistill.methods import METHODS
     from mathdistill.methods.config import DistillConfig, RecipeConfig
+    from mathdistill.methods.registry import METHODS
 
     assert all(issubclass(m.config, RecipeConfig) for m in METHODS.values())
     assert all(issubclass(METHODS[m].config, DistillConfig) for m in ("cot", "eotd", "pot", "etd"))

@@ -69,7 +69,7 @@ def _local_paths(text: str) -> list[str]:
 
 
 def test_the_exported_card_names_no_local_path(leaky_run, tmp_path):
-    from mathdistill.student.export import export
+    from mathdistill.serve.export import export
 
     out = export(leaky_run, tmp_path / "exported")
     card, record = (out / "README.md").read_text(), (out / "mathdistill.json").read_text()

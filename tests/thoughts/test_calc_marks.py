@@ -150,7 +150,7 @@ def test_reference_rationales_with_marks(train, data_dir, tmp_path, monkeypatch)
 
 
 def test_recipe_field():
-    from mathdistill.methods.config import load_config
+    from mathdistill.methods.registry import load_config
 
     assert load_config(None, ["name=x", "method=cot"]).data.calc_marks == "none"
     assert load_config(None, ["name=x", "method=cot", "data.calc_marks=add"]).data.calc_marks == "add"

@@ -1,15 +1,16 @@
 """Recipe configuration: one pydantic model per method, each inheriting the shared one.
 
-    RecipeConfig            name, method, seed, runs_dir, student, data, eval     (method: base)
+    RecipeConfig            name, method, seed, runs_dir, student, data, eval     (method base)
       DistillConfig         + teach (a teacher per format) + train (the training schema)
         ETDConfig           + thoughts, eval.vote, eval.preference               (cot, eotd, pot, etd)
         ...                 one per method, in the method's own recipe file
 
-A recipe is YAML + `key=value` overrides; `method:` picks the config class from the registry
-(`mathdistill.methods.METHODS`). Every model forbids unknown keys, so a misspelt key is an error
-that names it, and every number is range-checked. `validate` then checks the recipe as a whole
-(formats known, a teacher for every format, every dataset present, no training slice that overlaps
-an evaluation slice: contract 11, `methods.leakage`) before any stage runs.
+A recipe is YAML + `key=value` overrides (`read_recipe`); `method:` picks the config class from the
+registry (`methods.registry.load_config`, which builds it here: `build_config`). Every model forbids
+unknown keys, so a misspelt key is an error that names it, and every number is range-checked.
+`validate` then checks the recipe as a whole (formats known, a teacher for every format, every dataset
+present, no training slice that overlaps an evaluation slice: contract 11, `methods.leakage`) before
+any stage runs. This module knows no method by name: the registry imports it, never the reverse.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ class RecipeConfig(Strict):
     """What every method has: the untrained student evaluated (method `base`)."""
 
     name: str = Field(min_length=1)
-    method: str = "base"
+    #: the method (`methods.registry`); a recipe that names none is `registry.DEFAULT_METHOD`'s (load_config)
+    method: str = Field(min_length=1)
     seed: int = 0
     runs_dir: str = "runs"
     student: StudentConfig = StudentConfig()
@@ -147,6 +149,20 @@ class DecontamConfig(Strict):
     cosine: float = Field(0.8, gt=0, le=1, description="drop one whose TF-IDF cosine to a test question is >= this")
 
 
+#: recorded plan-only rationales that stand in offline for what a teacher would write besides a solution (LoRID's
+#: knowledge, KPDD's key points: `steps.teach_derived`)
+PLANS = "teacher/gsm8k_train_gemini-1.5-flash_plan.json"
+
+
+def require_teacher_without_plans(cfg, fmt: str, what: str) -> None:
+    """With `plans: null` (no recorded stand-in) a teacher must write `fmt`: refused at config time otherwise."""
+    if cfg.plans is None:
+        try:
+            cfg.teach.for_thought(fmt)
+        except ValueError:
+            raise ValueError(f"plans is null: set a {what} teacher (teach.per_thought.{fmt} or teach.default)") from None
+
+
 class DistillConfig(RecipeConfig):
     """What every distillation method adds: teachers, training, and decontamination of what it trains on."""
 
@@ -193,11 +209,8 @@ def _merge(base: dict, top: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> RecipeConfig:
-    """Read a recipe YAML (or start from `base`), apply `key=value` overrides, validate with the
-    config class of its `method:` (the method's defaults under the YAML)."""
-    from mathdistill.methods import METHODS
-
+def read_recipe(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> tuple[dict, str]:
+    """(the mapping of a recipe YAML, or of `base`, with its `key=value` overrides applied; where it came from)."""
     raw: dict = dict(base or {})
     source = "config"
     if path is not None:
@@ -217,12 +230,14 @@ def load_config(path: str | Path | None, overrides: list[str] = (), base: dict |
         except yaml.YAMLError:
             parsed = value
         _set_dotted(raw, key.strip(), parsed)
-    method = raw.get("method", "etd")  # recipes written before `base` existed meant ETD
-    if method not in METHODS:
-        raise InputError(f"{source}: key 'method': unknown method {method!r}; known: {', '.join(METHODS)}")
-    spec = METHODS[method]
+    return raw, source
+
+
+def build_config(config: type[RecipeConfig], defaults: dict, raw: dict, source: str = "config") -> RecipeConfig:
+    """`raw` (a recipe's mapping) over a method's `defaults`, validated by its `config` class; an InputError naming
+    every bad key of `source` otherwise."""
     try:
-        return spec.config.model_validate(_merge(spec.defaults, raw))
+        return config.model_validate(_merge(defaults, raw))
     except ValidationError as e:
         raise InputError(_format_error(source, e)) from None
 
@@ -242,10 +257,11 @@ def field_defaults(cls: type[BaseModel]) -> dict:
     return out
 
 
-def validate(cfg: RecipeConfig) -> None:
-    """Check the recipe as a whole before any stage runs: every dataset split present, a teacher
-    for every format it trains, recorded teacher files present (or fetchable), and no training slice
-    that overlaps an evaluation slice (contract 11: `methods.leakage.refuse_overlap`)."""
+def validate(cfg: RecipeConfig, teaches: list[str] | None = None) -> None:
+    """Check the recipe as a whole before any stage runs: every dataset split present, a teacher for every
+    format in `teaches` (what its method's teachers write, `Method.formats`; None: cfg.thoughts), recorded
+    teacher files present (or fetchable), and no training slice that overlaps an evaluation slice (contract 11:
+    `methods.leakage.refuse_overlap`)."""
     from mathdistill import data
     from mathdistill.methods.leakage import refuse_overlap
 
@@ -261,13 +277,8 @@ def validate(cfg: RecipeConfig) -> None:
             raise InputError(f"{key}: offset {s.offset} is past the end of {s.dataset}/{s.split} ({len(problems)} problems)")
     refuse_overlap([(k, s, loaded[k]) for k, s in trains], [(k, s, loaded[k]) for k, s in evals])
     if isinstance(cfg, DistillConfig):
-        for thought in train_formats(cfg):
+        for thought in cfg.thoughts if teaches is None else teaches:
             resolve_teacher(cfg, thought)
-
-
-def train_formats(cfg: DistillConfig) -> list[str]:
-    """The formats a distillation recipe asks teachers for (methods override by their fields)."""
-    return list(cfg.thoughts)
 
 
 def resolve_teacher(cfg: DistillConfig, thought: str) -> TeacherConfig:

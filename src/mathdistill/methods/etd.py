@@ -51,16 +51,3 @@ def workload(cfg: ETDConfig, w) -> None:
     if cfg.eval.base:
         w.evaluate("eval-base", cfg, cfg.thoughts, trained=False)
 
-
-def _method(name: str, thoughts: list[str], summary: str):
-    from mathdistill.methods import Method
-
-    return Method(name, ETDConfig, recipe, summary, {"thoughts": thoughts}, workload=workload)
-
-
-METHODS = [
-    _method("cot", ["cot"], "chain-of-thought distillation, the baseline every paper compares to"),
-    _method("eotd", ["eot"], "EoTD: equations (unknowns allowed) solved by sympy"),
-    _method("pot", ["pot"], "program-of-thought distillation: Python run in the sandbox"),
-    _method("etd", ["cot", "pot", "eot"], "ETD: CoT + PoT + EoT in one student, answers combined by vote"),
-]

@@ -200,12 +200,10 @@ def _check_price(cfg) -> None:
 
 def _plan(cfg, thoughts, problems, samples: int, cache_path: Path, out: Path, max_cost, max_requests) -> None:
     """--plan: the bill of every thought's requests (mathdistill.teacher.bill); nothing sent or written."""
-    from mathdistill.plan import print_plan, teacher_plan
-    from mathdistill.teacher.bill import Stage
+    from mathdistill.teacher.bill import Stage, print_teacher_plan, teacher_plan
 
     stages = [Stage(f"teach {t.name}", t, cfg, problems, samples, cache_path) for t in thoughts]
-    print_plan({"run_dir": str(out), "method": "teach", "student": None,
-                "teacher": teacher_plan(stages, out, max_cost, max_requests)})
+    print_teacher_plan(teacher_plan(stages, out, max_cost, max_requests), f"Plan of teach in {out}")
 
 
 def _cancel(cfg, cache_path: Path) -> None:
