@@ -9,10 +9,11 @@ import pytest
 
 from mathdistill.io import InputError, read_jsonl
 from mathdistill.methods import steps
-from mathdistill.methods.config import dump_config, validate
+from mathdistill.methods.config import dump_config
 from mathdistill.methods.lorid import KNOWLEDGE, dr_rows
 from mathdistill.methods.registry import METHODS, load_config
 from mathdistill.methods.run import Run
+from mathdistill.methods.runner import validate
 from mathdistill.thoughts.keypoints import KeyPoints, parse
 from mathdistill.thoughts.knowledge import Knowledge
 

@@ -232,7 +232,7 @@ def test_the_recipe_is_the_official_code_s_and_the_cpu_profile_states_its_own(tm
 
 
 def test_l2m_without_a_live_teacher_is_refused_before_anything_runs(data_dir):
-    from mathdistill.methods.config import validate
+    from mathdistill.methods.runner import validate
 
     with pytest.raises(InputError, match="no teacher configured for format 'l2m'"):
         validate(_config(strategies="[cot, l2m]", **{"data.data_dir": str(data_dir)}))

@@ -2,15 +2,15 @@
 
     RecipeConfig            name, method, seed, runs_dir, student, data, eval     (method base)
       DistillConfig         + teach (a teacher per format) + train (the training schema)
-        ETDConfig           + thoughts, eval.vote, eval.preference               (cot, eotd, pot, etd)
+        ETDConfig           + thoughts, eval.vote, eval.preference (VoteEvalConfig)   (cot, eotd, pot, etd)
         ...                 one per method, in the method's own recipe file
 
 A recipe is YAML + `key=value` overrides (`read_recipe`); `method:` picks the config class from the
 registry (`methods.registry.load_config`, which builds it here: `build_config`). Every model forbids
 unknown keys, so a misspelt key is an error that names it, and every number is range-checked.
-`validate` then checks the recipe as a whole (formats known, a teacher for every format, every dataset
-present, no training slice that overlaps an evaluation slice: contract 11, `methods.leakage`) before
-any stage runs. This module knows no method by name: the registry imports it, never the reverse.
+The runner then checks the recipe as a whole (`runner.validate`: a teacher for every format, every
+dataset present, no training slice that overlaps an evaluation slice: contract 11, `methods.leakage`)
+before any stage runs. This module knows no method by name: the registry imports it, never the reverse.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-def _known_formats(names: list[str], answering: bool = True) -> list[str]:
+def known_formats(names: list[str], answering: bool = True) -> list[str]:
     allowed = thoughts.ANSWER_NAMES if answering else thoughts.NAMES
     for n in names:
         if n not in allowed:
@@ -49,6 +49,15 @@ class Split(Strict):
     split: str = "test"
     limit: int | None = Field(None, ge=1, description="first N problems (after offset); None: all")
     offset: int = Field(0, ge=0)
+
+
+def problems(split: Split, data_dir: str | None) -> list:
+    """The problems of one configured slice (`steps.problems`)."""
+    from mathdistill.data import load
+
+    ps = load(split.dataset, split.split, data_dir=data_dir)
+    end = None if split.limit is None else split.offset + split.limit
+    return ps[split.offset : end]
 
 
 class DataConfig(Strict):
@@ -80,6 +89,20 @@ class EvalConfig(Strict):
                            "same weights (rows `<row>` and `<row>+calc`)")
 
 
+class VoteEvalConfig(EvalConfig):
+    """Evaluation in several formats combined by majority vote (ETD's; FDD's rounds over its formats)."""
+
+    vote: bool = Field(True, description="combine the formats' answers by majority vote (row `<method>`)")
+    preference: list[str] = Field(default_factory=thoughts.vote_preference,
+                                  description="tie-break order of the vote (default: the formats whose answers are "
+                                              "computed first: pot, eot, cot, l2m)")
+
+    @field_validator("preference")
+    @classmethod
+    def _formats(cls, v: list[str]) -> list[str]:
+        return known_formats(v)
+
+
 class RecipeConfig(Strict):
     """What every method has: the untrained student evaluated (method `base`)."""
 
@@ -97,7 +120,7 @@ class RecipeConfig(Strict):
     @field_validator("thoughts")
     @classmethod
     def _formats(cls, v: list[str]) -> list[str]:
-        return _known_formats(v)
+        return known_formats(v)
 
     @property
     def run_dir(self) -> Path:
@@ -255,30 +278,6 @@ def field_defaults(cls: type[BaseModel]) -> dict:
             value = f.get_default(call_default_factory=True)
             out[key] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
     return out
-
-
-def validate(cfg: RecipeConfig, teaches: list[str] | None = None) -> None:
-    """Check the recipe as a whole before any stage runs: every dataset split present, a teacher for every
-    format in `teaches` (what its method's teachers write, `Method.formats`; None: cfg.thoughts), recorded
-    teacher files present (or fetchable), and no training slice that overlaps an evaluation slice (contract 11:
-    `methods.leakage.refuse_overlap`)."""
-    from mathdistill import data
-    from mathdistill.methods.leakage import refuse_overlap
-
-    evals = [(f"data.eval[{i}]", s) for i, s in enumerate(cfg.data.eval)]
-    trains = cfg.training_slices() if isinstance(cfg, DistillConfig) else []
-    loaded = {}
-    for key, s in trains + evals:
-        try:
-            loaded[key] = problems = data.load(s.dataset, s.split, data_dir=cfg.data.data_dir)
-        except InputError as e:
-            raise InputError(f"{key}: {e}") from None
-        if key in ("data.train", *dict(evals)) and s.offset >= len(problems):
-            raise InputError(f"{key}: offset {s.offset} is past the end of {s.dataset}/{s.split} ({len(problems)} problems)")
-    refuse_overlap([(k, s, loaded[k]) for k, s in trains], [(k, s, loaded[k]) for k, s in evals])
-    if isinstance(cfg, DistillConfig):
-        for thought in cfg.thoughts if teaches is None else teaches:
-            resolve_teacher(cfg, thought)
 
 
 def resolve_teacher(cfg: DistillConfig, thought: str) -> TeacherConfig:

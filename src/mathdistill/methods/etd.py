@@ -9,28 +9,15 @@ EoTD is ETD with `thoughts: [eot]`, the CoT baseline `thoughts: [cot]`, PoT-only
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from mathdistill import thoughts
 from mathdistill.methods import steps
-from mathdistill.methods.config import DistillConfig, EvalConfig, _known_formats
-
-
-class ETDEvalConfig(EvalConfig):
-    vote: bool = Field(True, description="combine the formats' answers by majority vote (row `<method>`)")
-    preference: list[str] = Field(default_factory=thoughts.vote_preference,
-                                  description="tie-break order of the vote (default: the formats whose answers are "
-                                              "computed first: pot, eot, cot, l2m)")
-
-    @field_validator("preference")
-    @classmethod
-    def _formats(cls, v: list[str]) -> list[str]:
-        return _known_formats(v)
+from mathdistill.methods.config import DistillConfig, VoteEvalConfig
 
 
 class ETDConfig(DistillConfig):
     thoughts: list[str] = Field(default_factory=lambda: ["cot", "pot", "eot"], min_length=1)
-    eval: ETDEvalConfig = ETDEvalConfig()
+    eval: VoteEvalConfig = VoteEvalConfig()
 
 
 def recipe(cfg: ETDConfig, run) -> list[dict]:

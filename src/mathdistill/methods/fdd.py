@@ -28,8 +28,7 @@ from pydantic import Field, model_validator
 from mathdistill.data import Problem
 from mathdistill.io import InputError, read_json, read_jsonl, write_json
 from mathdistill.methods import serving, steps
-from mathdistill.methods.config import DistillConfig, Split, Strict
-from mathdistill.methods.etd import ETDEvalConfig
+from mathdistill.methods.config import DistillConfig, Split, Strict, VoteEvalConfig
 from mathdistill.teacher.config import OFFLINE_KINDS, TeacherConfig
 
 
@@ -54,7 +53,7 @@ class GenerateConfig(Strict):
 
 
 class FDDConfig(DistillConfig):
-    eval: ETDEvalConfig = ETDEvalConfig()
+    eval: VoteEvalConfig = VoteEvalConfig()
     rounds: int = Field(2, ge=0, description="rounds after the first: 2 means rounds 0, 1 and 2")
     paths_per_problem: int = Field(2, ge=1, description="teacher rationales per seed / pool problem and format")
     retrain_from: Literal["base", "previous"] = Field("base", description="each round trains a fresh adapter "

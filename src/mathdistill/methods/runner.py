@@ -17,7 +17,33 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from mathdistill.io import InputError
 from mathdistill.methods.config import RecipeConfig
+
+
+def validate(cfg: RecipeConfig, teaches: list[str] | None = None) -> None:
+    """Check the recipe as a whole before any stage runs: every dataset split present, a teacher for every
+    format in `teaches` (what its method's teachers write, `Method.formats`; None: cfg.thoughts), recorded
+    teacher files present (or fetchable), and no training slice that overlaps an evaluation slice (contract 11:
+    `methods.leakage.refuse_overlap`)."""
+    from mathdistill import data
+    from mathdistill.methods.config import DistillConfig, resolve_teacher
+    from mathdistill.methods.leakage import refuse_overlap
+
+    evals = [(f"data.eval[{i}]", s) for i, s in enumerate(cfg.data.eval)]
+    trains = cfg.training_slices() if isinstance(cfg, DistillConfig) else []
+    loaded = {}
+    for key, s in trains + evals:
+        try:
+            loaded[key] = problems = data.load(s.dataset, s.split, data_dir=cfg.data.data_dir)
+        except InputError as e:
+            raise InputError(f"{key}: {e}") from None
+        if key in ("data.train", *dict(evals)) and s.offset >= len(problems):
+            raise InputError(f"{key}: offset {s.offset} is past the end of {s.dataset}/{s.split} ({len(problems)} problems)")
+    refuse_overlap([(k, s, loaded[k]) for k, s in trains], [(k, s, loaded[k]) for k, s in evals])
+    if isinstance(cfg, DistillConfig):
+        for thought in cfg.thoughts if teaches is None else teaches:
+            resolve_teacher(cfg, thought)
 
 
 def teacher_budget(cfg: RecipeConfig):
@@ -40,7 +66,7 @@ def run(cfg: RecipeConfig, command: list[str] | None = None, restart: bool = Fal
     from mathdistill import tracking
     from mathdistill.io import write_json
     from mathdistill.methods import steps
-    from mathdistill.methods.config import DistillConfig, dump_config, field_defaults, validate
+    from mathdistill.methods.config import DistillConfig, dump_config, field_defaults
     from mathdistill.methods.provenance import with_provenance
     from mathdistill.methods.registry import METHODS
     from mathdistill.methods.run import Run

@@ -29,7 +29,7 @@ from pydantic import Field, field_validator, model_validator
 
 from mathdistill.io import InputError, read_jsonl, write_json, write_jsonl
 from mathdistill.methods import serving, steps
-from mathdistill.methods.config import DistillConfig, Strict, _known_formats
+from mathdistill.methods.config import DistillConfig, Strict, known_formats
 from mathdistill.methods.run import console
 
 
@@ -64,7 +64,7 @@ class SIKeDConfig(DistillConfig):
     @field_validator("strategies")
     @classmethod
     def _formats(cls, v: list[str]) -> list[str]:
-        return _known_formats(v)
+        return known_formats(v)
 
     @field_validator("mixing", mode="before")
     @classmethod

@@ -23,18 +23,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from mathdistill.data import Problem, load
+from mathdistill.data import Problem
 from mathdistill.io import InputError, read_json, read_jsonl, write_json, write_jsonl
-from mathdistill.methods.config import DistillConfig, RecipeConfig, Split, resolve_teacher
+from mathdistill.methods.config import DistillConfig, RecipeConfig, resolve_teacher
+from mathdistill.methods.config import problems  # noqa: F401 (a step: the problems of a configured slice)
 from mathdistill.methods.run import Run, console
 from mathdistill.student.adapters import load_student  # noqa: F401 (a step: the student of a train stage, loaded)
-
-
-def problems(split: Split, data_dir: str | None) -> list[Problem]:
-    """The problems of one configured slice."""
-    ps = load(split.dataset, split.split, data_dir=data_dir)
-    end = None if split.limit is None else split.offset + split.limit
-    return ps[split.offset : end]
 
 
 def train_problems(run: Run, cfg: DistillConfig) -> list[Problem]:

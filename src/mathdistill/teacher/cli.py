@@ -209,9 +209,8 @@ def _plan(cfg, thoughts, problems, samples: int, cache_path: Path, out: Path, ma
 def _cancel(cfg, cache_path: Path) -> None:
     """--cancel-batches: cancel the open batches in the reply cache and collect what they answered."""
     from mathdistill.teacher.backends import make_backend
-    from mathdistill.teacher.batch import cancel
     from mathdistill.teacher.cache import ReplyCache
-    from mathdistill.teacher.engine import TeacherError, run_loop
+    from mathdistill.teacher.engine import TeacherError, cancel, run_loop
 
     if not cache_path.is_file():
         raise InputError(f"--cancel-batches: no reply cache at {cache_path}: nothing was sent from this folder")
