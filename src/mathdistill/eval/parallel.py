@@ -23,7 +23,9 @@ from typing import Optional, Sequence
 
 import typer
 
+from mathdistill.eval.config import EvalConfig
 from mathdistill.eval.results import write_result
+from mathdistill.runtime import config_option
 from mathdistill.shards import SHARDS, combine, in_order, shard, shard_dir  # noqa: F401 (shard, SHARDS: API)
 
 # metrics that add up over shares, and those that are means over problems (weighted by each share's n)
@@ -53,15 +55,16 @@ def parallel_eval_command(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N problems."),
     thought: str = typer.Option("cot", "--thought"),
     adapter: Optional[Path] = typer.Option(None, "--adapter", exists=True, file_okay=False),
-    shots: int = typer.Option(0, "--shots", min=0),
+    shots: int = config_option(EvalConfig, "shots", "--shots"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", exists=True, file_okay=False),
-    max_new_tokens: int = typer.Option(320, "--max-new-tokens", min=1),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Completions generated together, per process."),
-    temperature: float = typer.Option(0.0, "--temperature", min=0.0),
-    top_p: float = typer.Option(1.0, "--top-p"),
-    samples: int = typer.Option(1, "--samples", min=1),
+    max_new_tokens: int = config_option(EvalConfig, "max_new_tokens", "--max-new-tokens"),
+    batch_size: int = config_option(EvalConfig, "batch_size", "--batch-size",
+                                    help="Completions generated together, per process."),
+    temperature: float = config_option(EvalConfig, "temperature", "--temperature"),
+    top_p: float = config_option(EvalConfig, "top_p", "--top-p"),
+    samples: int = config_option(EvalConfig, "samples", "--samples"),
     seed: int = typer.Option(0, "--seed", min=0),
-    loop_stop: bool = typer.Option(False, "--loop-stop/--no-loop-stop"),
+    loop_stop: bool = config_option(EvalConfig, "loop_stop", "--loop-stop/--no-loop-stop"),
 ) -> None:
     """Evaluate this process's share; the main process writes OUT/predictions.jsonl and OUT/metrics.json and
     prints the metrics JSON (one line on stdout)."""

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mathdistill import thoughts
+from mathdistill.eval.config import EvalConfig  # noqa: F401 (the shared evaluation settings; eval's own)
 from mathdistill.io import InputError, read_yaml_mapping
 from mathdistill.student.train import TrainSettings
 from mathdistill.teacher.config import TeacherConfig
@@ -72,21 +73,6 @@ class DataConfig(Strict):
 
 class StudentConfig(Strict):
     model: str = Field("smollm2-135m", description="HF id, local folder, .gguf file or alias")
-
-
-class EvalConfig(Strict):
-    max_new_tokens: int = Field(256, ge=1)
-    batch_size: int = Field(16, ge=1)
-    temperature: float = Field(0.0, ge=0, description="0: greedy")
-    top_p: float = Field(1.0, gt=0, le=1)
-    samples: int = Field(1, ge=1, description="completions per problem; >1 scores their majority vote")
-    shots: int = Field(0, ge=0, description="k-shot exemplars from GSM8K train before each question")
-    loop_stop: bool = Field(True, description="end a completion that repeats one block 3 times in a row")
-    base: bool = Field(False, description="also evaluate the untrained student")
-    calculator: bool | Literal["both"] = Field(
-        False, description="calculator decoding: force the value of every arithmetic step the student writes "
-                           "(`a op b =`); rows are named `<row>+calc`. `both`: each test set without and with it, "
-                           "same weights (rows `<row>` and `<row>+calc`)")
 
 
 class VoteEvalConfig(EvalConfig):
