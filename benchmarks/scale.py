@@ -88,7 +88,7 @@ def overrides(name: str, profile: str, spec: dict, runs_dir: Path, train_limit=N
     from mathdistill.methods.registry import METHODS
 
     exp = EXPERIMENTS[name]
-    method = read_yaml_mapping(RECIPES / exp.recipe).get("method")
+    method = exp.method_name()
     if method not in METHODS:
         return None
     prof = profile_of(spec, profile)
@@ -123,13 +123,12 @@ def dryrun_student(runs_dir: Path, make: bool = False) -> str:
 
 def estimates(names: list[str], profile: str, spec: dict, runs_dir: Path, train_limit, datasets, trims) -> dict:
     """{experiment: Workload} at these settings (configs built and validated, nothing run)."""
-    from mathdistill.methods.registry import load_config
     from mathdistill.methods.plan import estimate
 
     out = {}
     for name in names:
         method, ovr = overrides(name, profile, spec, runs_dir, train_limit, datasets, trims)
-        out[name] = estimate(load_config(RECIPES / EXPERIMENTS[name].recipe, ovr))
+        out[name] = estimate(EXPERIMENTS[name].load(ovr))
     return out
 
 
@@ -263,7 +262,6 @@ def run_method(name: str, profile: str, spec: dict, runs_dir: Path, settings: di
     """Run experiment `name` (resuming its folder); its rows reach `tab` as each evaluation finishes."""
     from mathdistill import runtime
     from mathdistill.methods.provenance import with_provenance
-    from mathdistill.methods.registry import load_config
     from mathdistill.methods.runner import run
 
     runtime.quiet()
@@ -271,7 +269,7 @@ def run_method(name: str, profile: str, spec: dict, runs_dir: Path, settings: di
         dryrun_student(runs_dir, make=True)
     method, ovr = overrides(name, profile, spec, runs_dir, settings["train_limit"], settings["datasets"],
                             settings["trims"])
-    cfg = load_config(RECIPES / EXPERIMENTS[name].recipe, ovr)
+    cfg = EXPERIMENTS[name].load(ovr)
 
     def on_stage(stage: str, value) -> None:
         if _is_rows(value):  # an evaluation finished: its rows now, before the method's end
@@ -334,7 +332,7 @@ def main() -> None:
     skipped = {}
     for name in list(names):
         if overrides(name, args.profile, spec, runs_dir) is None:
-            method = read_yaml_mapping(RECIPES / EXPERIMENTS[name].recipe).get("method")
+            method = EXPERIMENTS[name].method_name()
             skipped[name] = f"method '{method}' is not registered in this mathdistill"
             print(f"{name}: skipped ({skipped[name]})", file=sys.stderr)
             names.remove(name)
