@@ -5,21 +5,9 @@
     calculation("the 2 dogs =")        -> None      (not plain arithmetic: no intervention)
     evaluate("$1,200 / 4"), evaluate("25% of 80")   -> Fraction(300), Fraction(20)
 
-Detection: the text ends with `=`; the expression is the longest run of arithmetic tokens just
-before it (numbers with optional `$`, thousands separators and decimals, `+ - * / x × ÷ −`,
-parentheses, `%`, `of`), which must start at a boundary (start of the text, a space, `<`, `=`,
-`:` ...), not inside a word or after an operator this module does not know (`2^3 + 4 =` is left
-alone, and so is `9**9**9 =`). An unmatched `(` or a word (`of`, `x`) in front is dropped.
-Evaluation: a small recursive-descent parser over those tokens with exact fractions (never Python
-`eval`). A percentage is a factor (`25% of 80`, `80 * 25%`); added to or subtracted from
-something (`80 + 10%`) it is ambiguous, and so not evaluated.
-Guards, each a reason to leave the text alone: not plain arithmetic (no operator, a word, `**`,
-`^`), division by zero, a number literal of more than MAX_LITERAL characters, more than
-MAX_TOKENS tokens or MAX_DEPTH nested parentheses, an intermediate value of more than MAX_BITS
-bits, a result of magnitude >= MAX_RESULT or one that rounds to 0 without being 0. The cost of one
-call is bounded by the text length (a caller passes a short tail) and these limits.
-Formatting (`format_number`): integers without `.0`; otherwise rounded (half up) to at most
-DECIMALS decimals, trailing zeros dropped; no thousands separators.
+The arithmetic (what counts as a step, its exact value, the guards, how a value is written) is
+`mathdistill.answers.arithmetic`'s, shared with the calculation marks of training targets; here is
+what a generation loop needs of it for one tokenizer (`Calculator`).
 """
 
 from __future__ import annotations
