@@ -348,11 +348,11 @@ def verify(jobs: list[Job], verify_cfg: VerifyConfig) -> list[dict]:
             scored = thought.score_batch(texts, golds)
         for i, s in zip(idx, scored):
             rows[i].update(prediction=s.prediction, correct=bool(s.correct), error=s.error)
-    _keep(rows, verify_cfg)
+    keep_rows(rows, verify_cfg)
     return rows
 
 
-def _keep(rows: list[dict], cfg: VerifyConfig) -> None:
+def keep_rows(rows: list[dict], cfg: VerifyConfig) -> None:
     """Mark the rows `cfg` keeps (`kept`) and the repeats it drops (`duplicate`); a correct or usable row
     whose text is not its format's structure (`Thought.malformed`: an L2M text with no sub-question) is
     not kept, its `error` says why."""
