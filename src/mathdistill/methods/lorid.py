@@ -16,6 +16,7 @@ left unresolved counted wrong. `greedy-first` is what mathdistill did before (a 
 that is lorid:ir / lorid:dr itself, then temperature 0.7, a majority vote at the limit). docs/methods.md
 has every difference. Besides the paper's code: no merged copies of the base, the accuracy of every
 budget 1..max from one run (table + figure), a cached and resumable teacher, and resumable sampling.
+Served (`serve`, `LoRID`) as it is evaluated: each role asked the same way (`role_message`, `role_settings`).
 """
 
 from __future__ import annotations
