@@ -9,8 +9,8 @@ evaluated greedily on the same GSM8K-test and SVAMP slices, with the default stu
 Each method is one entry of EXPERIMENTS: a file benchmarks/experiments/<name>.yaml holding its
 recipe (a file in recipes/), the overrides of its CPU profile and its relative cost (a variant is one
 more file). A registered method that no file runs (a new one, or one from another package) is an entry
-of its own, named as the method: its recipes/<method>.yaml, else its own defaults. Every method runs as an ordinary, resumable run folder under
-benchmarks/runs/ (re-run the same command after a kill); its results.json rows (contract 9 names:
+of its own, named as the method: its recipes/<method>.yaml, else its own defaults. Every method runs
+as an ordinary, resumable run folder under benchmarks/runs/ (re-run the same command after a kill); its results.json rows (contract 9 names:
 `etd`, `etd:pot`, `fdd-r1`, ...) replace the rows of the same experiment in accuracy.json, and
 rows of other experiments are kept. `--lanes 2` runs the methods in two processes, one thread each
 (on this 2-core machine two one-thread processes generate ~13 % more tokens/s together than one

@@ -33,8 +33,8 @@ def test_an_upward_import_breaks_the_layers(tmp_path):
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     base = tmp_path / "src" / "mathdistill" / "thoughts" / "base.py"
-    base.write_text(base.read_text().replace("from __future__ import annotations\n",
-                                             "from __future__ import annotations\n\nfrom mathdistill.methods import steps\n", 1))
+    upward = "from __future__ import annotations\n\nfrom mathdistill.methods import steps\n"
+    base.write_text(base.read_text().replace("from __future__ import annotations\n", upward, 1))
     proc = lint_imports(tmp_path)
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert "mathdistill.thoughts.base -> mathdistill.methods.steps" in proc.stdout

@@ -60,18 +60,19 @@ def threads_option():
     )
 
 
-def config_option(model, name: str, *decls: str, **kw):
+def config_option(model, name: str, *decls: str, bounds: bool = True, **kw):
     """A typer option for field `name` of the pydantic config class `model`: its default, its bounds (ge / le, and
-    gt for an integer, as typer's min / max; a float's gt checked by a callback) and its description as the help,
-    so a command is built from its config rather than re-typed. `kw`: typer's own settings, or a `help` / `default`
-    where the command's differ (say why there)."""
+    gt for an integer, as typer's min / max; a float's gt checked by a callback; `bounds=False`: none, for a
+    command that validates its values with `model` itself) and its description as the help, so a command is
+    built from its config rather than re-typed. `kw`: typer's own settings, or a `help` / `default` where the
+    command's differ (say why there)."""
     import typer
 
     field = model.model_fields[name]
     text = field.description or ""
     code = any(c in text.split(" ")[0] for c in "._`")  # a leading code name keeps its case (torch.compile)
     opts = {"help": (text if code else text[:1].upper() + text[1:]) + "."}
-    for m in field.metadata:
+    for m in field.metadata if bounds else ():
         if getattr(m, "ge", None) is not None:
             opts["min"] = m.ge
         elif getattr(m, "gt", None) is not None and field.annotation is int:

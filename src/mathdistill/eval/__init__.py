@@ -37,8 +37,8 @@ from mathdistill.io import InputError, iter_jsonl, read_json
 from mathdistill.student.adapters import weights_identity
 from mathdistill.student.generate import DEFAULT_MAX_NEW_TOKENS  # generation's default, one definition
 
-__all__ = ["EvalResult", "evaluate", "wilson_ci", "tally", "summarize", "write_result", "few_shot_exemplars", "build_prompts", "check_thought",
-           "check_out_dir", "weights_identity", "THOUGHTS", "PARTIAL", "DEFAULT_MAX_NEW_TOKENS"]
+__all__ = ["EvalResult", "evaluate", "wilson_ci", "tally", "summarize", "write_result", "few_shot_exemplars",
+           "build_prompts", "check_thought", "check_out_dir", "weights_identity", "THOUGHTS", "PARTIAL", "DEFAULT_MAX_NEW_TOKENS"]
 
 PARTIAL = "predictions.partial.jsonl"
 #: formats an evaluation can score: their output ends in an answer (keypoints: its solution part)

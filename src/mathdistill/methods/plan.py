@@ -94,7 +94,8 @@ def plan(cfg, speeds: str | Path | None = None) -> dict:
         student = {"loads": loads, "totals": w.totals(), "notes": w.notes, "speeds": secs.source if secs else None,
                    "seconds": round(w.seconds(secs), 1) if secs else None,
                    "train_problems": w.train_problems, "eval_problems": w.eval_problems}
-    if isinstance(cfg, DistillConfig) and cfg.data.decontaminate and not (cfg.run_dir / "stages" / f"{STAGE}.json").is_file():
+    decontaminated = (cfg.run_dir / "stages" / f"{STAGE}.json").is_file()
+    if isinstance(cfg, DistillConfig) and cfg.data.decontaminate and not decontaminated:
         teacher.setdefault("notes", []).append(
             "requests counted for every training problem: the run first drops those that meet a test set (stage "
             f"{STAGE}; e.g. 18 of the 7,473 GSM8K train problems), so it sends a little less")

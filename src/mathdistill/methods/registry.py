@@ -72,8 +72,8 @@ BUILT_IN: list[Method] = [
     Method("fdd", fdd.FDDConfig, fdd.recipe, "FDD: rounds of student feedback, new problems (easy: harder, hard: "
            "similar), decontaminated, majority-labelled; retrained from the base", {"thoughts": ["cot"]},
            serve=fdd.serve, workload=fdd.workload, teacher_plan=fdd.teacher_plan),
-    Method("kpdd", kpdd.KPDDConfig, kpdd.recipe, "KPDD: key points (core question, facts) then the solution, CoT or PoT",
-           teaches=kpdd.teaches, workload=kpdd.workload, teacher_plan=kpdd.teacher_plan),
+    Method("kpdd", kpdd.KPDDConfig, kpdd.recipe, "KPDD: key points (core question, facts) then the solution, CoT or "
+           "PoT", teaches=kpdd.teaches, workload=kpdd.workload, teacher_plan=kpdd.teacher_plan),
     Method("lorid", lorid.LoRIDConfig, lorid.recipe, "LoRID: intuitive, knowledge and deep reasoners (3 LoRAs, one "
            "base) in a consistency loop", lorid.TRAIN, serve=lorid.serve, teaches=lorid.teaches,
            workload=lorid.workload, teacher_plan=lorid.teacher_plan),

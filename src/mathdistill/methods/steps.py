@@ -7,10 +7,11 @@ a group of them) in a run folder or scope, and returns what later stages need.
     steps.train(run, cfg, "student")                       train stage: train/student/ (a PEFT adapter)
     steps.evaluate(run, cfg, "etd", run.path("train", "student"), ["cot", "pot"], vote=True)
     steps.load_student(cfg.student.model, run.path("train", "student"))   # (model, tokenizer, weights identity)
-    for i, r in steps.scopes(run, "round", cfg.rounds): ...   rounds / iterations: scopes round-0..N, each closed
-                                                           when its body is done
-    steps.teach_derived(run, cfg, problems, Knowledge(), convert, why)   teach-knowledge: a teacher's, or derived
-                                                           from the recorded plans (LoRID's knowledge, KPDD's key points)
+    for i, r in steps.scopes(run, "round", cfg.rounds):    rounds / iterations: scopes round-0..N, each closed when
+        ...                                                its body is done
+    steps.teach_derived(run, cfg, problems, Knowledge(), convert, why)
+                                                           teach-knowledge: a teacher's, or derived from the recorded
+                                                           plans (LoRID's knowledge, KPDD's key points)
     steps.teach_stage(cfg, "cot", problems, 1)             what a teach stage would send (a `--plan` row)
 
 Recipes read their config here and hand the components explicit inputs; the components themselves

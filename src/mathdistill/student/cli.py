@@ -22,13 +22,13 @@ from mathdistill.student.train import TrainConfig
 
 def _option(name: str, *decls: str, **kw):
     """TrainConfig's field `name` as an option (`runtime.config_option`), its help led by the values a Literal
-    field accepts."""
+    field accepts; its bounds are checked by TrainConfig itself (the error names the option: `_option_errors`)."""
     field = TrainConfig.model_fields[name]
     choices = " | ".join(get_args(field.annotation)) if get_origin(field.annotation) is Literal else ""
     text = field.description or ""
     if choices and "help" not in kw:
         kw["help"] = (f"{choices}; {text}" if not text.startswith(choices) else text) + "."
-    return runtime.config_option(TrainConfig, name, *decls, **kw)
+    return runtime.config_option(TrainConfig, name, *decls, bounds=False, **kw)
 
 
 def _named_dirs(items: list[str] | None) -> dict[str, str]:

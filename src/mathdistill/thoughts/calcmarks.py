@@ -2,9 +2,10 @@
 
 Calculator decoding (`mathdistill.student.calculator`; its arithmetic: `mathdistill.answers.arithmetic`)
 fires when the student has just written an arithmetic expression and `=`, plain (`48 / 2 =`) or opened
-with a mark (`<<48/2=`), and forces the value; the student then writes what follows. A target teaches that pattern when, at every mark, the
-value written after its `=` is exactly what the calculator forces there, and the mark is closed by
-`>>` right after it (the calculator forces the value only; the student writes `>>`).
+with a mark (`<<48/2=`), and forces the value; the student then writes what follows. A target teaches
+that pattern when, at every mark, the value written after its `=` is exactly what the calculator forces
+there, and the mark is closed by `>>` right after it (the calculator forces the value only; the student
+writes `>>`).
 
 Modes (`calc_marks` of a recipe's `data` section, `CoT(calc_marks=...)`):
 
