@@ -7,9 +7,10 @@ evaluated greedily on the same GSM8K-test and SVAMP slices, with the default stu
     python benchmarks/accuracy.py --methods cot --train-problems 16 --eval-limit 8 --out /tmp/a.json   # smoke
 
 Each method is one entry of EXPERIMENTS: a file benchmarks/experiments/<name>.yaml holding its
-recipe (a file in recipes/), the overrides of its CPU profile and its relative cost (a new method adds
-one file). Every method runs as an ordinary, resumable run folder under
-benchmarks/runs/ (re-run the same command after a kill); its results.json rows (contract 9 names:
+recipe (a file in recipes/), the overrides of its CPU profile and its relative cost (a variant is one
+more file). A registered method that no file runs (a new one, or one from another package) is an entry
+of its own, named as the method: its recipes/<method>.yaml, else its own defaults. Every method runs
+as an ordinary, resumable run folder under benchmarks/runs/ (re-run the same command after a kill); its results.json rows (contract 9 names:
 `etd`, `etd:pot`, `fdd-r1`, ...) replace the rows of the same experiment in accuracy.json, and
 rows of other experiments are kept. `--lanes 2` runs the methods in two processes, one thread each
 (on this 2-core machine two one-thread processes generate ~13 % more tokens/s together than one
@@ -37,10 +38,25 @@ STUDENT = "smollm2-135m"
 
 @dataclass(frozen=True)
 class Experiment:
-    recipe: str  # file in recipes/
+    recipe: str | None = None  # file in recipes/; None: the method's own defaults (`method`)
     overrides: list[str] = field(default_factory=list)  # the method's own CPU-profile settings
     cost: float = 1.0  # relative wall time, to balance lanes (ETD ~ the other four together)
     row: str | None = None  # the name its rows take in place of the method's (a variant: cot-full)
+    method: str | None = None  # the method of an experiment without a recipe file
+
+    def method_name(self) -> str | None:
+        """The method it runs (its recipe's `method:`)."""
+        from mathdistill.io import read_yaml_mapping
+
+        return read_yaml_mapping(RECIPES / self.recipe).get("method") if self.recipe else self.method
+
+    def load(self, overrides: list[str] = ()):
+        """Its recipe config with `overrides` (`methods.registry.load_config`)."""
+        from mathdistill.methods.registry import load_config
+
+        if self.recipe:
+            return load_config(RECIPES / self.recipe, list(overrides))
+        return load_config(None, list(overrides), base={"name": self.method, "method": self.method})
 
     def rows(self, rows: list[dict], method: str) -> list[dict]:
         """`rows` of a run of this experiment, named `row` in place of `method` (contract 9: method[-variant]...)."""
@@ -53,10 +69,18 @@ class Experiment:
 def _experiments() -> dict[str, Experiment]:
     from mathdistill.io import read_yaml_mapping
 
+    from mathdistill.methods.registry import METHODS
+
     order = ["base", "cot", "eotd", "pot", "etd"]
     files = sorted((HERE / "experiments").glob("*.yaml"), key=lambda f: (f.stem not in order,
                                                                          order.index(f.stem) if f.stem in order else 0, f.stem))
-    return {f.stem: Experiment(**read_yaml_mapping(f)) for f in files}
+    found = {f.stem: Experiment(**read_yaml_mapping(f)) for f in files}
+    run = {e.method_name() for e in found.values()}
+    for name in METHODS:  # a method no file runs: its recipe file, or its own defaults
+        if name not in run and name not in found:
+            recipe = f"{name}.yaml" if (RECIPES / f"{name}.yaml").is_file() else None
+            found[name] = Experiment(recipe=recipe, method=None if recipe else name)
+    return found
 
 
 EXPERIMENTS: dict[str, Experiment] = _experiments()
@@ -78,16 +102,17 @@ def profile(args, trains: bool) -> list[str]:
 def run_experiment(name: str, args) -> dict:
     """Run one method's recipe (resuming its folder); its rows and timing."""
     from mathdistill import runtime
-    from mathdistill.methods import METHODS, run
-    from mathdistill.methods.config import DistillConfig, load_config
+    from mathdistill.methods.config import DistillConfig
     from mathdistill.methods.provenance import with_provenance
+    from mathdistill.methods.registry import METHODS
+    from mathdistill.methods.runner import run
 
     runtime.quiet()
     exp = EXPERIMENTS[name]
     tag = f"n{args.train_problems}-e{args.eval_limit}" + ("" if args.datasets == "gsm8k,svamp" else f"-{args.datasets}")
-    method = load_config(RECIPES / exp.recipe, exp.overrides).method
+    method = exp.load(exp.overrides).method
     trains = issubclass(METHODS[method].config, DistillConfig)
-    cfg = load_config(RECIPES / exp.recipe, [*profile(args, trains), *exp.overrides, f"name={name}-{tag}"])
+    cfg = exp.load([*profile(args, trains), *exp.overrides, f"name={name}-{tag}"])
     t0 = time.time()
     folder = run(cfg, command=[sys.executable, *sys.argv])
     results = read_json(folder / "results.json")
@@ -133,7 +158,7 @@ def _key(row: dict) -> tuple:
 def merge(out: Path, results: dict[str, dict], args, wall: float) -> dict:
     """accuracy.json with the rows of `results` replacing those of the same name, dataset and n
     (contract 9: never dropping the others), each row saying how it was made."""
-    from mathdistill.student.models import provenance
+    from mathdistill.models import provenance
 
     old = read_json(out) if out.exists() else {}
     now = dt.datetime.now().astimezone().isoformat(timespec="minutes")

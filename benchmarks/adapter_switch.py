@@ -41,7 +41,7 @@ def make_adapters(base_dir: str, out: Path, r: int, std: float, seed: int) -> di
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from mathdistill.student.models import load_model
+    from mathdistill.models import load_model
 
     base, _ = load_model(base_dir, dtype="float32", device="cpu")
     torch.manual_seed(seed)
@@ -123,7 +123,7 @@ def main() -> None:
     from mathdistill.paths import data_dir
     from mathdistill.student.adapters import load_merged, load_with_adapters
     from mathdistill.student.generate import generate
-    from mathdistill.student.models import resolve_model
+    from mathdistill.models import resolve_model
 
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     load = {"start": os.getloadavg()}

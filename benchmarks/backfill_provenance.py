@@ -21,23 +21,24 @@ from pathlib import Path
 from mathdistill.io import read_json, write_json
 
 HERE = Path(__file__).resolve().parent
-#: what the plans stand in for, in the recipes' own words (methods/lorid.py, methods/kpdd.py)
+#: what the plans stand in for, in the recipes' own words (methods/lorid.py, methods/kpdd.py: steps.plans_stand_in)
 PLANS_FOR = {"lorid": ("knowledge", "general knowledge: they are problem-specific plans"),
              "kpdd": ("keypoints", "key points: their steps, not the facts of the problem KPDD extracts")}
 
 
 def summaries(cfg) -> list[tuple[str | None, str, dict]]:
     """(scope, format, summary) as the recipe's teach stages write them (offline recipes only)."""
-    from mathdistill.methods.config import DistillConfig, train_formats
-    from mathdistill.methods.lorid import plans_stand_in
+    from mathdistill.methods.config import DistillConfig
+    from mathdistill.methods.registry import METHODS
+    from mathdistill.methods.steps import plans_stand_in
     from mathdistill.teacher.config import TeacherConfig
     from mathdistill.teacher.pool import DESCRIPTION
 
     if not isinstance(cfg, DistillConfig):
         return []
     scope = "round-0" if cfg.method == "fdd" else None
-    out = []
-    for t in train_formats(cfg):
+    out, taught = [], METHODS[cfg.method].formats(cfg)
+    for t in taught:
         spec = cfg.teach.for_thought(t)
         out.append((scope, t, {"teacher": spec.describe(t), "offline_stand_in": spec.offline_stand_in}))
     if cfg.method in PLANS_FOR and getattr(cfg, "plans", None):
@@ -48,13 +49,13 @@ def summaries(cfg) -> list[tuple[str | None, str, dict]]:
     if cfg.method == "fdd" and cfg.generate.teacher is None:
         out += [(f"round-{i}", t, {"teacher": f"{s['teacher']}, on problems drawn by the pool teacher (simulation)",
                                    "offline_stand_in": DESCRIPTION})
-                for i in range(1, cfg.rounds + 1) for _, t, s in out[:len(train_formats(cfg))]]
+                for i in range(1, cfg.rounds + 1) for _, t, s in out[:len(taught)]]
     return out
 
 
 def experiment_config(name: str):
     from mathdistill.io import read_yaml_mapping
-    from mathdistill.methods.config import load_config
+    from mathdistill.methods.registry import load_config
 
     exp = read_yaml_mapping(HERE / "experiments" / f"{name}.yaml")
     return load_config(HERE.parent / "recipes" / exp["recipe"], exp.get("overrides", []))

@@ -22,10 +22,10 @@ RUNS = [("gsm8k_0shot", "gsm8k", 0), ("gsm8k_4shot", "gsm8k", 4), ("svamp_0shot"
 
 
 def main() -> None:
-    from mathdistill.methods import run
-    from mathdistill.methods.config import load_config
     from mathdistill.methods.provenance import FIELDS
-    from mathdistill.student.models import provenance
+    from mathdistill.methods.registry import load_config
+    from mathdistill.methods.runner import run
+    from mathdistill.models import provenance
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m")

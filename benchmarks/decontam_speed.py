@@ -25,8 +25,9 @@ HERE = Path(__file__).resolve().parent
 def main() -> None:
     from mathdistill.data.decontam import Decontaminator
     from mathdistill.methods import steps
-    from mathdistill.methods.config import dump_config, load_config
+    from mathdistill.methods.config import dump_config
     from mathdistill.methods.leakage import checked
+    from mathdistill.methods.registry import load_config
     from mathdistill.methods.run import Run
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,7 +17,7 @@ from pathlib import Path
 from mathdistill import thoughts
 from mathdistill.io import iter_jsonl, read_json
 from mathdistill.student.generate import ends_in_loop
-from mathdistill.student.models import load_tokenizer
+from mathdistill.models import load_tokenizer
 
 
 def first_loop(ids: list[int]) -> int | None:

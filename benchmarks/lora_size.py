@@ -80,7 +80,7 @@ def main() -> None:
 
     import torch
 
-    from mathdistill.student.models import DEFAULT_STUDENT, resolve_model
+    from mathdistill.models import DEFAULT_STUDENT, resolve_model
     from mathdistill.student.train import TrainConfig, train
 
     torch.set_num_threads(1)

@@ -10,7 +10,7 @@ Profiles (benchmarks/scale.yaml) set the training problems (the same for every m
 profile's budget allows at the speeds of benchmarks/results/gpu_speed.json), test sets, shared overrides and each
 method's trims; methods are the entries of benchmarks/experiments/ (recipe, variant overrides, row name).
 
-`--plan` prints, per method, what it asks of the student (`mathdistill.workload.estimate`: trainings and their
+`--plan` prints, per method, what it asks of the student (`mathdistill.methods.plan.estimate`: trainings and their
 problems and tokens, generated sequences and tokens, model loads) and its estimated seconds, and the total; a plan
 over the budget (`--budget`, else the profile's) is refused before anything runs, naming the methods to trim.
 
@@ -84,11 +84,11 @@ def overrides(name: str, profile: str, spec: dict, runs_dir: Path, train_limit=N
               trims: tuple = ()) -> tuple[str, list[str]] | None:
     """(method, overrides) of experiment `name` under `profile`; None when its method is not registered.
     `train_limit` / `datasets`: in place of the profile's (a plan's choice); `trims`: the profile's trims applied."""
-    from mathdistill.methods import METHODS
     from mathdistill.methods.config import DistillConfig
+    from mathdistill.methods.registry import METHODS
 
     exp = EXPERIMENTS[name]
-    method = read_yaml_mapping(RECIPES / exp.recipe).get("method")
+    method = exp.method_name()
     if method not in METHODS:
         return None
     prof = profile_of(spec, profile)
@@ -112,7 +112,7 @@ def overrides(name: str, profile: str, spec: dict, runs_dir: Path, train_limit=N
 def dryrun_student(runs_dir: Path, make: bool = False) -> str:
     """The dry run's student: a random 2-layer copy of the default student (architecture, tokenizer) in the runs
     folder, made once (`make`)."""
-    from mathdistill.student.models import DEFAULT_STUDENT, random_model
+    from mathdistill.models import DEFAULT_STUDENT, random_model
 
     folder = runs_dir / "student-random-2-layer"
     return random_model(DEFAULT_STUDENT, folder) if make else str(folder)
@@ -123,13 +123,12 @@ def dryrun_student(runs_dir: Path, make: bool = False) -> str:
 
 def estimates(names: list[str], profile: str, spec: dict, runs_dir: Path, train_limit, datasets, trims) -> dict:
     """{experiment: Workload} at these settings (configs built and validated, nothing run)."""
-    from mathdistill.methods.config import load_config
-    from mathdistill.workload import estimate
+    from mathdistill.methods.plan import estimate
 
     out = {}
     for name in names:
         method, ovr = overrides(name, profile, spec, runs_dir, train_limit, datasets, trims)
-        out[name] = estimate(load_config(RECIPES / EXPERIMENTS[name].recipe, ovr))
+        out[name] = estimate(EXPERIMENTS[name].load(ovr))
     return out
 
 
@@ -264,16 +263,15 @@ class Table:
 def run_method(name: str, profile: str, spec: dict, runs_dir: Path, settings: dict, tab: Table) -> dict:
     """Run experiment `name` (resuming its folder); its rows reach `tab` as each evaluation finishes."""
     from mathdistill import runtime
-    from mathdistill.methods import run
-    from mathdistill.methods.config import load_config
     from mathdistill.methods.provenance import with_provenance
+    from mathdistill.methods.runner import run
 
     runtime.quiet()
     if profile_of(spec, profile).get("student") == "random-2-layer":
         dryrun_student(runs_dir, make=True)
     method, ovr = overrides(name, profile, spec, runs_dir, settings["train_limit"], settings["datasets"],
                             settings["trims"])
-    cfg = load_config(RECIPES / EXPERIMENTS[name].recipe, ovr)
+    cfg = EXPERIMENTS[name].load(ovr)
 
     def on_stage(stage: str, value) -> None:
         if _is_rows(value):  # an evaluation finished: its rows now, before the method's end
@@ -338,7 +336,7 @@ def main() -> None:
     skipped = {}
     for name in list(names):
         if overrides(name, args.profile, spec, runs_dir) is None:
-            method = read_yaml_mapping(RECIPES / EXPERIMENTS[name].recipe).get("method")
+            method = EXPERIMENTS[name].method_name()
             skipped[name] = f"method '{method}' is not registered in this mathdistill"
             print(f"{name}: skipped ({skipped[name]})", file=sys.stderr)
             names.remove(name)

@@ -32,7 +32,7 @@ def main() -> None:
     from test_app import BAD, CHAT, GOOD, MODELS, SCRIPT
 
     from mathdistill.serve.app import Limits, create_app
-    from mathdistill.student.models import DEFAULT_STUDENT, load_tokenizer, resolve_model
+    from mathdistill.models import DEFAULT_STUDENT, load_tokenizer, resolve_model
 
     tok = load_tokenizer(resolve_model(DEFAULT_STUDENT))
     rows = []

@@ -18,7 +18,7 @@ from pathlib import Path
 from mathdistill import thoughts
 from mathdistill.data import load
 from mathdistill.student.chat import render_completion, render_prompt
-from mathdistill.student.models import DEFAULT_STUDENT, load_tokenizer
+from mathdistill.models import DEFAULT_STUDENT, load_tokenizer
 from mathdistill.thoughts.reference import convert
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up mathdistill on a fresh machine (idempotent; safe to re-run).
 #   bash scripts/setup.sh           the package, CPU torch and the default student (smollm2-135m)
-#   bash scripts/setup.sh test      + test tools and a real OpenAI-compatible server (llama-cpp-python[server])
+#   bash scripts/setup.sh test      + test tools (pytest, import-linter's lint-imports) and a real OpenAI-compatible
+#                                     server (llama-cpp-python[server])
 #   bash scripts/setup.sh bench     + lm-evaluation-harness for benchmarks/
 set -euo pipefail
 cd "$(dirname "$0")/.."

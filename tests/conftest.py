@@ -20,7 +20,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def student_path() -> str:
     """Folder of the default student (SmolLM2-135M-Instruct), converted from GGUF once and cached."""
-    from mathdistill.student.models import DEFAULT_STUDENT, resolve_model
+    from mathdistill.models import DEFAULT_STUDENT, resolve_model
 
     return resolve_model(DEFAULT_STUDENT)
 
@@ -28,6 +28,6 @@ def student_path() -> str:
 @pytest.fixture(scope="session")
 def student(student_path):
     """(model, tokenizer) of the default student, loaded once per test session. Do not mutate."""
-    from mathdistill.student.models import load_model
+    from mathdistill.models import load_model
 
     return load_model(student_path)

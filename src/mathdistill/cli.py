@@ -11,7 +11,7 @@ from mathdistill.io import InputError
 from mathdistill.methods.cli import recipes_command, run_command
 from mathdistill.report.cli import report_command
 from mathdistill.serve.cli import serve_command
-from mathdistill.student.export import export_command
+from mathdistill.serve.export import export_command
 from mathdistill.student.cli import train_command
 from mathdistill.teacher.cli import teach_command
 from mathdistill.thoughts.cli import score_command

@@ -1,15 +1,16 @@
 """What a recipe asks of the student, before anything runs: its trainings (examples, tokens), its generation
 (sequences, tokens) and its model loads, stage by stage; with measured speeds, the seconds each takes.
 
-    w = estimate(cfg)                               # nothing is run, loaded or downloaded
+    w = estimate(cfg)                               # methods.plan: nothing is run, loaded or downloaded
     speeds = Speeds.read("benchmarks/results/gpu_speed.json")
     w.seconds(speeds)                               # total estimated seconds
     for load in w.loads: ...                        # stage, kind, examples, tokens, sequences
 
-One estimator for every planner: `benchmarks/scale.py --plan` (the GPU table's budget) and the student side of
-`mathdistill run --plan`. Each method says what its stages do (`Method.workload(cfg, w)`, in its recipe file)
-with the helpers here (`w.train`, `w.generate`, `w.evaluate`); the figures below are what a stage of a format
-costs per problem.
+One estimator for every planner (`methods.plan.estimate`): `benchmarks/scale.py --plan` (the GPU table's budget)
+and the student side of `mathdistill run --plan`. Each method says what its stages do (`Method.workload(cfg, w)`,
+declared in the registry, written in its recipe file) with the helpers here (`w.train`, `w.generate`,
+`w.evaluate`); the figures below are what a stage of a format costs per problem. This module holds the data
+and the arithmetic only (below the teacher, whose bills use `TOKENS`); what a method asks is the methods' own.
 
 Token counts per format (`TOKENS`: the student prompt as evaluation renders it, and the training target) are
 means over the first 500 GSM8K train problems with the default student's tokenizer (`python
@@ -165,30 +166,3 @@ class Workload:
         return {"trainings": len(train), "train_examples": sum(x.examples for x in train),
                 "train_tokens": sum(x.tokens for x in train), "sequences": sum(x.sequences for x in gen),
                 "generated_tokens": sum(x.tokens for x in gen), "model_loads": len(self.stages())}
-
-
-def estimate(cfg) -> Workload:
-    """The student's workload of recipe `cfg` (a validated config): its training problems and evaluation
-    slices counted from the data (`data.load`, no model), then what its method's stages add."""
-    from mathdistill.methods import METHODS
-    from mathdistill.methods.config import DistillConfig
-
-    w = Workload(cfg.method)
-    for s in cfg.data.eval:
-        w.eval_problems[s.dataset] = w.eval_problems.get(s.dataset, 0) + _count(s, cfg.data.data_dir)
-    if isinstance(cfg, DistillConfig):
-        w.train_problems = _count(cfg.data.train, cfg.data.data_dir)
-    method = METHODS[cfg.method]
-    if method.workload is None:
-        raise InputError(f"method '{cfg.method}' does not say what its stages cost (Method.workload): no plan")
-    method.workload(cfg, w)
-    return w
-
-
-def _count(split, data_dir) -> int:
-    """Problems in a configured slice [offset, offset + limit) of its dataset split."""
-    from mathdistill.data import load
-
-    total = len(load(split.dataset, split.split, data_dir=data_dir))
-    left = max(0, total - split.offset)
-    return left if split.limit is None else min(split.limit, left)

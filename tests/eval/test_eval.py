@@ -52,7 +52,7 @@ def test_shots_come_from_gsm8k_train_only(data_dir):
 
 
 def test_k_shot_prompt_puts_exemplars_before_the_question(data_dir):
-    from mathdistill.student.models import load_tokenizer
+    from mathdistill.models import load_tokenizer
 
     tok = load_tokenizer("smollm2-135m")
     shots = few_shot_exemplars("cot", 2, data_dir)
@@ -144,7 +144,7 @@ def save_lora(model_path, folder, seed):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from mathdistill.student.models import load_model
+    from mathdistill.models import load_model
 
     model, _ = load_model(model_path)  # own copy: PEFT edits it in place
     torch.manual_seed(seed)

@@ -7,7 +7,7 @@ import pytest
 
 from mathdistill.io import read_jsonl
 from mathdistill.methods import steps
-from mathdistill.methods.config import load_config
+from mathdistill.methods.registry import load_config
 from mathdistill.methods.run import Run
 
 

@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from mathdistill.io import InputError
-from mathdistill.methods import METHODS
-from mathdistill.methods.config import describe, load_config, validate
+from mathdistill.methods.config import describe
 from mathdistill.methods.fdd import _generate, easy_hard, family
+from mathdistill.methods.registry import METHODS, load_config
+from mathdistill.methods.runner import validate
 
 ROOT = Path(__file__).resolve().parents[2]
 

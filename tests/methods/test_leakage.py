@@ -15,8 +15,10 @@ import pytest
 
 from mathdistill.io import InputError, write_jsonl
 from mathdistill.methods import steps
-from mathdistill.methods.config import dump_config, load_config, validate
+from mathdistill.methods.config import dump_config
+from mathdistill.methods.registry import load_config
 from mathdistill.methods.run import Run
+from mathdistill.methods.runner import validate
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,10 +8,12 @@ import json
 import pytest
 
 from mathdistill.io import InputError, read_jsonl
-from mathdistill.methods import METHODS, steps
-from mathdistill.methods.config import dump_config, load_config, validate
-from mathdistill.methods.lorid import KNOWLEDGE, dr_rows, teach_intermediate
+from mathdistill.methods import steps
+from mathdistill.methods.config import dump_config
+from mathdistill.methods.lorid import KNOWLEDGE, dr_rows
+from mathdistill.methods.registry import METHODS, load_config
 from mathdistill.methods.run import Run
+from mathdistill.methods.runner import validate
 from mathdistill.thoughts.keypoints import KeyPoints, parse
 from mathdistill.thoughts.knowledge import Knowledge
 
@@ -29,7 +31,7 @@ def open_run(tmp_path, data_dir, recipe: str, *overrides: str):
 def test_knowledge_from_recorded_plans(tmp_path, data_dir):
     cfg, run, problems = open_run(tmp_path, data_dir, "lorid.yaml")
     steps.teach(run, cfg, problems, ["cot"])
-    s = teach_intermediate(run, cfg, problems, KNOWLEDGE, lambda p, plan: Knowledge.from_recorded(plan), "why")
+    s = steps.teach_derived(run, cfg, problems, KNOWLEDGE, lambda p, plan: Knowledge.from_recorded(plan), "why")
     rows = read_jsonl(run.path("teach", "knowledge", "rationales.jsonl"))
     assert s["problems"] == len(rows) == N and s["offline_stand_in"] == "why"
     assert s["source"]["plans"] == "gsm8k_train_gemini-1.5-flash_plan.json" and s["source"]["recorded"] >= N - 2
@@ -61,7 +63,7 @@ def test_key_points_from_recorded_plans_with_verified_programs(tmp_path, data_di
     steps.teach(run, cfg, problems, ["pot"])  # the reference programs, verified in the sandbox
     programs = {r["problem_id"]: r["text"] for r in steps.rationales(run, "pot") if r["kept"]}
     fmt = KeyPoints(solution="pot")
-    s = teach_intermediate(run, cfg, problems, fmt, lambda p, plan: KeyPoints.compose(
+    s = steps.teach_derived(run, cfg, problems, fmt, lambda p, plan: KeyPoints.compose(
         KeyPoints.from_recorded(plan, p.question), programs.get(p.id, "")), "why")
     rows = {r["problem_id"]: r for r in read_jsonl(run.path("teach", "keypoints", "rationales.jsonl"))}
     kept = [r for r in rows.values() if r["kept"]]
@@ -149,7 +151,7 @@ def test_lorid_trains_the_adapter_measured_for_the_student_and_recipes_shows_the
 def test_dr_targets_take_the_calculation_marks_ir_targets_take(tmp_path, data_dir):
     cfg, run, problems = open_run(tmp_path, data_dir, "lorid.yaml", "data.calc_marks=add")
     steps.teach(run, cfg, problems, ["cot"])
-    teach_intermediate(run, cfg, problems, KNOWLEDGE, lambda p, plan: Knowledge.from_recorded(plan), "why")
+    steps.teach_derived(run, cfg, problems, KNOWLEDGE, lambda p, plan: Knowledge.from_recorded(plan), "why")
     steps.data(run, ["cot"], name="data-ir", calc_marks=cfg.data.calc_marks)
     ir = {r["problem_id"]: r["completion"] for r in read_jsonl(run.path("data-ir", "train.jsonl"))}
     dr = {r["problem_id"]: r["completion"] for r in dr_rows(run, cfg.data.calc_marks)}
@@ -206,7 +208,7 @@ def test_kpdd_asks_a_live_teacher_for_teach_samples_per_problem(tmp_path, data_d
         live = f"{{kind: openai, url: '{server.url}', model: fake-teacher, max_retries: 0}}"
         cfg, run, problems = open_run(tmp_path, data_dir, "kpdd.yaml", "plans=null", "teach.samples=2",
                                       f"teach.per_thought.keypoints={live}")
-        s = teach_intermediate(run, cfg, problems, KeyPoints(solution="cot"), None, "why", samples=cfg.teach.samples)
+        s = steps.teach_derived(run, cfg, problems, KeyPoints(solution="cot"), None, "why", samples=cfg.teach.samples)
         assert server.count() == 2 * N
     rows = read_jsonl(run.path("teach", "keypoints", "rationales.jsonl"))
     assert len(rows) == 2 * N and s["kept"] == 2 * N and {r["sample"] for r in rows} == {0, 1}

@@ -29,8 +29,8 @@ def test_three_adapters_share_one_base_and_switch_per_call(setup, tmp_path):
     import torch
 
     from mathdistill.eval import weights_identity
-    from mathdistill.methods.config import load_config
     from mathdistill.methods.lorid import KNOWLEDGE, Roles
+    from mathdistill.methods.registry import load_config
     from mathdistill.student.adapters import load_with_adapters
     from mathdistill.student.chat import render_prompt
     from mathdistill.student.generate import generate
@@ -83,8 +83,8 @@ def test_the_first_iteration_is_sampled_under_the_paper_preset_and_greedy_under_
     import json
 
     from mathdistill.eval import weights_identity
-    from mathdistill.methods.config import load_config
     from mathdistill.methods.lorid import Roles
+    from mathdistill.methods.registry import load_config
     from mathdistill.student.adapters import load_with_adapters
 
     base, folders = setup

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mathdistill.methods.config import load_config
-from mathdistill.plan import plan, teacher_stages
+from mathdistill.methods.registry import load_config
+from mathdistill.methods.plan import estimate, plan, teacher_stages
 
 from fake_server import FakeServer
 
@@ -125,8 +125,6 @@ def test_prompt_tokens_with_a_local_tokenizer_match_the_chat_template(data_dir, 
 
 
 def test_batch_price_missing_prices_other_methods_and_the_student_side(data_dir, tmp_path, monkeypatch):
-    from mathdistill import workload
-
     monkeypatch.setenv("MATHDISTILL_DATA", str(data_dir))
     url = "http://127.0.0.1:9/v1"
     base = [f"runs_dir={tmp_path}", "data.train.limit=10"]
@@ -154,7 +152,7 @@ def test_batch_price_missing_prices_other_methods_and_the_student_side(data_dir,
     # the student side is the workload estimator's, with seconds from a speeds file
     cfg = load_config(ROOT / "recipes" / "etd.yaml", base)
     p = plan(cfg, ROOT / "benchmarks" / "results" / "gpu_speed.json")
-    w = workload.estimate(cfg)
+    w = estimate(cfg)
     assert p["student"]["totals"] == w.totals() and p["student"]["seconds"] > 0
     assert [x["stage"] for x in p["student"]["loads"]] == [x.stage for x in w.loads]
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mathdistill.methods import METHODS, steps
-from mathdistill.methods.config import dump_config, load_config
+from mathdistill.methods import steps
+from mathdistill.methods.config import dump_config
 from mathdistill.methods.provenance import FIELDS, UNTRAINED, row_provenance, teach_summaries, with_provenance
+from mathdistill.methods.registry import METHODS, load_config
 from mathdistill.methods.run import Run
 
 ROOT = Path(__file__).resolve().parents[2]

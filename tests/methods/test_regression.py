@@ -28,7 +28,8 @@ def h(text: str) -> str:
 @pytest.mark.parametrize("recipe", ["cot", "eotd", "etd", "quickstart"])
 def test_training_rows_unchanged(recipe, tmp_path, data_dir, monkeypatch):
     from mathdistill.methods import steps
-    from mathdistill.methods.config import dump_config, load_config
+    from mathdistill.methods.config import dump_config
+    from mathdistill.methods.registry import load_config
     from mathdistill.methods.run import Run
 
     monkeypatch.setenv("MATHDISTILL_DATA", str(data_dir))
@@ -47,8 +48,8 @@ def test_training_rows_unchanged(recipe, tmp_path, data_dir, monkeypatch):
 def test_quickstart_predictions_unchanged(tmp_path, data_dir, monkeypatch):
     import torch
 
-    from mathdistill.methods import run
-    from mathdistill.methods.config import load_config
+    from mathdistill.methods.registry import load_config
+    from mathdistill.methods.runner import run
 
     monkeypatch.setenv("MATHDISTILL_DATA", str(data_dir))
     threads = torch.get_num_threads()

@@ -13,8 +13,8 @@ import yaml
 
 from mathdistill import cli
 from mathdistill.io import InputError
-from mathdistill.methods import METHODS, Method, register
-from mathdistill.methods.config import RecipeConfig, load_config
+from mathdistill.methods.config import RecipeConfig
+from mathdistill.methods.registry import METHODS, Method, load_config, register
 from mathdistill.methods.run import Run, StageFailed
 
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(BENCH))
 import scale  # noqa: E402
 
 from mathdistill.io import read_json, read_yaml_mapping, write_json  # noqa: E402
-from mathdistill.methods.config import load_config  # noqa: E402
+from mathdistill.methods.registry import load_config  # noqa: E402
 
 SPEC = read_yaml_mapping(scale.PROFILES_FILE)
 TABLE = ["base", "cot-calc", "cot-full", "pot", "eotd", "etd", "kpdd-cot", "kpdd-pot", "lorid", "fdd", "siked"]

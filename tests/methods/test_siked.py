@@ -189,7 +189,7 @@ def test_the_tag_a_forced_strategy_prefills_is_what_training_targets_begin_with(
 
 
 def _config(**over):
-    from mathdistill.methods.config import load_config
+    from mathdistill.methods.registry import load_config
 
     return load_config(None, [f"{k}={v}" for k, v in over.items()], base={"name": "s", "method": "siked"})
 
@@ -215,7 +215,7 @@ def test_the_recipe_is_the_official_code_s_and_the_cpu_profile_states_its_own(tm
     were measured with (the rule before, all distinct samples, the training regularisation then)."""
     import yaml
 
-    from mathdistill.methods.config import load_config
+    from mathdistill.methods.registry import load_config
 
     cfg = load_config(ROOT / "recipes" / "siked.yaml")
     assert (cfg.strategies, cfg.keep, cfg.mixing) == (["cot", "pot", "l2m"], "one", "per-strategy")
@@ -232,7 +232,7 @@ def test_the_recipe_is_the_official_code_s_and_the_cpu_profile_states_its_own(tm
 
 
 def test_l2m_without_a_live_teacher_is_refused_before_anything_runs(data_dir):
-    from mathdistill.methods.config import validate
+    from mathdistill.methods.runner import validate
 
     with pytest.raises(InputError, match="no teacher configured for format 'l2m'"):
         validate(_config(strategies="[cot, l2m]", **{"data.data_dir": str(data_dir)}))

@@ -1,8 +1,8 @@
 import pytest
 
-from mathdistill.io import InputError
-from mathdistill.methods.config import load_config
 from mathdistill.answers import vote
+from mathdistill.io import InputError
+from mathdistill.methods.registry import load_config
 
 PREF = ["pot", "eot", "cot"]
 
@@ -75,8 +75,8 @@ def test_recipes_lists_every_method_with_its_keys(capsys, monkeypatch):
 
 
 def test_method_configs_inherit_the_shared_one():
-    from mathdistill.methods import METHODS
     from mathdistill.methods.config import DistillConfig, RecipeConfig
+    from mathdistill.methods.registry import METHODS
 
     assert all(issubclass(m.config, RecipeConfig) for m in METHODS.values())
     assert all(issubclass(METHODS[m].config, DistillConfig) for m in ("cot", "eotd", "pot", "etd"))
@@ -109,7 +109,7 @@ def test_calculator_in_a_recipe_reaches_evaluation_and_names_rows_plus_calc(tmp_
                                                    "ci95": [0.1, 0.9], "interventions_per_answer": 1.5})
 
     monkeypatch.setattr(adapters, "load_merged", lambda model, adapter: (None, None))
-    monkeypatch.setattr(ev, "weights_identity", lambda model, adapter: "w")
+    monkeypatch.setattr(adapters, "weights_identity", lambda model, adapter: "w")
     monkeypatch.setattr(ev, "evaluate", fake_eval)
     monkeypatch.setattr(ev_vote, "vote_formats", lambda per_format, pref, out_dir: fake_eval(None, None, [1, 2], "vote",
                                                                                               calculator=True))

@@ -11,7 +11,7 @@ from serve_helpers import LiveServer
 
 @pytest.fixture(scope="session")
 def tokenizer(student_path):
-    from mathdistill.student.models import load_tokenizer
+    from mathdistill.models import load_tokenizer
 
     return load_tokenizer(student_path)
 
@@ -87,8 +87,9 @@ def heads_recipe(cfg, run):
 def heads_run(tmp_path_factory, student_path, data_dir):
     from tiny_run import tiny_model
 
-    from mathdistill.methods import Method, register, run
-    from mathdistill.methods.config import RecipeConfig, load_config
+    from mathdistill.methods.config import RecipeConfig
+    from mathdistill.methods.registry import Method, load_config, register
+    from mathdistill.methods.runner import run
 
     register(Method("heads", RecipeConfig, heads_recipe, "two adapters that answer until they agree",
                     serve=heads_serve))

@@ -238,7 +238,7 @@ def test_vote_samples_and_ties():
     """Several samples per format vote together; the content is a sample that gave the winning answer."""
 
     from mathdistill.serve import Context, Defaults, Engine
-    from mathdistill.student.models import load_tokenizer
+    from mathdistill.models import load_tokenizer
 
     class Samples(ScriptedBatcher):
         def submit(self, prompts, settings, seeds=None, on_text=None):

@@ -103,7 +103,7 @@ def test_a_multi_adapter_run_exports_the_base_and_its_named_adapters(heads_run, 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from mathdistill.student.export import export
+    from mathdistill.serve.export import export
 
     out = export(heads_run, tmp_path / "heads")  # in process: the test registers the method 'heads'
     assert json.loads((out / "mathdistill.json").read_text())["layout"] == "base + adapters"
@@ -139,8 +139,8 @@ def test_gguf_of_the_default_student_loads_back_exactly(student, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from mathdistill.student.export import write_gguf
-    from mathdistill.student.models import alias_gguf
+    from mathdistill.serve.export import write_gguf
+    from mathdistill.models import alias_gguf
 
     model, tok = student
     path = write_gguf(model, alias_gguf("smollm2-135m"), tmp_path / "student-f32.gguf", "f32", name="student")

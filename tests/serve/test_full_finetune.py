@@ -34,7 +34,7 @@ def test_a_full_fine_tune_is_evaluated_from_its_own_folder(full_cot):
     rows = read_json(full_cot / "results.json")["rows"]
     assert [r["method"] for r in rows] == ["cot"] and rows[0]["n"] == 3
     # the evaluation ran the trained weights, not the base: its resume key names them
-    from mathdistill.student.models import provenance
+    from mathdistill.models import provenance
 
     weights = read_json(full_cot / "eval" / "gsm8k" / "cot" / "metrics.json")["weights"]
     assert weights["model"]["sha256"] == provenance(str(folder))["sha256"] != _base_sha(folder)
@@ -71,7 +71,7 @@ def _base_sha(train_folder: Path) -> str:
 
 
 def test_fdd_and_siked_continue_from_full_weights(tmp_path, student_path, data_dir):
-    from mathdistill.student.models import provenance
+    from mathdistill.models import provenance
 
     fdd = tiny_run(tmp_path / "fdd", student_path, data_dir, "fdd-full",
                    [*TINY, "rounds=1", "retrain_from=previous", "paths_per_problem=1", "feedback.samples=1"],

@@ -14,7 +14,9 @@ from serve_helpers import ScriptedBatcher
 
 from mathdistill.io import InputError
 from mathdistill.serve import Context, Defaults, Engine
-from mathdistill.serve.methods import Chosen, LoRID, serve_fdd, serve_siked
+from mathdistill.methods.fdd import serve as serve_fdd
+from mathdistill.methods.lorid import LoRID
+from mathdistill.methods.siked import Chosen, serve as serve_siked
 
 Q = "Tom has 3 apples and buys 4 more. How many apples does he have?"
 

@@ -69,7 +69,7 @@ def _local_paths(text: str) -> list[str]:
 
 
 def test_the_exported_card_names_no_local_path(leaky_run, tmp_path):
-    from mathdistill.student.export import export
+    from mathdistill.serve.export import export
 
     out = export(leaky_run, tmp_path / "exported")
     card, record = (out / "README.md").read_text(), (out / "mathdistill.json").read_text()
@@ -87,7 +87,7 @@ def test_the_exported_card_names_no_local_path(leaky_run, tmp_path):
 
 
 def test_the_default_students_public_provenance(student_path):
-    from mathdistill.student.models import provenance, public_provenance
+    from mathdistill.models import provenance, public_provenance
 
     info = public_provenance(provenance("smollm2-135m"))
     assert info["name"] == "smollm2-135m" and info["file"] == "SmolLM2-135M-Instruct.Q4_1.gguf"

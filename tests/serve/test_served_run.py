@@ -186,7 +186,7 @@ def test_a_method_with_its_own_serve_hook_and_two_adapters(heads_run, tokenizer)
 
 
 def test_lorid_is_served_over_three_real_adapters(heads_run, tokenizer, tmp_path):
-    """`serve.methods.serve_lorid` on three random adapters of one base (none merged): lorid:ir is what
+    """`methods.lorid.serve` on three random adapters of one base (none merged): lorid:ir is what
     plain PEFT gives with adapter ir; lorid:dr reads kg's knowledge; the loop reports its iterations."""
     from types import SimpleNamespace
 
@@ -195,9 +195,9 @@ def test_lorid_is_served_over_three_real_adapters(heads_run, tokenizer, tmp_path
     from transformers import AutoModelForCausalLM
 
     from mathdistill.methods.lorid import LoopConfig
+    from mathdistill.methods.lorid import serve as serve_lorid
     from mathdistill.serve import Context, Defaults, load_engine
     from mathdistill.serve.app import create_app
-    from mathdistill.serve.methods import serve_lorid
     from mathdistill.student.chat import prompt_token_ids
 
     base = str(heads_run.parent.parent / "model")

@@ -27,8 +27,8 @@ def tiny_model(folder: Path, tokenizer_dir: str, seed: int = 0) -> str:
 def tiny_run(root: Path, tokenizer_dir: str, data_dir: Path, name: str = "tiny", extra: list[str] = (),
              recipe: str = "quickstart.yaml") -> Path:
     """`mathdistill run recipes/<recipe>` (quickstart: ETD) on a tiny model at a tiny budget; returns the run folder."""
-    from mathdistill.methods import run
-    from mathdistill.methods.config import load_config
+    from mathdistill.methods.registry import load_config
+    from mathdistill.methods.runner import run
 
     model = tiny_model(root / "model", tokenizer_dir)
     cfg = load_config(ROOT / "recipes" / recipe, [

@@ -146,7 +146,7 @@ def test_hostile_inputs_are_cheap():
 
 @pytest.fixture(scope="module")
 def tok(student_path):
-    from mathdistill.student.models import load_tokenizer
+    from mathdistill.models import load_tokenizer
 
     return load_tokenizer(student_path)
 

@@ -98,7 +98,7 @@ def test_adapter_choice_per_call(student_path):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from mathdistill.student.models import load_model
+    from mathdistill.models import load_model
 
     model, tok = load_model(student_path)  # own copy: PEFT edits the model in place
     prompts = [render_prompt(tok, q) for q in QUESTIONS[:2]]

@@ -54,7 +54,7 @@ class OldFinish:
 
 @pytest.fixture(scope="module")
 def tok(student_path):
-    from mathdistill.student.models import load_tokenizer
+    from mathdistill.models import load_tokenizer
 
     return load_tokenizer(student_path)
 

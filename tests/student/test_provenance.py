@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from mathdistill.student.models import alias_gguf, provenance
+from mathdistill.models import alias_gguf, provenance
 
 
 def test_default_student_is_named_as_a_dequantised_q4_1_gguf(student_path):

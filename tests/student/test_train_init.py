@@ -14,7 +14,7 @@ def earlier_adapter(tmp_path_factory, student_path):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from mathdistill.student.models import load_model
+    from mathdistill.models import load_model
 
     model, _ = load_model(student_path, dtype="float32", device="cpu")
     peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],

@@ -94,7 +94,7 @@ def test_bad_messages_rows_are_named_by_file_and_line(tmp_path, messages, messag
 
 
 def test_messages_prompt_is_rendered_by_the_chat_template(student_path):
-    from mathdistill.student.models import load_tokenizer
+    from mathdistill.models import load_tokenizer
     from mathdistill.student.train import tokenize_rows
 
     tok = load_tokenizer(student_path)

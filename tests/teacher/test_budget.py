@@ -79,8 +79,9 @@ def test_a_cost_cap_without_a_price_is_refused(fake_server, data_dir, tmp_path):
 @pytest.fixture
 def teach_only():
     """A method whose recipe is two teach stages (cot, l2m) from whatever teacher the recipe names."""
-    from mathdistill.methods import METHODS, Method, register, steps
+    from mathdistill.methods import steps
     from mathdistill.methods.config import DistillConfig
+    from mathdistill.methods.registry import METHODS, Method, register
 
     def recipe(cfg, run):
         steps.teach(run, cfg, steps.problems(cfg.data.train, cfg.data.data_dir), ["cot", "l2m"])
@@ -147,8 +148,8 @@ def test_a_recipe_stops_at_the_cap_across_stages_and_resumes(fake_server, data_d
 
 def test_a_recipe_cost_cap_needs_every_live_teachers_price(fake_server, data_dir, tmp_path, teach_only,
                                                            monkeypatch, capsys):
-    from mathdistill.methods import teacher_budget
-    from mathdistill.methods.config import load_config
+    from mathdistill.methods.registry import load_config
+    from mathdistill.methods.runner import teacher_budget
 
     server = fake_server()
     unpriced = {"kind": "openai", "url": server.url, "model": "other"}

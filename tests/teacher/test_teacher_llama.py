@@ -33,7 +33,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory):
     pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed (CI installs it)")
-    from mathdistill.student.models import alias_gguf
+    from mathdistill.models import alias_gguf
 
     port = _free_port()
     log = tmp_path_factory.mktemp("llama") / "server.log"

@@ -14,7 +14,7 @@ import pytest
 from mathdistill import thoughts
 from mathdistill.data import Problem, load
 from mathdistill.io import InputError
-from mathdistill.student.calculator import calculation
+from mathdistill.answers.arithmetic import calculation
 from mathdistill.thoughts import reference
 from mathdistill.thoughts.calcmarks import MAX_SPAN, add_marks, keep_notes, mark_values
 
@@ -111,7 +111,7 @@ def test_marks_agree_with_the_decoders_forced_tokens(student_path, train, record
     Calculator fires and forces exactly the tokens that follow in the target (the written value),
     and `>>` comes next: the student writes `<<expr=`, the decoder the value, the student `>>`."""
     from mathdistill.student.calculator import TAIL_TOKENS, Calculator
-    from mathdistill.student.models import load_tokenizer
+    from mathdistill.models import load_tokenizer
 
     tok = load_tokenizer(student_path)
     calc = Calculator(tok)
@@ -150,7 +150,7 @@ def test_reference_rationales_with_marks(train, data_dir, tmp_path, monkeypatch)
 
 
 def test_recipe_field():
-    from mathdistill.methods.config import load_config
+    from mathdistill.methods.registry import load_config
 
     assert load_config(None, ["name=x", "method=cot"]).data.calc_marks == "none"
     assert load_config(None, ["name=x", "method=cot", "data.calc_marks=add"]).data.calc_marks == "add"

@@ -97,10 +97,9 @@ def histogram(values: Sequence[float], bins: int = 10) -> list[dict]:
 def plot_similarity(series: Mapping[str, Sequence[float]], threshold: float, path: str | Path,
                     title: str = "Largest TF-IDF cosine to any test question") -> Path:
     """Histograms of each series' largest cosines to the test sets, with the threshold marked."""
-    from mathdistill.report.plots import _pyplot, _save
+    from mathdistill.report.plots import figure, save
 
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.0, 3.4))
+    fig, ax = figure((6.0, 3.4))
     edges = [i / 40 for i in range(41)]
     for name, values in series.items():
         if values:
@@ -112,4 +111,4 @@ def plot_similarity(series: Mapping[str, Sequence[float]], threshold: float, pat
     ax.set_title(title, fontsize=11)
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(fontsize=8, frameon=False)
-    return _save(fig, path)
+    return save(fig, path)

@@ -28,40 +28,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from mathdistill import thoughts
-from mathdistill.io import InputError, iter_jsonl, read_json, sha256_file, write_json, write_jsonl
+from mathdistill.eval.results import EvalResult, summarize, tally, wilson_ci, write_result
+from mathdistill.io import InputError, iter_jsonl, read_json
+from mathdistill.student.adapters import weights_identity
+from mathdistill.student.generate import DEFAULT_MAX_NEW_TOKENS  # generation's default, one definition
 
-__all__ = ["EvalResult", "evaluate", "wilson_ci", "few_shot_exemplars", "build_prompts", "check_thought",
-           "check_out_dir", "weights_identity", "THOUGHTS", "PARTIAL", "DEFAULT_MAX_NEW_TOKENS"]
+__all__ = ["EvalResult", "evaluate", "wilson_ci", "tally", "summarize", "write_result", "few_shot_exemplars",
+           "build_prompts", "check_thought", "check_out_dir", "weights_identity", "THOUGHTS", "PARTIAL", "DEFAULT_MAX_NEW_TOKENS"]
 
 PARTIAL = "predictions.partial.jsonl"
-DEFAULT_MAX_NEW_TOKENS = 320
 #: formats an evaluation can score: their output ends in an answer (keypoints: its solution part)
-THOUGHTS: tuple[str, ...] = (*thoughts.ANSWER_NAMES, "keypoints")
-
-
-@dataclass
-class EvalResult:
-    rows: list[dict]
-    metrics: dict
-
-
-def wilson_ci(correct: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval for a proportion (95% by default); (0, 1) when n is 0."""
-    if n <= 0:
-        return (0.0, 1.0)
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    lo = 0.0 if correct <= 0 else max(0.0, centre - half)
-    hi = 1.0 if correct >= n else min(1.0, centre + half)
-    return (lo, hi)
+THOUGHTS: tuple[str, ...] = thoughts.where("evaluable")
 
 
 def check_thought(thought: str) -> str:
@@ -83,26 +64,6 @@ def check_out_dir(out_dir) -> Path:
     if not there.is_dir():
         raise InputError(f"--out {out}: {there} is a file; the output must be a folder")
     return out
-
-
-def _adapter_files(folder: Path) -> list[Path]:
-    """The files that make an adapter: its config and weights (adapter_model.safetensors / .bin)."""
-    weights = sorted(p for p in folder.glob("adapter_model.*") if p.is_file() and p.suffix in (".safetensors", ".bin"))
-    return [folder / "adapter_config.json", *weights] if weights else []
-
-
-def weights_identity(model: str, adapter_dir=None) -> dict:
-    """What generates the outputs, for the resume key: the base model as
-    `student.models.provenance` describes it (the sha256 of its weights or GGUF file; a hub id and
-    its cached revision), less its name and where it sits on this machine, and the sha256 of the
-    adapter's config and weight files. Retraining into the same adapter folder changes it."""
-    from mathdistill.student.models import provenance
-
-    base = {k: v for k, v in provenance(model).items() if k not in ("name", "resolved_path", "file")}
-    ident = {"model": base}
-    if adapter_dir is not None:
-        ident["adapter_sha256"] = {f.name: sha256_file(f) for f in _adapter_files(Path(adapter_dir))}
-    return ident
 
 
 def _fingerprint(model) -> str:
@@ -345,21 +306,20 @@ def evaluate(
     stats = res.stats
     generated_now, seconds, todo = stats["generated_tokens"], stats["seconds"], stats["generated"]
 
-    n, correct = len(rows), sum(r["correct"] for r in rows)
-    metrics = {
-        "dataset": dataset, "split": split, "n": n, "correct": correct, "accuracy": correct / n,
-        "ci95": list(wilson_ci(correct, n)), "no_answer": sum(r["prediction"] is None for r in rows),
-        "model": model_name, "weights": weights, "adapter": adapter, "thought": thought, "shots": len(exemplars),
-        "exemplar_ids": [pid for pid, _, _ in exemplars], "max_new_tokens": max_new_tokens,
-        "temperature": temperature, "top_p": settings["top_p"], "samples": samples, "seed": settings["seed"],
-        "stop": settings["stop"], "batch_size": batch_size, "loop_stop": loop_stop,
-        "loop_stopped": sum(sum(r["looped"]) for r in res.rows),
-        "generated": todo, "reused": n - todo, "seconds": seconds, "generated_tokens": generated_now,
-        "problems_per_second": todo / seconds if todo and seconds > 0 else None,
-        "tokens_per_second": stats["tokens_per_second"], "engine": engine,
-        "mean_output_tokens": sum(sum(_as_list(r["num_tokens"])) for r in rows) / (n * samples),
-        "key": key,
-    }
+    n = len(rows)
+    metrics = summarize(
+        rows, dataset, split,
+        model=model_name, weights=weights, adapter=adapter, thought=thought, shots=len(exemplars),
+        exemplar_ids=[pid for pid, _, _ in exemplars], max_new_tokens=max_new_tokens,
+        temperature=temperature, top_p=settings["top_p"], samples=samples, seed=settings["seed"],
+        stop=settings["stop"], batch_size=batch_size, loop_stop=loop_stop,
+        loop_stopped=sum(sum(r["looped"]) for r in res.rows),
+        generated=todo, reused=n - todo, seconds=seconds, generated_tokens=generated_now,
+        problems_per_second=todo / seconds if todo and seconds > 0 else None,
+        tokens_per_second=stats["tokens_per_second"], engine=engine,
+        mean_output_tokens=sum(sum(_as_list(r["num_tokens"])) for r in rows) / (n * samples),
+        key=key,
+    )
     earlier = _timing(finished) if todo == 0 and finished else None
     if earlier and earlier["n"] == n:  # all reused: the timing of the call that generated them
         metrics["measured"] = earlier
@@ -372,7 +332,6 @@ def evaluate(
     if samples > 1:
         metrics["pass_at_k"], metrics["sample_accuracy"] = stats["pass_at_k"], stats["sample_accuracy"]
     if out is not None:
-        write_jsonl(out / "predictions.jsonl", rows)
-        write_json(out / "metrics.json", metrics)
+        write_result(out, rows, metrics)
         (out / PARTIAL).unlink(missing_ok=True)
     return EvalResult(rows, metrics)

@@ -22,8 +22,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Sequence
 
-from mathdistill.eval import EvalResult, check_out_dir, check_thought, wilson_ci
-from mathdistill.io import InputError, write_json, write_jsonl
+from mathdistill.eval import EvalResult, check_out_dir, check_thought
+from mathdistill.eval.results import summarize, write_result
+from mathdistill.io import InputError
 
 __all__ = ["NONE", "score_chosen", "evaluate_chosen", "histogram"]
 
@@ -90,7 +91,7 @@ def evaluate_chosen(
     problems = list(problems)
     out = check_out_dir(out_dir) if out_dir is not None else None
     if tokenizer is None and isinstance(model, str):
-        from mathdistill.student.models import load_tokenizer
+        from mathdistill.models import load_tokenizer
 
         tokenizer = load_tokenizer(model)
     prompts = [render_prompt(tokenizer, thoughts.choice_prompt(p.question, strategies)) for p in problems]
@@ -102,23 +103,19 @@ def evaluate_chosen(
     rows = [{"id": r["id"], "question": r["question"], "gold": r["gold"], "output": r["outputs"][0],
              "strategy": t or NONE, "prediction": s.prediction, "correct": bool(s.correct), "error": s.error,
              "num_tokens": r["num_tokens"][0], "looped": r["looped"][0]} for r, (t, s) in zip(res.rows, scored)]
-    n, correct = len(rows), sum(r["correct"] for r in rows)
     hist = histogram([t for t, _ in scored], strategies)
     stats = res.stats
-    metrics = {
-        "dataset": dataset or problems[0].source, "split": split, "n": n, "correct": correct,
-        "accuracy": correct / n, "ci95": list(wilson_ci(correct, n)),
-        "no_answer": sum(r["prediction"] is None for r in rows), "force": force, "strategies": hist,
-        "by_strategy": {t: {"n": c, "correct": sum(r["correct"] for r in rows if r["strategy"] == t)}
-                        for t, c in hist.items() if c},
-        "prompt": thoughts.choice_prompt("{question}", strategies), "prefill": prefill,
-        "max_new_tokens": stats["max_new_tokens"], "temperature": temperature, "top_p": stats["top_p"],
-        "seed": stats["seed"], "loop_stop": loop_stop, "loop_stopped": sum(r["looped"] for r in rows),
-        "generated": stats["generated"], "reused": stats["reused"], "seconds": stats["seconds"],
-        "generated_tokens": stats["generated_tokens"], "tokens_per_second": stats["tokens_per_second"],
-        "mean_output_tokens": sum(r["num_tokens"] for r in rows) / n, "engine": stats["engine"],
-    }
+    metrics = summarize(
+        rows, dataset or problems[0].source, split, force=force, strategies=hist,
+        by_strategy={t: {"n": c, "correct": sum(r["correct"] for r in rows if r["strategy"] == t)}
+                     for t, c in hist.items() if c},
+        prompt=thoughts.choice_prompt("{question}", strategies), prefill=prefill,
+        max_new_tokens=stats["max_new_tokens"], temperature=temperature, top_p=stats["top_p"],
+        seed=stats["seed"], loop_stop=loop_stop, loop_stopped=sum(r["looped"] for r in rows),
+        generated=stats["generated"], reused=stats["reused"], seconds=stats["seconds"],
+        generated_tokens=stats["generated_tokens"], tokens_per_second=stats["tokens_per_second"],
+        mean_output_tokens=sum(r["num_tokens"] for r in rows) / len(rows), engine=stats["engine"],
+    )
     if out is not None:
-        write_jsonl(out / "predictions.jsonl", rows)
-        write_json(out / "metrics.json", metrics)
+        write_result(out, rows, metrics)
     return EvalResult(rows, metrics)

@@ -1,7 +1,8 @@
 """`mathdistill eval`: evaluate a model (optionally with a LoRA adapter) on a benchmark.
 
 Every option, the adapter folder and the data are checked before the model loads; the one line
-on stdout is the metrics JSON (progress and the summary line go to stderr).
+on stdout is the metrics JSON (progress and the summary line go to stderr). The generation options
+are `EvalConfig`'s (`eval.config`: their defaults, help and bounds), the ones a recipe's `eval:` has.
 """
 
 from __future__ import annotations
@@ -12,17 +13,11 @@ from typing import Optional
 
 import typer
 
-from mathdistill.runtime import threads_option
-from mathdistill.student.models import DEFAULT_STUDENT
+from mathdistill.eval.config import EvalConfig
+from mathdistill.models import DEFAULT_STUDENT
+from mathdistill.runtime import config_option, threads_option
 
 PROMPT_ROOM = 512  # tokens a row's own prompt may take besides a shared prefix, for the batch size from free memory
-
-
-def _top_p(value: float) -> float:
-    if not 0 < value <= 1:
-        raise typer.BadParameter(f"must be in (0, 1] (got {value})")
-    return value
-
 
 def eval_command(
     dataset: str = typer.Option(..., "--dataset", help="Benchmark: gsm8k, svamp, asdiv, mawps (= multiarith, addsub, "
@@ -36,28 +31,29 @@ def eval_command(
                                 "keypoints (scored on its solution's answer)."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", exists=True, file_okay=False,
                                            help="A PEFT (LoRA) adapter folder, merged into the weights for the run."),
-    shots: int = typer.Option(0, "--shots", min=0, help="k-shot exemplars from GSM8K train (0 = zero-shot)."),
+    shots: int = config_option(EvalConfig, "shots", "--shots"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", exists=True, file_okay=False,
                                             help="Data root (else $MATHDISTILL_DATA or ../shared/data, else the hub)."),
-    max_new_tokens: int = typer.Option(320, "--max-new-tokens", min=1, help="Most tokens generated per completion."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Completions generated together "
-                                             "(default: 16 on a CPU, from the free memory on a GPU)."),
-    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="Sampling temperature; 0 = greedy."),
-    top_p: float = typer.Option(1.0, "--top-p", callback=_top_p, help="Nucleus sampling mass in (0, 1] (with --temperature > 0)."),
-    samples: int = typer.Option(1, "--samples", min=1, help="Completions per problem; >1 scores the majority vote."),
+    max_new_tokens: int = config_option(EvalConfig, "max_new_tokens", "--max-new-tokens"),
+    batch_size: Optional[int] = config_option(EvalConfig, "batch_size", "--batch-size", default=None,
+                                              help="Completions generated together (default: 16 on a CPU, from the "
+                                                   "free memory on a GPU)."),
+    temperature: float = config_option(EvalConfig, "temperature", "--temperature"),
+    top_p: float = config_option(EvalConfig, "top_p", "--top-p"),
+    samples: int = config_option(EvalConfig, "samples", "--samples"),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Random seed for sampling."),
     stop: Optional[list[str]] = typer.Option(None, "--stop", help="Stop string (repeatable); cut from the output."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (on stderr)."),
-    loop_stop: bool = typer.Option(False, "--loop-stop/--no-loop-stop",
-                                   help="End a completion that repeats one block 3 times in a row (saves time; off by default)."),
-    calculator: bool = typer.Option(False, "--calculator/--no-calculator",
-                                    help="Force the value of every arithmetic step the student writes (`2 * 3 =`, "
-                                    "`<<48/2=`) and continue from it (off by default; hf engine)."),
+    loop_stop: bool = config_option(EvalConfig, "loop_stop", "--loop-stop/--no-loop-stop"),
+    calculator: bool = config_option(EvalConfig, "calculator", "--calculator/--no-calculator",
+                                     help="Force the value of every arithmetic step the student writes (`2 * 3 =`, "
+                                     "`<<48/2=`) and continue from it (hf engine; a recipe's `both` is two runs)."),
     threads: Optional[int] = threads_option(),
 ) -> None:
     """Write OUT/predictions.jsonl and OUT/metrics.json; stdout is one line, the metrics JSON."""
     from mathdistill import data, runtime
-    from mathdistill.eval import check_out_dir, check_thought, evaluate, few_shot_exemplars, weights_identity
+    from mathdistill.eval import check_out_dir, check_thought, evaluate, few_shot_exemplars
+    from mathdistill.student.adapters import load_student
 
     # everything a user can get wrong is checked before the model loads
     thought = check_thought(thought)
@@ -68,13 +64,10 @@ def eval_command(
         check_adapter(adapter, "--adapter")
     problems = data.load(dataset, split=split, data_dir=data_dir, limit=limit)
     exemplars = few_shot_exemplars(thought, shots, data_dir, exclude=[p.question for p in problems])
-    weights = weights_identity(model, adapter)
     name = f"{model}+{adapter.resolve()}" if adapter is not None else model
 
     runtime.set_threads(threads)
-    from mathdistill.student.adapters import load_merged
-
-    m, tok = load_merged(model, adapter)
+    m, tok, weights = load_student(model, adapter)
     if batch_size is None:
         from mathdistill.student.generate import auto_batch_size
 

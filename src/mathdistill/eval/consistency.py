@@ -131,7 +131,7 @@ def consistency_loop(
 ) -> LoopResult:
     """Run the loop over `problems` (`mathdistill.data.Problem`s; see the module doc for the roles).
     `on_iteration(t, sampled, resolved so far)` is called after each iteration (progress)."""
-    from mathdistill.eval import wilson_ci
+    from mathdistill.eval.results import tally
     from mathdistill.thoughts import gold_answer
 
     if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1:
@@ -180,10 +180,10 @@ def consistency_loop(
     budgets = []
     for b in range(1, max_iterations + 1):
         res = outcome(b)
-        n, correct, correct_any = len(res), sum(r[1] for r in res), sum(r[5] for r in res)
-        budgets.append({"budget": b, "n": n, "correct": correct, "accuracy": correct / n,
-                        "ci95": list(wilson_ci(correct, n)), "correct_any": correct_any,
-                        "accuracy_any": correct_any / n, "ci95_any": list(wilson_ci(correct_any, n)),
+        n = len(res)
+        any_ = tally(sum(r[5] for r in res), n)
+        budgets.append({"budget": b, **tally(sum(r[1] for r in res), n), "correct_any": any_["correct"],
+                        "accuracy_any": any_["accuracy"], "ci95_any": any_["ci95"],
                         "resolved": sum(r[2] for r in res) / n, "mean_iterations": sum(r[3] for r in res) / n,
                         "sampled": sampled[b - 1] if b <= len(sampled) else 0})
     rows = []

@@ -23,7 +23,9 @@ from typing import Optional, Sequence
 
 import typer
 
-from mathdistill.io import write_json, write_jsonl
+from mathdistill.eval.config import EvalConfig
+from mathdistill.eval.results import write_result
+from mathdistill.runtime import config_option
 from mathdistill.shards import SHARDS, combine, in_order, shard, shard_dir  # noqa: F401 (shard, SHARDS: API)
 
 # metrics that add up over shares, and those that are means over problems (weighted by each share's n)
@@ -33,12 +35,12 @@ _MEANS = ("mean_output_tokens", "pass_at_k", "sample_accuracy", "interventions_p
 
 def merge(order: Sequence[str], parts: Sequence[tuple[list[dict], dict]]) -> tuple[list[dict], dict]:
     """(rows in `order` of problem ids, metrics) of one evaluation from its shares' (rows, metrics)."""
-    from mathdistill.eval import wilson_ci
+    from mathdistill.eval.results import tally
 
     rows = in_order(order, [r for rows, _ in parts for r in rows])
     metrics = combine([m for _, m in parts], _SUMMED, _MEANS)
     n, seconds = metrics["n"], metrics["seconds"]
-    metrics.update(accuracy=metrics["correct"] / n, ci95=list(wilson_ci(metrics["correct"], n)),
+    metrics.update(**tally(metrics["correct"], n),
                    problems_per_second=metrics["generated"] / seconds if metrics["generated"] and seconds > 0 else None,
                    tokens_per_second=metrics["generated_tokens"] / seconds if seconds > 0 else None)
     metrics.pop("key", None)  # each share has its own resume key (its problems); see shards/
@@ -53,21 +55,22 @@ def parallel_eval_command(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N problems."),
     thought: str = typer.Option("cot", "--thought"),
     adapter: Optional[Path] = typer.Option(None, "--adapter", exists=True, file_okay=False),
-    shots: int = typer.Option(0, "--shots", min=0),
+    shots: int = config_option(EvalConfig, "shots", "--shots"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", exists=True, file_okay=False),
-    max_new_tokens: int = typer.Option(320, "--max-new-tokens", min=1),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Completions generated together, per process."),
-    temperature: float = typer.Option(0.0, "--temperature", min=0.0),
-    top_p: float = typer.Option(1.0, "--top-p"),
-    samples: int = typer.Option(1, "--samples", min=1),
+    max_new_tokens: int = config_option(EvalConfig, "max_new_tokens", "--max-new-tokens"),
+    batch_size: int = config_option(EvalConfig, "batch_size", "--batch-size",
+                                    help="Completions generated together, per process."),
+    temperature: float = config_option(EvalConfig, "temperature", "--temperature"),
+    top_p: float = config_option(EvalConfig, "top_p", "--top-p"),
+    samples: int = config_option(EvalConfig, "samples", "--samples"),
     seed: int = typer.Option(0, "--seed", min=0),
-    loop_stop: bool = typer.Option(False, "--loop-stop/--no-loop-stop"),
+    loop_stop: bool = config_option(EvalConfig, "loop_stop", "--loop-stop/--no-loop-stop"),
 ) -> None:
     """Evaluate this process's share; the main process writes OUT/predictions.jsonl and OUT/metrics.json and
     prints the metrics JSON (one line on stdout)."""
     from mathdistill import data, runtime, shards
-    from mathdistill.eval import check_out_dir, check_thought, evaluate, few_shot_exemplars, weights_identity
-    from mathdistill.student.adapters import load_merged
+    from mathdistill.eval import check_out_dir, check_thought, evaluate, few_shot_exemplars
+    from mathdistill.student.adapters import load_student
 
     runtime.quiet()
     state = shards.processes()
@@ -76,20 +79,19 @@ def parallel_eval_command(
     problems = data.load(dataset, split=split, data_dir=data_dir, limit=limit)
     exemplars = few_shot_exemplars(thought, shots, data_dir, exclude=[p.question for p in problems])
     name = f"{model}+{adapter.resolve()}" if adapter is not None else model
-    m, tok = load_merged(model, adapter)
+    m, tok, weights = load_student(model, adapter)
     m.to(state.device)  # cuda:<local rank> (accelerate made it this process's current GPU), or the CPU
 
     def work(mine, folder):
         evaluate(m, tok, mine, thought=thought, exemplars=exemplars, max_new_tokens=max_new_tokens,
                  batch_size=batch_size, temperature=temperature, top_p=top_p, samples=samples, seed=seed,
                  out_dir=folder, dataset=dataset, split=split, model_name=name,
-                 weights=weights_identity(model, adapter), progress=state.is_main_process, loop_stop=loop_stop)
+                 weights=weights, progress=state.is_main_process, loop_stop=loop_stop)
 
     folders = shards.run(problems, out, work, state)
     if state.is_main_process:
         rows, metrics = merge([p.id for p in problems], [_read(f) for f in folders])
-        write_jsonl(out / "predictions.jsonl", rows)
-        write_json(out / "metrics.json", metrics)
+        write_result(out, rows, metrics)
         typer.echo(json.dumps(metrics))
     state.wait_for_everyone()
 

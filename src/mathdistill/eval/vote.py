@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from mathdistill.answers import is_equivalent, vote
-from mathdistill.io import InputError, write_json, write_jsonl
+from mathdistill.eval.results import EvalResult, summarize, write_result
+from mathdistill.io import InputError
 
 
 def vote_formats(per_format: Mapping, preference: Sequence[str], out_dir: str | Path | None = None):
     """An EvalResult of the vote over `per_format` ({format: EvalResult}); writes out_dir/predictions.jsonl
     and metrics.json when given."""
-    from mathdistill.eval import EvalResult, generation_timing, wilson_ci
+    from mathdistill.eval import generation_timing
 
     if not per_format:
         raise InputError("nothing to vote over: no evaluations given")
@@ -38,14 +39,11 @@ def vote_formats(per_format: Mapping, preference: Sequence[str], out_dir: str | 
                      "output": per_format[winner].rows[i]["output"] if winner else base["output"],
                      "prediction": pred, "correct": pred is not None and is_equivalent(pred, base["gold"]),
                      "chosen_format": winner, "answers": answers})
-    n, correct = len(rows), sum(r["correct"] for r in rows)
     m = first.metrics
-    metrics = {"dataset": m.get("dataset"), "split": m.get("split"), "n": n, "correct": correct,
-               "accuracy": correct / n, "ci95": list(wilson_ci(correct, n)), "variant": "vote", "formats": formats,
-               "preference": list(preference), "chosen": dict(Counter(r["chosen_format"] for r in rows)),
-               "no_answer": sum(r["prediction"] is None for r in rows),
-               "seconds": round(sum(generation_timing(per_format[f].metrics).get("seconds") or 0 for f in formats), 3)}
+    metrics = summarize(rows, m.get("dataset"), m.get("split"), variant="vote", formats=formats,
+                        preference=list(preference), chosen=dict(Counter(r["chosen_format"] for r in rows)),
+                        seconds=round(sum(generation_timing(per_format[f].metrics).get("seconds") or 0
+                                          for f in formats), 3))
     if out_dir is not None:
-        write_jsonl(Path(out_dir) / "predictions.jsonl", rows)
-        write_json(Path(out_dir) / "metrics.json", metrics)
+        write_result(out_dir, rows, metrics)
     return EvalResult(rows, metrics)

@@ -13,11 +13,3 @@ def recipe(cfg: RecipeConfig, run) -> list[dict]:
 def workload(cfg: RecipeConfig, w) -> None:
     w.evaluate("eval", cfg, cfg.thoughts, trained=False)
 
-
-def _method():
-    from mathdistill.methods import Method
-
-    return Method("base", RecipeConfig, recipe, "the untrained student, evaluated as it is", workload=workload)
-
-
-METHODS = [_method()]

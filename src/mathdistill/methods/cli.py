@@ -29,12 +29,12 @@ def run_command(
 ) -> None:
     """Run a recipe end to end in its run folder; re-running the same command resumes it."""
     from mathdistill import runtime
-    from mathdistill.methods import run
-    from mathdistill.methods.config import load_config
+    from mathdistill.methods.registry import load_config
+    from mathdistill.methods.runner import run
 
     cfg = load_config(recipe, overrides or [])
     if plan:
-        from mathdistill.plan import plan as make_plan, print_plan
+        from mathdistill.methods.plan import plan as make_plan, print_plan
 
         p = make_plan(cfg, speeds)
         typer.echo(json.dumps(p)) if as_json else print_plan(p)
@@ -51,8 +51,8 @@ def recipes_command(
 ) -> None:
     """List the methods with their config keys and defaults (recipes/<method>.yaml runs one)."""
     from mathdistill.io import InputError
-    from mathdistill.methods import METHODS
     from mathdistill.methods.config import describe
+    from mathdistill.methods.registry import METHODS
 
     if method is not None and method not in METHODS:
         raise InputError(f"unknown method {method!r}; known: {', '.join(METHODS)}")

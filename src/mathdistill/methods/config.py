@@ -1,15 +1,16 @@
 """Recipe configuration: one pydantic model per method, each inheriting the shared one.
 
-    RecipeConfig            name, method, seed, runs_dir, student, data, eval     (method: base)
+    RecipeConfig            name, method, seed, runs_dir, student, data, eval     (method base)
       DistillConfig         + teach (a teacher per format) + train (the training schema)
-        ETDConfig           + thoughts, eval.vote, eval.preference               (cot, eotd, pot, etd)
+        ETDConfig           + thoughts, eval.vote, eval.preference (VoteEvalConfig)   (cot, eotd, pot, etd)
         ...                 one per method, in the method's own recipe file
 
-A recipe is YAML + `key=value` overrides; `method:` picks the config class from the registry
-(`mathdistill.methods.METHODS`). Every model forbids unknown keys, so a misspelt key is an error
-that names it, and every number is range-checked. `validate` then checks the recipe as a whole
-(formats known, a teacher for every format, every dataset present, no training slice that overlaps
-an evaluation slice: contract 11, `methods.leakage`) before any stage runs.
+A recipe is YAML + `key=value` overrides (`read_recipe`); `method:` picks the config class from the
+registry (`methods.registry.load_config`, which builds it here: `build_config`). Every model forbids
+unknown keys, so a misspelt key is an error that names it, and every number is range-checked.
+The runner then checks the recipe as a whole (`runner.validate`: a teacher for every format, every
+dataset present, no training slice that overlaps an evaluation slice: contract 11, `methods.leakage`)
+before any stage runs. This module knows no method by name: the registry imports it, never the reverse.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mathdistill import thoughts
+from mathdistill.eval.config import EvalConfig  # noqa: F401 (the shared evaluation settings; eval's own)
 from mathdistill.io import InputError, read_yaml_mapping
 from mathdistill.student.train import TrainSettings
 from mathdistill.teacher.config import TeacherConfig
@@ -30,9 +33,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-def _known_formats(names: list[str], answering: bool = True) -> list[str]:
-    from mathdistill import thoughts
-
+def known_formats(names: list[str], answering: bool = True) -> list[str]:
     allowed = thoughts.ANSWER_NAMES if answering else thoughts.NAMES
     for n in names:
         if n not in allowed:
@@ -51,6 +52,15 @@ class Split(Strict):
     offset: int = Field(0, ge=0)
 
 
+def problems(split: Split, data_dir: str | None) -> list:
+    """The problems of one configured slice (`steps.problems`)."""
+    from mathdistill.data import load
+
+    ps = load(split.dataset, split.split, data_dir=data_dir)
+    end = None if split.limit is None else split.offset + split.limit
+    return ps[split.offset : end]
+
+
 class DataConfig(Strict):
     data_dir: str | None = Field(None, description="data root; else $MATHDISTILL_DATA or ../shared/data")
     train: Split = Split(dataset="gsm8k", split="train")
@@ -65,26 +75,26 @@ class StudentConfig(Strict):
     model: str = Field("smollm2-135m", description="HF id, local folder, .gguf file or alias")
 
 
-class EvalConfig(Strict):
-    max_new_tokens: int = Field(256, ge=1)
-    batch_size: int = Field(16, ge=1)
-    temperature: float = Field(0.0, ge=0, description="0: greedy")
-    top_p: float = Field(1.0, gt=0, le=1)
-    samples: int = Field(1, ge=1, description="completions per problem; >1 scores their majority vote")
-    shots: int = Field(0, ge=0, description="k-shot exemplars from GSM8K train before each question")
-    loop_stop: bool = Field(True, description="end a completion that repeats one block 3 times in a row")
-    base: bool = Field(False, description="also evaluate the untrained student")
-    calculator: bool | Literal["both"] = Field(
-        False, description="calculator decoding: force the value of every arithmetic step the student writes "
-                           "(`a op b =`); rows are named `<row>+calc`. `both`: each test set without and with it, "
-                           "same weights (rows `<row>` and `<row>+calc`)")
+class VoteEvalConfig(EvalConfig):
+    """Evaluation in several formats combined by majority vote (ETD's; FDD's rounds over its formats)."""
+
+    vote: bool = Field(True, description="combine the formats' answers by majority vote (row `<method>`)")
+    preference: list[str] = Field(default_factory=thoughts.vote_preference,
+                                  description="tie-break order of the vote (default: the formats whose answers are "
+                                              "computed first: pot, eot, cot, l2m)")
+
+    @field_validator("preference")
+    @classmethod
+    def _formats(cls, v: list[str]) -> list[str]:
+        return known_formats(v)
 
 
 class RecipeConfig(Strict):
     """What every method has: the untrained student evaluated (method `base`)."""
 
     name: str = Field(min_length=1)
-    method: str = "base"
+    #: the method (`methods.registry`); a recipe that names none is `registry.DEFAULT_METHOD`'s (load_config)
+    method: str = Field(min_length=1)
     seed: int = 0
     runs_dir: str = "runs"
     student: StudentConfig = StudentConfig()
@@ -96,19 +106,17 @@ class RecipeConfig(Strict):
     @field_validator("thoughts")
     @classmethod
     def _formats(cls, v: list[str]) -> list[str]:
-        return _known_formats(v)
+        return known_formats(v)
 
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
 
 
-#: offline defaults: the recorded Llama-3-70B CoT for cot, gold conversions for the executable formats
-DEFAULT_TEACHERS = {
-    "cot": TeacherConfig(kind="replay", replay=["teacher/gsm8k_train_llama3-70b_cot.json"]),
-    "pot": TeacherConfig(kind="reference"),
-    "eot": TeacherConfig(kind="reference"),
-}
+#: offline defaults, each format's own (`Thought.offline_teacher`): the recorded Llama-3-70B CoT for cot, gold
+#: conversions for the executable formats
+DEFAULT_TEACHERS = {n: TeacherConfig(**thoughts.thought_class(n).offline_teacher)
+                    for n in thoughts.where("offline_teacher")}
 
 
 class TeachConfig(Strict):
@@ -148,6 +156,20 @@ class DecontamConfig(Strict):
 
     ngram: int = Field(13, ge=1, description="drop a training problem sharing a word n-gram with a test question")
     cosine: float = Field(0.8, gt=0, le=1, description="drop one whose TF-IDF cosine to a test question is >= this")
+
+
+#: recorded plan-only rationales that stand in offline for what a teacher would write besides a solution (LoRID's
+#: knowledge, KPDD's key points: `steps.teach_derived`)
+PLANS = "teacher/gsm8k_train_gemini-1.5-flash_plan.json"
+
+
+def require_teacher_without_plans(cfg, fmt: str, what: str) -> None:
+    """With `plans: null` (no recorded stand-in) a teacher must write `fmt`: refused at config time otherwise."""
+    if cfg.plans is None:
+        try:
+            cfg.teach.for_thought(fmt)
+        except ValueError:
+            raise ValueError(f"plans is null: set a {what} teacher (teach.per_thought.{fmt} or teach.default)") from None
 
 
 class DistillConfig(RecipeConfig):
@@ -196,11 +218,8 @@ def _merge(base: dict, top: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> RecipeConfig:
-    """Read a recipe YAML (or start from `base`), apply `key=value` overrides, validate with the
-    config class of its `method:` (the method's defaults under the YAML)."""
-    from mathdistill.methods import METHODS
-
+def read_recipe(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> tuple[dict, str]:
+    """(the mapping of a recipe YAML, or of `base`, with its `key=value` overrides applied; where it came from)."""
     raw: dict = dict(base or {})
     source = "config"
     if path is not None:
@@ -220,12 +239,14 @@ def load_config(path: str | Path | None, overrides: list[str] = (), base: dict |
         except yaml.YAMLError:
             parsed = value
         _set_dotted(raw, key.strip(), parsed)
-    method = raw.get("method", "etd")  # recipes written before `base` existed meant ETD
-    if method not in METHODS:
-        raise InputError(f"{source}: key 'method': unknown method {method!r}; known: {', '.join(METHODS)}")
-    spec = METHODS[method]
+    return raw, source
+
+
+def build_config(config: type[RecipeConfig], defaults: dict, raw: dict, source: str = "config") -> RecipeConfig:
+    """`raw` (a recipe's mapping) over a method's `defaults`, validated by its `config` class; an InputError naming
+    every bad key of `source` otherwise."""
     try:
-        return spec.config.model_validate(_merge(spec.defaults, raw))
+        return config.model_validate(_merge(defaults, raw))
     except ValidationError as e:
         raise InputError(_format_error(source, e)) from None
 
@@ -243,34 +264,6 @@ def field_defaults(cls: type[BaseModel]) -> dict:
             value = f.get_default(call_default_factory=True)
             out[key] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
     return out
-
-
-def validate(cfg: RecipeConfig) -> None:
-    """Check the recipe as a whole before any stage runs: every dataset split present, a teacher
-    for every format it trains, recorded teacher files present (or fetchable), and no training slice
-    that overlaps an evaluation slice (contract 11: `methods.leakage.refuse_overlap`)."""
-    from mathdistill import data
-    from mathdistill.methods.leakage import refuse_overlap
-
-    evals = [(f"data.eval[{i}]", s) for i, s in enumerate(cfg.data.eval)]
-    trains = cfg.training_slices() if isinstance(cfg, DistillConfig) else []
-    loaded = {}
-    for key, s in trains + evals:
-        try:
-            loaded[key] = problems = data.load(s.dataset, s.split, data_dir=cfg.data.data_dir)
-        except InputError as e:
-            raise InputError(f"{key}: {e}") from None
-        if key in ("data.train", *dict(evals)) and s.offset >= len(problems):
-            raise InputError(f"{key}: offset {s.offset} is past the end of {s.dataset}/{s.split} ({len(problems)} problems)")
-    refuse_overlap([(k, s, loaded[k]) for k, s in trains], [(k, s, loaded[k]) for k, s in evals])
-    if isinstance(cfg, DistillConfig):
-        for thought in train_formats(cfg):
-            resolve_teacher(cfg, thought)
-
-
-def train_formats(cfg: DistillConfig) -> list[str]:
-    """The formats a distillation recipe asks teachers for (methods override by their fields)."""
-    return list(cfg.thoughts)
 
 
 def resolve_teacher(cfg: DistillConfig, thought: str) -> TeacherConfig:

@@ -9,26 +9,15 @@ EoTD is ETD with `thoughts: [eot]`, the CoT baseline `thoughts: [cot]`, PoT-only
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from mathdistill.methods import steps
-from mathdistill.methods.config import DistillConfig, EvalConfig, _known_formats
-
-
-class ETDEvalConfig(EvalConfig):
-    vote: bool = Field(True, description="combine the formats' answers by majority vote (row `<method>`)")
-    preference: list[str] = Field(default_factory=lambda: ["pot", "eot", "cot", "l2m"],
-                                  description="tie-break order of the vote")
-
-    @field_validator("preference")
-    @classmethod
-    def _formats(cls, v: list[str]) -> list[str]:
-        return _known_formats(v)
+from mathdistill.methods.config import DistillConfig, VoteEvalConfig
 
 
 class ETDConfig(DistillConfig):
     thoughts: list[str] = Field(default_factory=lambda: ["cot", "pot", "eot"], min_length=1)
-    eval: ETDEvalConfig = ETDEvalConfig()
+    eval: VoteEvalConfig = VoteEvalConfig()
 
 
 def recipe(cfg: ETDConfig, run) -> list[dict]:
@@ -49,16 +38,3 @@ def workload(cfg: ETDConfig, w) -> None:
     if cfg.eval.base:
         w.evaluate("eval-base", cfg, cfg.thoughts, trained=False)
 
-
-def _method(name: str, thoughts: list[str], summary: str):
-    from mathdistill.methods import Method
-
-    return Method(name, ETDConfig, recipe, summary, {"thoughts": thoughts}, workload=workload)
-
-
-METHODS = [
-    _method("cot", ["cot"], "chain-of-thought distillation, the baseline every paper compares to"),
-    _method("eotd", ["eot"], "EoTD: equations (unknowns allowed) solved by sympy"),
-    _method("pot", ["pot"], "program-of-thought distillation: Python run in the sandbox"),
-    _method("etd", ["cot", "pot", "eot"], "ETD: CoT + PoT + EoT in one student, answers combined by vote"),
-]

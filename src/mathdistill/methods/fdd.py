@@ -26,10 +26,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from mathdistill.data import Problem
-from mathdistill.io import read_json, read_jsonl, write_json
-from mathdistill.methods import steps
-from mathdistill.methods.config import DistillConfig, Split, Strict
-from mathdistill.methods.etd import ETDEvalConfig
+from mathdistill.io import InputError, read_json, read_jsonl, write_json
+from mathdistill.methods import serving, steps
+from mathdistill.methods.config import DistillConfig, Split, Strict, VoteEvalConfig
 from mathdistill.teacher.config import OFFLINE_KINDS, TeacherConfig
 
 
@@ -54,7 +53,7 @@ class GenerateConfig(Strict):
 
 
 class FDDConfig(DistillConfig):
-    eval: ETDEvalConfig = ETDEvalConfig()
+    eval: VoteEvalConfig = VoteEvalConfig()
     rounds: int = Field(2, ge=0, description="rounds after the first: 2 means rounds 0, 1 and 2")
     paths_per_problem: int = Field(2, ge=1, description="teacher rationales per seed / pool problem and format")
     retrain_from: Literal["base", "previous"] = Field("base", description="each round trains a fresh adapter "
@@ -199,8 +198,7 @@ def recipe(cfg: FDDConfig, run) -> list[dict]:
     known = {p.id: p for p in seeds}  # every problem that entered training, by id
     drawn: set[str] = set()
     model, adapter, prev, rows, table, cands = cfg.student.model, None, None, [], [], []
-    for i in range(cfg.rounds + 1):
-        r = run.scope(f"round-{i}")
+    for i, r in steps.scopes(run, "round", cfg.rounds):
         info = {"round": i}
         if i == 0:
             new = seeds
@@ -240,7 +238,6 @@ def recipe(cfg: FDDConfig, run) -> list[dict]:
         main = [x for x in got if x["method"] == f"{name}-r{i}"]
         info.update(train_steps=train["steps"], **{f"accuracy {x['dataset']}": round(x["accuracy"], 4) for x in main})
         table.append(info)
-        r.close_scope()
         prev = r
     _report(run, cfg, table, cands, leak)
     return rows
@@ -297,12 +294,48 @@ def workload(cfg: FDDConfig, w) -> None:
         w.evaluate(f"round-{i}/eval", cfg, cfg.thoughts)
 
 
-def _method():
-    from mathdistill.methods import Method
+def teacher_plan(cfg: FDDConfig, seeds: list) -> list:
+    """Round 0 teaches the seeds; round i writes `per_problem` new problems per training problem (easy ones: a
+    harder variation; planned all as that prompt) and labels each (`label_samples` per format), or, with no
+    generate.teacher, teaches the pool's draws; counts as if every new problem were kept."""
+    from mathdistill.teacher.bill import Stage
+    from mathdistill.teacher.generate import ProblemWriter
 
-    return Method("fdd", FDDConfig, recipe, "FDD: rounds of student feedback, new problems (easy: harder, hard: "
-                  "similar), decontaminated, majority-labelled; retrained from the base", {"thoughts": ["cot"]},
-                  workload=workload)
+    g, run, stages = cfg.generate, cfg.run_dir, []
+    stages += [steps.teach_stage(cfg, t, seeds, cfg.paths_per_problem, run / "round-0") for t in cfg.thoughts]
+    training = len(seeds)
+    for i in range(1, cfg.rounds + 1):
+        new = training * g.per_problem
+        why = f"round {i}: at most {new} new problems ({training} training problems x {g.per_problem})"
+        scale = new / len(seeds) if seeds else 0.0
+        if g.teacher is not None:
+            stages.append(Stage(f"round-{i}/generate", ProblemWriter("harder"), g.teacher, seeds, g.per_problem,
+                                None, scale=training / len(seeds),
+                                estimated=f"round {i}: {training} training problems x {g.per_problem}"))
+            stages += [Stage(f"round-{i}/label-{t}", t, g.teacher, seeds, g.label_samples, None, scale=scale,
+                             estimated=why) for t in cfg.thoughts]
+        else:
+            stages += [steps.teach_stage(cfg, t, seeds, cfg.paths_per_problem, run / f"round-{i}", scale=scale,
+                                         estimated=why + ", drawn by the pool teacher") for t in cfg.thoughts]
+        training += new
+    return stages
 
 
-METHODS = [_method()]
+def serve(cfg: FDDConfig, run) -> serving.Served:
+    """The last finished round's student (on the round's base when it retrained from the previous one), as
+    `steps.evaluate` evaluated it: `fdd-r<N>` (several formats: their vote, and `fdd-...-r<N>:<format>`)."""
+    from mathdistill.student.adapters import is_full_model
+
+    i = serving.last_done(run, "round-")
+    scope = run.path / f"round-{i}"
+    folder = scope / "train" / "student"
+    if not serving.trained(folder):
+        raise InputError(f"{run.path}: round-{i} finished but {folder} holds no adapter or model")
+    if is_full_model(folder):  # a full fine-tune is the whole student
+        models = serving.family(f"{family(cfg.thoughts)}-r{i}", cfg.thoughts, cfg.eval.vote, cfg.eval.preference,
+                                None, cfg.eval.samples)
+        return serving.Served(models, {}, model=str(folder))
+    model = str(scope / "init") if cfg.retrain_from == "previous" and (scope / "init" / "config.json").is_file() else None
+    models = serving.family(f"{family(cfg.thoughts)}-r{i}", cfg.thoughts, cfg.eval.vote, cfg.eval.preference,
+                            "student", cfg.eval.samples)
+    return serving.Served(models, {"student": folder}, model=model)

@@ -15,9 +15,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from mathdistill.methods import steps
-from mathdistill.methods.config import DistillConfig
-from mathdistill.methods.lorid import (PLANS, _yield_note, plans_stand_in, require_teacher_without_plans,
-                                      teach_intermediate)
+from mathdistill.methods.config import PLANS, DistillConfig, require_teacher_without_plans
 from mathdistill.thoughts.keypoints import KeyPoints
 
 
@@ -44,15 +42,15 @@ def recipe(cfg: KPDDConfig, run) -> list[dict]:
         for r in steps.rationales(run, cfg.solution):
             if r["kept"]:
                 solutions.setdefault(r["problem_id"], []).append(r["text"])
-    why = plans_stand_in(cfg, "key points: their steps, not the facts of the problem KPDD extracts")
-    kp = teach_intermediate(run, cfg, problems, fmt, lambda p, plan: [
+    why = steps.plans_stand_in(cfg, "key points: their steps, not the facts of the problem KPDD extracts")
+    kp = steps.teach_derived(run, cfg, problems, fmt, lambda p, plan: [
         KeyPoints.compose(KeyPoints.from_recorded(plan, p.question), s) for s in solutions.get(p.id) or [""]],
         why, samples=cfg.teach.samples)
     if cfg.plans is not None:
         run.note(f"Offline stand-in: {why}; the solution part is the verified "
                  + ("recorded Llama-3-70B CoT." if cfg.solution == "cot" else "reference program (GSM8K gold solution "
                     "converted to Python, executed in the sandbox)."))
-    run.note(_yield_note(kp, f"Key points + {cfg.solution} solution"))
+    run.note(steps.yield_note(kp, f"Key points + {cfg.solution} solution"))
     steps.data(run, ["keypoints"])
     train = steps.train(run, cfg)
     return run.stage("eval", lambda: steps.evaluate(run, cfg, f"kpdd-{cfg.solution}", run.path("train", "student"),
@@ -67,11 +65,14 @@ def workload(cfg: KPDDConfig, w) -> None:
     w.evaluate("eval", cfg, ["keypoints"], extra_tokens=solution)
 
 
-def _method():
-    from mathdistill.methods import Method
+def teaches(cfg: KPDDConfig) -> list[str]:
+    """With the recorded plans: the solution's format (its verified rationales follow the derived key points);
+    without: `keypoints`, all three parts from one teacher."""
+    return [cfg.solution] if cfg.plans is not None else ["keypoints"]
 
-    return Method("kpdd", KPDDConfig, recipe, "KPDD: key points (core question, facts) then the solution, CoT or PoT",
-                  workload=workload)
 
-
-METHODS = [_method()]
+def teacher_plan(cfg: KPDDConfig, problems: list) -> list:
+    """The solution's teach stage (with the recorded plans), then teach-keypoints (derived from the plans, or a
+    teacher's: one per problem)."""
+    solution = [steps.teach_stage(cfg, t, problems, cfg.teach.samples) for t in cfg.thoughts] if cfg.plans else []
+    return solution + [steps.teach_stage(cfg, KeyPoints(solution=cfg.solution), problems, 1, plans=cfg.plans)]

@@ -80,7 +80,7 @@ def test_questions(cfg) -> list[Problem]:
     """What training problems are checked against: the evaluation slices (loaded as evaluation loads them)
     and every test set of the data root when there is one, less the training slices' own problems."""
     from mathdistill.data import DATASETS, load
-    from mathdistill.methods.steps import problems
+    from mathdistill.methods.config import problems
     from mathdistill.paths import data_dir
 
     found = [p for s in cfg.data.eval for p in problems(s, cfg.data.data_dir)]

@@ -16,19 +16,21 @@ left unresolved counted wrong. `greedy-first` is what mathdistill did before (a 
 that is lorid:ir / lorid:dr itself, then temperature 0.7, a majority vote at the limit). docs/methods.md
 has every difference. Besides the paper's code: no merged copies of the base, the accuracy of every
 budget 1..max from one run (table + figure), a cached and resumable teacher, and resumable sampling.
+Served (`serve`, `LoRID`) as it is evaluated: each role asked the same way (`role_message`, `role_settings`).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from mathdistill import thoughts
-from mathdistill.methods import steps
-from mathdistill.methods.config import DistillConfig, Strict
+from mathdistill.methods import serving, steps
+from mathdistill.methods.config import PLANS, DistillConfig, Strict, require_teacher_without_plans
 from mathdistill.thoughts.knowledge import Knowledge
 
 ROLES = ("ir", "kg", "dr")
@@ -39,7 +41,6 @@ TRAIN = {"train": {"epochs": 5, "lr": 3e-4, "lora_r": 64, "lora_alpha": 128, "ma
 #: how the rows `lorid` and `lorid:any` score the loop (their `scoring` field)
 ONE = "one answer: the agreed one (or the fallback's) equals the gold"
 ANY = "any agreed answer: right when any answer IR and DR agree on equals the gold (the LoRID code's score)"
-PLANS = "teacher/gsm8k_train_gemini-1.5-flash_plan.json"
 KNOWLEDGE = Knowledge()
 
 
@@ -106,71 +107,7 @@ class LoRIDConfig(DistillConfig):
         return self
 
 
-def require_teacher_without_plans(cfg, fmt: str, what: str) -> None:
-    """With `plans: null` (no recorded stand-in) a teacher must write `fmt`: refused at config time otherwise."""
-    if cfg.plans is None:
-        try:
-            cfg.teach.for_thought(fmt)
-        except ValueError:
-            raise ValueError(f"plans is null: set a {what} teacher (teach.per_thought.{fmt} or teach.default)") from None
-
-
-def plans_stand_in(cfg, what: str) -> str:  # the report's sentence for the recorded plans
-    return (f"recorded Gemini-1.5-Flash plan-only rationales ({Path(cfg.plans or '').name}, final answer sentence cut) "
-            f"stand in for the teacher's {what}")
-
-
 # ----------------------------------------------------------------------------- teacher side
-
-
-def teach_intermediate(run, cfg, problems, fmt, convert, why: str, samples: int = 1) -> dict:
-    """Stage teach-<fmt.name>: `fmt` (knowledge, key points) from the teacher (`samples` per problem), or,
-    with `cfg.plans`, from the recorded plan-only rationales: each turned into `fmt` by `convert(problem,
-    plan)` (a text, or a list of them: KPDD composes one per kept solution), written as a replay file
-    teach/<fmt>/<plans>.<fmt>.json and collected (validated, deduplicated) like any teacher's text, as
-    many samples per problem as its most texts. Returns the summary (yield; for knowledge, the share of
-    items quoting a question's number)."""
-    from mathdistill.io import write_json
-    from mathdistill.methods.config import resolve_teacher
-    from mathdistill.teacher import TeacherConfig, collect
-    from mathdistill.teacher.backends import load_recordings, normalize_question
-    from mathdistill.thoughts.knowledge import question_numbers
-
-    out = run.path("teach", fmt.name)
-
-    def make() -> dict:
-        extra, n = {}, samples
-        teacher = resolve_teacher(cfg, fmt.name) if cfg.plans is None else None
-        if cfg.plans is not None:
-            try:
-                (source,) = TeacherConfig(kind="replay", replay=[cfg.plans]).with_data_root(cfg.data.data_dir).replay
-            except ValueError as e:
-                raise type(e)(f"plans: {e}") from None
-            table = load_recordings(source)
-            plans = {p.id: table[normalize_question(p.question)][0] for p in problems
-                     if normalize_question(p.question) in table}
-            derived = out / f"{Path(source).stem}.{fmt.name}.json"
-            texts = {p.id: convert(p, plans[p.id]) for p in problems if p.id in plans}
-            texts = {k: [v] if isinstance(v, str) else list(v) for k, v in texts.items()}
-            write_json(derived, [{"instruction": p.question, "output": t}
-                                 for p in problems for t in texts.get(p.id, [])])
-            n = max(map(len, texts.values()), default=1)
-            teacher = TeacherConfig(kind="replay", replay=[derived])
-            extra = {"offline_stand_in": why, "source": {"plans": Path(source).name, "recorded": len(plans),
-                                                          "conversion": "final answer sentence cut, one item per sentence"}}
-        res = collect(problems, fmt, teacher, out, samples=n, keep=cfg.teach.keep,
-                      dedupe="normalized" if cfg.teach.dedupe else "none", data_dir=cfg.data.data_dir)
-        if fmt.name == "knowledge":
-            extra["question_numbers"] = question_numbers(res.rows)
-        summary = {**res.summary, **extra}
-        write_json(out / "summary.json", summary)
-        return summary
-
-    return run.stage(f"teach-{fmt.name}", make)
-
-
-def _yield_note(summary: dict, what: str) -> str:
-    return f"{what}: {summary['kept']} of {summary['problems']} training problems kept ({summary['yield']:.0%} valid)"
 
 
 def dr_rows(run, calc_marks: str = "none") -> list[dict]:
@@ -183,7 +120,39 @@ def dr_rows(run, calc_marks: str = "none") -> list[dict]:
             for r in steps.rationales(run, "cot") if r["kept"] and r["problem_id"] in knowledge]
 
 
-# ----------------------------------------------------------------------------- inference
+# ----------------------------------------------------------------------------- the roles
+
+
+# How each role is asked, once for evaluation (`Roles`, batched through `student.sample`) and serving (`LoRID`,
+# one request through the server's context): ir: question -> CoT; kg: question -> knowledge; dr: question +
+# knowledge -> CoT.
+
+
+def role_message(role: str, question: str, knowledge: str | None = None) -> str | None:
+    """The user message of `role` (None for ir: the CoT student prompt, as in training and evaluation)."""
+    if role == "kg":
+        return KNOWLEDGE.student_prompt(question)
+    if role == "dr":
+        return KNOWLEDGE.reasoning_prompt(question, knowledge, "cot")
+    return None
+
+
+@dataclass(frozen=True)
+class RoleSettings:
+    greedy: bool
+    temperature: float
+    top_p: float
+    max_new_tokens: int | None  # None: the run's eval.max_new_tokens
+
+
+def role_settings(loop: LoopConfig, role: str, t: int) -> RoleSettings:
+    """How `role` samples at iteration t: greedy at t 0 (the rows lorid:ir / lorid:dr) and, with
+    `loop.first_greedy`, at t 1; else at its `loop.<role>` temperature and top-p. kg writes at most
+    `loop.knowledge_max_new_tokens`."""
+    greedy = t == 0 or (t == 1 and loop.first_greedy)
+    s = getattr(loop, role)
+    return RoleSettings(greedy, 0.0 if greedy else s.temperature, s.top_p,
+                        loop.knowledge_max_new_tokens if role == "kg" else None)
 
 
 class Roles:
@@ -202,20 +171,15 @@ class Roles:
         from mathdistill.student.generate import derive_seed
         from mathdistill.student.sample import sample
 
-        loop, e, s = self.cfg.loop, self.cfg.eval, getattr(self.cfg.loop, role)
-        greedy = t == 0 or (t == 1 and loop.first_greedy)
-        prompts = None  # ir: the CoT student prompt, as in training
-        if role == "kg":  # sampled as "cot" for its caching; its outputs are knowledge, their scores unused
-            prompts = [render_prompt(self.tok, KNOWLEDGE.student_prompt(p.question)) for p in problems]
-        elif role == "dr":
-            prompts = [render_prompt(self.tok, KNOWLEDGE.reasoning_prompt(p.question, k, "cot"))
-                       for p, k in zip(problems, knowledge)]
-        out = self.folder / ("greedy" if greedy else f"iteration-{t}") / role
-        rows = sample(self.model, self.tok, problems, "cot", adapter=role, prompts=prompts,
-                      temperature=0.0 if greedy else s.temperature, top_p=s.top_p, seed=derive_seed(self.cfg.seed, role, t),
-                      max_new_tokens=loop.knowledge_max_new_tokens if role == "kg" else e.max_new_tokens,
-                      batch_size=e.batch_size, loop_stop=e.loop_stop, weights=self.weights[role],
-                      out_dir=out, progress=self.progress).rows
+        e, c = self.cfg.eval, role_settings(self.cfg.loop, role, t)
+        # kg is sampled as "cot" for its caching; its outputs are knowledge, their scores unused
+        users = [role_message(role, p.question, k) for p, k in zip(problems, knowledge or [None] * len(problems))]
+        prompts = None if role == "ir" else [render_prompt(self.tok, u) for u in users]
+        out = self.folder / ("greedy" if c.greedy else f"iteration-{t}") / role
+        rows = sample(self.model, self.tok, problems, "cot", adapter=role, prompts=prompts, temperature=c.temperature,
+                      top_p=c.top_p, seed=derive_seed(self.cfg.seed, role, t),
+                      max_new_tokens=c.max_new_tokens or e.max_new_tokens, batch_size=e.batch_size,
+                      loop_stop=e.loop_stop, weights=self.weights[role], out_dir=out, progress=self.progress).rows
         self.tokens[out] = sum(sum(r["num_tokens"]) for r in rows)
         return rows
 
@@ -230,16 +194,11 @@ class Roles:
 
 
 def _write_eval(folder: Path, split, rows: list[dict], seconds: float, **extra) -> dict:
-    """predictions.jsonl + metrics.json of one evaluation (the layout the report reads)."""
-    from mathdistill.eval import wilson_ci
-    from mathdistill.io import write_json, write_jsonl
+    """predictions.jsonl + metrics.json of one evaluation (`eval.results`, the layout the report reads)."""
+    from mathdistill.eval.results import summarize, write_result
 
-    n, correct = len(rows), sum(r["correct"] for r in rows)
-    metrics = {"dataset": split.dataset, "split": split.split, "n": n, "correct": correct, "accuracy": correct / n,
-               "ci95": list(wilson_ci(correct, n)), "no_answer": sum(r["prediction"] is None for r in rows),
-               "seconds": round(seconds, 1), **extra}
-    write_jsonl(folder / "predictions.jsonl", rows)
-    write_json(folder / "metrics.json", metrics)
+    metrics = summarize(rows, split.dataset, split.split, seconds=round(seconds, 1), **extra)
+    write_result(folder, rows, metrics)
     return metrics
 
 
@@ -255,13 +214,12 @@ def _cost(summaries: list[dict]) -> dict:
 
 def plot_budget(budgets: list[dict], path: Path, title: str) -> Path:
     """Accuracy (one answer, 95% CI; any agreed answer) and share resolved against the iteration budget."""
-    from mathdistill.report.plots import _pyplot, _save
+    from mathdistill.report.plots import figure, save
 
-    plt = _pyplot()
     xs = [b["budget"] for b in budgets]
     acc = [100 * b["accuracy"] for b in budgets]
     err = [[a - 100 * b["ci95"][0] for a, b in zip(acc, budgets)], [100 * b["ci95"][1] - a for a, b in zip(acc, budgets)]]
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    fig, ax = figure((5.5, 3.4))
     ax.errorbar(xs, acc, yerr=err, marker="o", capsize=3, label="accuracy, one answer (95% CI)")
     ax.plot(xs, [100 * b["accuracy_any"] for b in budgets], marker="^", linestyle=":",
             label="accuracy, any agreed answer")
@@ -273,19 +231,16 @@ def plot_budget(budgets: list[dict], path: Path, title: str) -> Path:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def evaluate(run, cfg: LoRIDConfig, train: dict) -> list[dict]:
     """Rows lorid (the loop, one answer), lorid:any (the loop, any agreed answer), lorid:ir, lorid:dr for every
     eval split; the budget table and figure."""
-    from mathdistill.eval import weights_identity
     from mathdistill.eval.consistency import consistency_loop
-    from mathdistill.student.adapters import load_with_adapters
 
-    folders = {r: run.path("train", r) for r in ROLES}
-    model, tok = load_with_adapters(cfg.student.model, folders)  # one base, three adapters, none merged
-    weights = {r: weights_identity(cfg.student.model, f) for r, f in folders.items()}
+    # one base, three adapters, none merged; the weights identity of each role
+    model, tok, weights = steps.load_student(cfg.student.model, {r: run.path("train", r) for r in ROLES})
     cost = {"lorid": _cost([train[r] for r in ROLES]), "ir": _cost([train["ir"]]), "dr": _cost([train["kg"], train["dr"]])}
     loop, out = cfg.loop, []
     for split in cfg.data.eval:
@@ -337,12 +292,12 @@ def evaluate(run, cfg: LoRIDConfig, train: dict) -> list[dict]:
 def recipe(cfg: LoRIDConfig, run) -> list[dict]:
     problems = steps.train_problems(run, cfg)
     steps.teach(run, cfg, problems, ["cot"])
-    why = plans_stand_in(cfg, "general knowledge: they are problem-specific plans")
-    know = teach_intermediate(run, cfg, problems, KNOWLEDGE, lambda p, plan: Knowledge.from_recorded(plan), why)
+    why = steps.plans_stand_in(cfg, "general knowledge: they are problem-specific plans")
+    know = steps.teach_derived(run, cfg, problems, KNOWLEDGE, lambda p, plan: Knowledge.from_recorded(plan), why)
     if cfg.plans is not None:
         run.note(f"Offline stand-in: {why}, not the general, question-independent rules the LoRID paper asks for.")
     share = know["question_numbers"]
-    run.note(_yield_note(know, "Knowledge") + (f"; {share['quoting']} of {share['items']} knowledge items "
+    run.note(steps.yield_note(know, "Knowledge") + (f"; {share['quoting']} of {share['items']} knowledge items "
              f"({share['share']:.0%}) quote a number from their question" if share["items"] else ""))
     steps.data(run, ["cot"], name="data-ir", calc_marks=cfg.data.calc_marks)
     steps.data(run, ["knowledge"], name="data-kg")
@@ -379,11 +334,89 @@ def workload(cfg: LoRIDConfig, w) -> None:
                    "each iteration (as on this CPU; the run's budget table says what happened)")
 
 
-def _method():
-    from mathdistill.methods import Method
-
-    return Method("lorid", LoRIDConfig, recipe, "LoRID: intuitive, knowledge and deep reasoners (3 LoRAs, one base) "
-                  "in a consistency loop", TRAIN, workload=workload)
+def teaches(cfg: LoRIDConfig) -> list[str]:
+    """CoT for the reasoners' targets; knowledge too when no recorded plans stand in for it."""
+    return ["cot"] + (["knowledge"] if cfg.plans is None else [])
 
 
-METHODS = [_method()]
+def teacher_plan(cfg: LoRIDConfig, problems: list) -> list:
+    """teach-cot (teach.samples per problem), then teach-knowledge: one per problem, a teacher's or derived from
+    the recorded plans."""
+    return [*(steps.teach_stage(cfg, t, problems, cfg.teach.samples) for t in cfg.thoughts),
+            steps.teach_stage(cfg, "knowledge", problems, 1, plans=cfg.plans)]
+
+
+# ----------------------------------------------------------------------------- serving
+
+
+@dataclass(frozen=True)
+class LoRID:
+    """LoRID's inference over the run's three adapters (one base, the adapter chosen per call): `role` None is
+    the loop (IR and KG -> DR until an IR and a DR answer agree, `eval.consistency`; the content is the agreed
+    DR rationale, else the fallback's); "ir" the IR alone; "dr" KG then DR (greedy, as lorid:ir / lorid:dr).
+    `loop` is the run's `LoopConfig`; each role is asked as evaluation asks it (`role_message`, `role_settings`)."""
+
+    loop: LoopConfig
+    role: str | None = None
+    summary = "LoRID consistency loop (IR, KG -> DR until they agree)"
+    formats = ("cot",)
+    streamable = False
+
+    def _ask(self, ctx: serving.Context, role: str, question: str, t: int, knowledge: str | None = None):
+        """(text, generation) of `role` at iteration t."""
+        user, s = role_message(role, question, knowledge), role_settings(self.loop, role, t)
+        prompt = ctx.prompt("cot", question) if user is None else ctx.render(user)
+        gen = ctx.generate([prompt], adapter=role, temperature=s.temperature, top_p=s.top_p,
+                           max_tokens=s.max_new_tokens)[0]
+        return gen.texts[0], gen
+
+    def __call__(self, ctx: serving.Context, question: str) -> serving.Reply:
+        if self.role is not None:
+            return self._greedy(ctx, question)
+        from mathdistill.data import Problem
+        from mathdistill.eval.consistency import consistency_loop
+
+        last: dict = {}
+
+        def solve(role: str, t: int, knowledge=None) -> tuple[str, str | None]:
+            text, gen = self._ask(ctx, role, question, t, knowledge)
+            found = ctx.extract("cot", [text])[0]
+            last[(role, t)] = (gen, found.error)
+            return text, found.prediction
+
+        res = consistency_loop(
+            [Problem("request", question, "0", "request")],  # the gold is not used for the reply
+            ir=lambda ps, t: [solve("ir", t)], kg=lambda ps, t: [self._ask(ctx, "kg", question, t)[0]],
+            dr=lambda ps, k, t: [solve("dr", t, k[0])], max_iterations=self.loop.max_iterations,
+            agreement=self.loop.agreement, fallback=self.loop.fallback)
+        row = res.rows[0]
+        role, t = ("dr", row["resolved_at"]) if row["resolved"] else ("ir", 1)
+        gen, error = last[(role, t)]
+        errors = {} if row["prediction"] is not None or not error else {"cot": error}
+        return serving.Reply(row["output"], row["prediction"], "cot", {"ir": row["ir"], "dr": row["dr"]}, errors,
+                             ctx.finish_reason(gen), {"iterations": row["iterations"], "resolved": row["resolved"],
+                                                      "knowledge": row["knowledge"][-1]})
+
+    def _greedy(self, ctx: serving.Context, question: str) -> serving.Reply:
+        extra = {}
+        if self.role == "dr":
+            knowledge = self._ask(ctx, "kg", question, 0)[0]
+            extra = {"knowledge": knowledge}
+            text, gen = self._ask(ctx, "dr", question, 0, knowledge)
+        else:
+            text, gen = self._ask(ctx, "ir", question, 0)
+        found = ctx.extract("cot", [text])[0]
+        return serving.Reply(text, found.prediction, "cot", {"cot": found.prediction},
+                             {"cot": found.error} if found.error else {}, ctx.finish_reason(gen), extra)
+
+
+def serve(cfg: LoRIDConfig, run) -> serving.Served:
+    """`lorid` the loop, `lorid:ir` and `lorid:dr` the greedy roles; the three adapters kept apart on one base."""
+    from mathdistill.io import InputError
+
+    adapters = {r: run.path / "train" / r for r in ROLES}
+    missing = [str(f) for f in adapters.values() if not serving.trained(f)]
+    if missing:
+        raise InputError(f"{run.path}: LoRID's adapters are not all trained yet ({', '.join(missing)} missing)")
+    return serving.Served({cfg.method: LoRID(cfg.loop), f"{cfg.method}:ir": LoRID(cfg.loop, "ir"),
+                           f"{cfg.method}:dr": LoRID(cfg.loop, "dr")}, adapters, merge=False)

@@ -22,13 +22,14 @@ each step to the paper's code.
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Callable, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from mathdistill.io import InputError, read_jsonl, write_json, write_jsonl
-from mathdistill.methods import Method, steps
-from mathdistill.methods.config import DistillConfig, Strict, _known_formats
+from mathdistill.methods import serving, steps
+from mathdistill.methods.config import DistillConfig, Strict, known_formats
 from mathdistill.methods.run import console
 
 
@@ -63,7 +64,7 @@ class SIKeDConfig(DistillConfig):
     @field_validator("strategies")
     @classmethod
     def _formats(cls, v: list[str]) -> list[str]:
-        return _known_formats(v)
+        return known_formats(v)
 
     @field_validator("mixing", mode="before")
     @classmethod
@@ -103,8 +104,7 @@ def recipe(cfg: SIKeDConfig, run) -> list[dict]:
     rows, data_table, choice_table, hists = [], [], [], {}
     cost = {"seconds": 0.0, "steps": 0, "tokens": 0, "sample_seconds": 0.0}
     previous = None
-    for i in range(cfg.iterations + 1):
-        it = run.scope(f"iteration-{i}")
+    for i, it in steps.scopes(run, "iteration", cfg.iterations):
         if i:
             sampled = it.stage("sample", lambda: _sample(it, cfg, problems, previous))
             cost["sample_seconds"] += sum(s["seconds"] for s in sampled.values())
@@ -133,7 +133,6 @@ def recipe(cfg: SIKeDConfig, run) -> list[dict]:
         run.add_table("SIKeD: accuracy, alpha and the strategy the student chose, per iteration", choice_table)
         run.add_figure(_plot(hists, run.path("figures", "siked-strategies.png")),
                        "Strategy the student chose at inference (share of test problems), per iteration")
-        it.close_scope()
     return rows
 
 
@@ -203,12 +202,11 @@ def _evaluate(it, cfg: SIKeDConfig, name: str, adapter_dir, forced: list, cost: 
 
 def _plot(hists: dict, path):
     """Stacked bars: the share of each strategy chosen, one bar per (iteration, dataset)."""
-    from mathdistill.report.plots import _pyplot, _save
+    from mathdistill.report.plots import figure, save
 
-    plt = _pyplot()
     labels = [f"i{i}" + (f" {d}" if len({d for _, d in hists}) > 1 else "") for i, d in hists]
     names = list(next(iter(hists.values())))
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 + 0.8 * len(hists)), 3.4))
+    fig, ax = figure((max(4.0, 1.2 + 0.8 * len(hists)), 3.4))
     bottom = [0.0] * len(hists)
     for name in names:
         share = [100 * h[name] / max(sum(h.values()), 1) for h in hists.values()]
@@ -217,7 +215,7 @@ def _plot(hists: dict, path):
     ax.set_ylabel("% of test problems")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def workload(cfg: SIKeDConfig, w) -> None:
@@ -246,5 +244,57 @@ OFFICIAL = {"train": {"epochs": 3, "lr": 2e-4, "lora_r": 16, "lora_alpha": 32, "
                       "weight_decay": 0.01, "warmup": 5, "max_seq_len": 512},
             "eval": {"max_new_tokens": 1024}}
 
-METHODS = [Method("siked", SIKeDConfig, recipe, "SIKeD: several strategies, the student's own correct solutions, "
-                  "iterated; the student picks the strategy", OFFICIAL, workload=workload)]
+
+# ----------------------------------------------------------------------------- serving
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """A student that chooses its strategy (SIKeD): the choice prompt; `force` prefills a strategy's tag.
+    The content is the student's output (with its tag); `format` the strategy it announced (None:
+    none, scored as CoT, as `eval.chosen` scores it)."""
+
+    strategies: tuple[str, ...]
+    force: str | None = None
+    adapter: str | None = None
+    summary = "the student chooses its strategy"
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return (self.force,) if self.force else tuple(self.strategies)
+
+    @property
+    def streamable(self) -> bool:  # forced: the prefilled tag is not part of the generation
+        return self.force is None
+
+    def __call__(self, ctx: serving.Context, question: str) -> serving.Reply:
+        from mathdistill import thoughts
+
+        prefill = f"{thoughts.get(self.force).trigger}\n" if self.force else ""
+        gen = ctx.generate([ctx.render(thoughts.choice_prompt(question, self.strategies)) + prefill],
+                           adapter=self.adapter)[0]
+        text = prefill + gen.texts[0]
+        chosen = thoughts.detect(text)
+        chosen = chosen if chosen in self.strategies else None
+        found = ctx.extract(chosen or "cot", [thoughts.strip_tag(text)])[0]
+        fmt = chosen or "cot"
+        return serving.Reply(text, found.prediction, chosen, {fmt: found.prediction},
+                             {fmt: found.error} if found.error else {}, ctx.finish_reason(gen),
+                             {"strategy": chosen or "none"})
+
+
+def serve(cfg: SIKeDConfig, run) -> serving.Served:
+    """The last finished iteration: `siked-i<N>` the student's own choice of strategy (the choice prompt,
+    `eval.chosen`), `siked-i<N>:<format>` with that strategy's tag prefilled."""
+    from mathdistill.student.adapters import is_full_model
+
+    i = serving.last_done(run, "iteration-")
+    folder = run.path / f"iteration-{i}" / "train" / "student"
+    if not serving.trained(folder):
+        raise InputError(f"{run.path}: iteration-{i} finished but {folder} holds no adapter or model")
+    name, strategies = f"{cfg.method}-i{i}", tuple(cfg.strategies)
+    full = is_full_model(folder)  # a full fine-tune is the whole student
+    adapter = None if full else "student"
+    models: dict[str, Callable] = {name: Chosen(strategies, None, adapter)}
+    models |= {f"{name}:{t}": Chosen(strategies, t, adapter) for t in strategies}
+    return serving.Served(models, {} if full else {"student": folder}, model=str(folder) if full else None)

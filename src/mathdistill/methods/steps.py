@@ -6,6 +6,13 @@ a group of them) in a run folder or scope, and returns what later stages need.
     steps.data(run, ["cot", "pot"])                        data stage: data/train.jsonl (kept rationales)
     steps.train(run, cfg, "student")                       train stage: train/student/ (a PEFT adapter)
     steps.evaluate(run, cfg, "etd", run.path("train", "student"), ["cot", "pot"], vote=True)
+    steps.load_student(cfg.student.model, run.path("train", "student"))   # (model, tokenizer, weights identity)
+    for i, r in steps.scopes(run, "round", cfg.rounds):    rounds / iterations: scopes round-0..N, each closed when
+        ...                                                its body is done
+    steps.teach_derived(run, cfg, problems, Knowledge(), convert, why)
+                                                           teach-knowledge: a teacher's, or derived from the recorded
+                                                           plans (LoRID's knowledge, KPDD's key points)
+    steps.teach_stage(cfg, "cot", problems, 1)             what a teach stage would send (a `--plan` row)
 
 Recipes read their config here and hand the components explicit inputs; the components themselves
 (teacher.collect, student.train.train, eval.evaluate, eval.vote_formats) never see a config or a run.
@@ -15,18 +22,14 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
-from mathdistill.data import Problem, load
+from mathdistill.data import Problem
 from mathdistill.io import InputError, read_json, read_jsonl, write_json, write_jsonl
-from mathdistill.methods.config import DistillConfig, RecipeConfig, Split, resolve_teacher
+from mathdistill.methods.config import DistillConfig, RecipeConfig, resolve_teacher
+from mathdistill.methods.config import problems  # noqa: F401 (a step: the problems of a configured slice)
 from mathdistill.methods.run import Run, console
-
-
-def problems(split: Split, data_dir: str | None) -> list[Problem]:
-    """The problems of one configured slice."""
-    ps = load(split.dataset, split.split, data_dir=data_dir)
-    end = None if split.limit is None else split.offset + split.limit
-    return ps[split.offset : end]
+from mathdistill.student.adapters import load_student  # noqa: F401 (a step: the student of a train stage, loaded)
 
 
 def train_problems(run: Run, cfg: DistillConfig) -> list[Problem]:
@@ -111,17 +114,6 @@ def train(run: Run, cfg: DistillConfig, adapter: str = "student", data_file: Pat
     return run.stage(stage or "train", make)
 
 
-def load_student(model: str, trained: Path | str | None):
-    """(model, tokenizer, weights identity) of the student trained into `trained` on base `model`: a LoRA adapter
-    merged into the base in memory, a full fine-tune (a model folder) as it is, None: the base itself."""
-    from mathdistill.eval import weights_identity
-    from mathdistill.student.adapters import load_merged, student_parts
-
-    model, adapter = student_parts(model, trained)
-    net, tok = load_merged(model, adapter)
-    return net, tok, weights_identity(model, adapter)
-
-
 def evaluate(run: Run, cfg: RecipeConfig, name: str, adapter_dir: Path | None, formats: list[str],
              vote: bool = False, preference: list[str] = (), train: dict | None = None, folder: str = "eval") -> list[dict]:
     """Evaluate the student trained into `adapter_dir` (an adapter, merged, or a full fine-tune; None: the base) on
@@ -161,6 +153,16 @@ def evaluate(run: Run, cfg: RecipeConfig, name: str, adapter_dir: Path | None, f
     return rows
 
 
+def scopes(run: Run, prefix: str, last: int) -> Iterator[tuple[int, Run]]:
+    """(i, scope `<prefix>-i`) for i in 0..last, in order: the rounds (FDD) or iterations (SIKeD) of a method.
+    Each scope is closed (recorded done) when the loop's body for it has finished; one whose body raised stays
+    open, so a re-run redoes what it had not finished."""
+    for i in range(last + 1):
+        scope = run.scope(f"{prefix}-{i}")
+        yield i, scope
+        scope.close_scope()
+
+
 def changed_share(rows: list[dict], other) -> float | None:
     """Share of `rows` whose prediction differs from the same problem's in `other` (an EvalResult; None: None)."""
     if other is None:
@@ -187,3 +189,81 @@ def result_row(name: str, variant: str, metrics: dict, train: dict | None, answe
 
 def train_summary(run: Run, adapter: str = "student") -> dict:
     return read_json(run.path("train", adapter, "train_summary.json"))
+
+
+# ----------------------------------------------------------------------------- derived teaching
+
+
+def plans_stand_in(cfg, what: str) -> str:
+    """The report's sentence for the recorded plans (`cfg.plans`) standing in for the teacher's `what`."""
+    return (f"recorded Gemini-1.5-Flash plan-only rationales ({Path(cfg.plans or '').name}, final answer sentence cut) "
+            f"stand in for the teacher's {what}")
+
+
+def yield_note(summary: dict, what: str) -> str:
+    """The report's sentence for a teach stage's yield: kept problems of all, and the share valid."""
+    return f"{what}: {summary['kept']} of {summary['problems']} training problems kept ({summary['yield']:.0%} valid)"
+
+
+def teach_derived(run: Run, cfg: DistillConfig, problems: list[Problem], fmt, convert, why: str,
+                  samples: int = 1) -> dict:
+    """Stage teach-<fmt.name>: `fmt` (knowledge, key points) from the teacher (`samples` per problem), or,
+    with `cfg.plans`, from the recorded plan-only rationales: each turned into `fmt` by `convert(problem,
+    plan)` (a text, or a list of them: KPDD composes one per kept solution), written as a replay file
+    teach/<fmt>/<plans>.<fmt>.json and collected (validated, deduplicated) like any teacher's text, as
+    many samples per problem as its most texts; `why` (`plans_stand_in`) marks it an offline stand-in.
+    Returns the summary (yield; for knowledge, the share of items quoting a question's number)."""
+    from mathdistill.teacher import TeacherConfig, collect
+    from mathdistill.teacher.backends import load_recordings, normalize_question
+    from mathdistill.thoughts.knowledge import question_numbers
+
+    out = run.path("teach", fmt.name)
+
+    def make() -> dict:
+        extra, n = {}, samples
+        teacher = resolve_teacher(cfg, fmt.name) if cfg.plans is None else None
+        if cfg.plans is not None:
+            try:
+                (source,) = TeacherConfig(kind="replay", replay=[cfg.plans]).with_data_root(cfg.data.data_dir).replay
+            except ValueError as e:
+                raise type(e)(f"plans: {e}") from None
+            table = load_recordings(source)
+            plans = {p.id: table[normalize_question(p.question)][0] for p in problems
+                     if normalize_question(p.question) in table}
+            derived = out / f"{Path(source).stem}.{fmt.name}.json"
+            texts = {p.id: convert(p, plans[p.id]) for p in problems if p.id in plans}
+            texts = {k: [v] if isinstance(v, str) else list(v) for k, v in texts.items()}
+            write_json(derived, [{"instruction": p.question, "output": t}
+                                 for p in problems for t in texts.get(p.id, [])])
+            n = max(map(len, texts.values()), default=1)
+            teacher = TeacherConfig(kind="replay", replay=[derived])
+            extra = {"offline_stand_in": why, "source": {"plans": Path(source).name, "recorded": len(plans),
+                                                          "conversion": "final answer sentence cut, one item per sentence"}}
+        res = collect(problems, fmt, teacher, out, samples=n, keep=cfg.teach.keep,
+                      dedupe="normalized" if cfg.teach.dedupe else "none", data_dir=cfg.data.data_dir)
+        if fmt.name == "knowledge":
+            extra["question_numbers"] = question_numbers(res.rows)
+        summary = {**res.summary, **extra}
+        write_json(out / "summary.json", summary)
+        return summary
+
+    return run.stage(f"teach-{fmt.name}", make)
+
+
+# ----------------------------------------------------------------------------- what a plan counts
+
+
+def teach_stage(cfg: DistillConfig, thought, problems: list[Problem], samples: int, scope: Path | None = None,
+                plans: str | None = None, **kw):
+    """The `teacher.bill.Stage` of teach-<format> in `scope` (default: the run folder) as `teach` (or, with
+    `plans`, `teach_derived` from the recorded stand-in) would run it: what `--plan` bills. `kw`: Stage's
+    `scale` and `estimated`, for stages whose problems the run has not made yet."""
+    from mathdistill.teacher.bill import Stage
+    from mathdistill.teacher.cache import FILE
+    from mathdistill.teacher.config import TeacherConfig
+
+    scope = scope or cfg.run_dir
+    name = thought if isinstance(thought, str) else thought.name
+    teacher = TeacherConfig(kind="replay", replay=[plans]) if plans else cfg.teach.for_thought(name)
+    prefix = "" if scope == cfg.run_dir else f"{scope.name}/"
+    return Stage(f"{prefix}teach-{name}", thought, teacher, problems, samples, scope / "teach" / name / FILE, **kw)

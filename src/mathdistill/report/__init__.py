@@ -4,13 +4,14 @@
     plot_accuracy(rows, path, title)          grouped accuracy bars with 95% CI error bars
     plot_by_scope(rows, scopes, path, title)  accuracy by round/iteration, one line per series
     plot_training(logs, path, title)          loss / learning-rate curves
+    figure(size) -> (fig, ax); save(fig, path)  any other figure, drawn the same way (report.plots)
     load_run(path) -> Run                     a run folder (manifest schema 2) as plain objects
 
 matplotlib is imported only when a figure is drawn, so importing this package stays cheap.
 """
 
-from mathdistill.report.plots import plot_accuracy, plot_by_scope, plot_training
+from mathdistill.report.plots import figure, plot_accuracy, plot_by_scope, plot_training, save
 from mathdistill.report.render import write_report
 from mathdistill.report.runs import Run, load_run
 
-__all__ = ["Run", "load_run", "plot_accuracy", "plot_by_scope", "plot_training", "write_report"]
+__all__ = ["Run", "figure", "load_run", "plot_accuracy", "plot_by_scope", "plot_training", "save", "write_report"]

@@ -1,5 +1,11 @@
 """Matplotlib figures (Agg backend, PNG files written atomically).
 
+A figure of one's own (a method's, a data check's) uses the same three calls the ones here use:
+
+    fig, ax = figure((5.5, 3.4))       # a new figure on the Agg backend (matplotlib imported on first use)
+    ax.plot(...)                       # any matplotlib calls (`pyplot()` for the module itself)
+    return save(fig, path)             # PNG written atomically, the figure closed; the path
+
 `plot_accuracy` is meant for reuse: it takes rows shaped like results.json "rows"
 (method, dataset, variant, accuracy, ci95) and draws grouped bars with 95% CI error bars.
 `plot_by_scope` draws the same rows against their `scope` (round, iteration): one line per series.
@@ -13,7 +19,8 @@ from typing import Iterable, Mapping
 from mathdistill.io import atomic_open
 
 
-def _pyplot():
+def pyplot():
+    """`matplotlib.pyplot` on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,11 +29,17 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | Path) -> Path:
+def figure(size: tuple[float, float]):
+    """(figure, axes) of a new one-panel figure of `size` inches."""
+    return pyplot().subplots(figsize=size)
+
+
+def save(fig, path: str | Path) -> Path:
+    """`fig` as a PNG at `path` (written atomically), then closed; returns the path."""
     path = Path(path)
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -48,7 +61,7 @@ def _point(row: Mapping) -> tuple[float, float, float]:
 def plot_accuracy(rows: Iterable[Mapping], path: str | Path, title: str = "Accuracy (95% CI)") -> Path:
     """Grouped bars: one group per dataset, one bar per series (see `series_label`), accuracy in %
     with the 95% CI as error bars. `accuracy` and `ci95` are fractions in [0, 1]."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = list(rows)
     datasets = list(dict.fromkeys(str(r["dataset"]) for r in rows))
     series = list(dict.fromkeys(series_label(r) for r in rows))
@@ -82,14 +95,14 @@ def plot_accuracy(rows: Iterable[Mapping], path: str | Path, title: str = "Accur
     ax.spines[["top", "right"]].set_visible(False)
     if series:
         ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_by_scope(rows: Iterable[Mapping], scopes: list[str], path: str | Path,
                   title: str = "Accuracy by scope (95% CI)") -> Path:
     """Accuracy (%) against scope, x in the order of `scopes`, one line per series (see
     `series_label`) with the 95% CI as error bars. Rows without a scope in `scopes` are left out."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = [r for r in rows if r.get("scope") in scopes]
     series = list(dict.fromkeys(series_label(r) for r in rows))
     fig, ax = plt.subplots(figsize=(max(5.0, 1.5 + 0.9 * len(scopes)), 3.6))
@@ -115,13 +128,13 @@ def plot_by_scope(rows: Iterable[Mapping], scopes: list[str], path: str | Path,
     ax.spines[["top", "right"]].set_visible(False)
     if series:
         ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_training(logs: Mapping[str, list[Mapping]], path: str | Path, title: str = "Training") -> Path:
     """Loss (left) and learning rate (right) against step, one line per named log
     (rows of train_log.jsonl: step, loss, learning_rate, epoch)."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(9.0, 3.2))
@@ -143,4 +156,4 @@ def plot_training(logs: Mapping[str, list[Mapping]], path: str | Path, title: st
         ax_loss.legend(fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)

@@ -10,22 +10,22 @@
     r.choices[0].mathdistill                        # {"answer": "7", "format": "pot", "answers": {...}, ...}
 
 The served names are the run's result-row names (contract 9) and each chooses an inference
-(`serve.inference`): one format, or every format and their majority vote (ETD); a method with
-another inference (LoRID's loop) declares it with `Method.serve`. Prompts are built as evaluation
+(`methods.serving`): one format, or every format and their majority vote (ETD); a method with
+another inference (LoRID's loop) declares it with the method (`Method.serve`). Prompts are built as evaluation
 builds them (the question, the format's trigger and instruction, the chat template, the run's
 k-shot exemplars); generation, answers and votes are the project's own components
 (`student.generate`, `thoughts.get(t).extract_batch`, `answers.vote`). Concurrent requests are
 generated together (`serve.batching`). HTTP, limits and errors: `serve.app`.
 
-Parts: `inference` (Served, Single, Vote, Calculated, Context, default_serve, served_run), `methods` (LoRID's loop,
-FDD's and SIKeD's last finished round), `batching` (Batcher), `app` (create_app, run_server, Limits),
-`cli` (the command).
+Parts: `inference` (Engine, Context, Defaults, served_run, served_model), `batching` (Batcher), `app`
+(create_app, run_server, Limits), `export` (a run's student as a model folder), `cli` (the command). The
+inference types (Served, Single, Vote, Calculated, Reply, default_serve) are `methods.serving`'s, here too.
 """
 
 from __future__ import annotations
 
-from mathdistill.serve.inference import (Calculated, Context, Defaults, Engine, Options, Reply, RequestError, Served,
-                                         Single, Vote, default_serve, family, served_model, served_run)
+from mathdistill.methods.serving import Calculated, Reply, Served, Single, Vote, default_serve, family
+from mathdistill.serve.inference import Context, Defaults, Engine, Options, RequestError, served_model, served_run
 
 __all__ = ["Calculated", "Context", "Defaults", "Engine", "Options", "Reply", "RequestError", "Served", "Single",
            "Vote", "default_serve", "family", "served_model", "served_run", "load_engine"]
@@ -46,7 +46,9 @@ def load_engine(served: Served, model: str, defaults: Defaults, batch_size: int 
         merged = [name]
     else:
         net, tok = load_with_adapters(model, served.adapters)
-    if {"pot", "eot"} & {f for inf in served.models.values() for f in getattr(inf, "formats", ())}:
+    from mathdistill import thoughts
+
+    if set(thoughts.where("executes")) & {f for inf in served.models.values() for f in getattr(inf, "formats", ())}:
         from mathdistill.sandbox import get_pool
 
         get_pool()  # the first PoT/EoT request does not wait for the workers to start

@@ -32,7 +32,7 @@ def serve_command(
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="NAME of an environment variable holding the "
                                               "key clients must send (Authorization: Bearer KEY); none: no check."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Tokens per reply when a request "
-                                                 "does not say (default: the run's eval.max_new_tokens, else 320)."),
+                                                 "does not say (default: the run's eval.max_new_tokens, else 256)."),
     shots: Optional[int] = typer.Option(None, "--shots", min=0, help="k-shot exemplars before each question (default: "
                                         "the run's eval.shots, else 0)."),
     loop_stop: Optional[bool] = typer.Option(None, "--loop-stop/--no-loop-stop", help="End a reply that repeats one "
@@ -82,7 +82,7 @@ def serve_command(
 
             check_adapter(adapter, "--adapter")
         served = served_model(model, adapter, [t for v in thought for t in v.split(",") if t.strip()], name)
-        defaults, base, run = Defaults(max_new_tokens=320), model, None
+        defaults, base, run = Defaults(), model, None  # EvalConfig's defaults
     defaults = replace(defaults, **{k: v for k, v in {"max_new_tokens": max_new_tokens, "shots": shots,
                                                       "loop_stop": loop_stop, "batch_size": batch_size,
                                                       "data_dir": str(data_dir) if data_dir else None}.items()

@@ -1,31 +1,33 @@
-"""What a served model name does with a question: each method's inference over the loaded student.
+"""The server's side of a served name: the loaded student shared by every request (`Engine`), one request's
+view of it (`Context`), and what a run folder (or `--model`) is served as.
 
-    served = served_run("runs/etd")      # Served(models={"etd": Vote(...), "etd:cot": Single("cot"), ...})
-    reply = served.models["etd"](ctx, "Tom has 3 apples ...")   # Reply(content, answer, format, answers, ...)
+    served, cfg, run = served_run("runs/etd")   # Served(models={"etd": Vote(...), "etd:cot": Single("cot"), ...})
+    reply = served.models["etd"](Context(engine), "Tom has 3 apples ...")   # Reply(content, answer, ...)
 
-An *inference* is a callable `inference(ctx, question) -> Reply`. It prompts the student the way
-evaluation does (`ctx.prompt(thought, question)`: the format's trigger and instruction, the chat
-template, the run's k-shot exemplars), generates through `ctx.generate` (batched with every other
-request in flight, `adapter=` picks one of the run's adapters per call) and gets answers out with
-`ctx.extract` (the format's own extraction: PoT executed in the sandbox, EoT solved by sympy; a
-program that hangs or attacks the sandbox gives no answer and the reason in `errors`).
-
-Built in: `Single(thought)` (one format: the `cot`, `etd:pot`, ... rows) and `Vote(thoughts)` (every
-format, majority vote by `answers.vote` with the run's preference: the `etd` row). A method whose
-inference is something else says so with its `Method.serve` hook, which returns a `Served` (see
-docs/adding-a-method.md); LoRID (its loop), FDD and SIKeD (last finished round / iteration) have
-theirs in `serve.methods`; methods without one are served by `default_serve`:
-the student in train/student answering in `cfg.thoughts` (+ their vote), as `steps.evaluate` evaluates it.
+What each served name does with a question (its *inference*, `inference(ctx, question) -> Reply`) is the
+method's own declaration (`Method.serve` in `methods.registry`; the types in `methods.serving`: Single, Vote,
+Calculated, Served, Reply; LoRID's loop, FDD's last round and SIKeD's chosen strategy in their recipe files).
+`Context` here is the `methods.serving.Context` an inference calls: it prompts the student the way
+evaluation does (`ctx.prompt(thought, question)`: the format's trigger and instruction, the chat template,
+the run's k-shot exemplars), generates through the engine's batcher (batched with every other request in
+flight, `adapter=` picks one of the run's adapters per call) and gets answers out with the format's own
+extraction (PoT executed in the sandbox, EoT solved by sympy; a program that hangs or attacks the sandbox
+gives no answer and the reason in `errors`). A run evaluated with `eval.calculator` also serves
+`<name>+calc` (`Calculated`).
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from mathdistill.io import InputError
+from mathdistill.methods.config import EvalConfig
+from mathdistill.methods.serving import Calculated, Served, family
+
+_EVAL = EvalConfig()  # the evaluation defaults: a request's, when neither it nor the run says
 
 
 class RequestError(Exception):
@@ -40,38 +42,19 @@ class RequestError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-@dataclass
-class Reply:
-    """What an inference answers: `content` (the chosen rationale) goes in the message; the rest in
-    the choice's `mathdistill` field."""
-
-    content: str
-    answer: str | None  # the final answer (None: no format gave one)
-    format: str | None  # the format whose rationale is `content`
-    answers: dict[str, str | None]  # each format's answer (a list when it was sampled several times)
-    errors: dict[str, str] = field(default_factory=dict)  # why a format gave no answer
-    finish_reason: str = "stop"  # of the generation in `content`: stop | length
-    extra: dict = field(default_factory=dict)  # anything else a method reports (LoRID: the loop's rounds)
-
-    def info(self) -> dict:
-        out = {"answer": self.answer, "format": self.format, "answers": self.answers}
-        if self.errors:
-            out["errors"] = self.errors
-        return out | self.extra
-
-
 @dataclass(frozen=True)
 class Defaults:
-    """Generation settings a request does not set: the run's evaluation settings."""
+    """Generation settings a request does not set: the run's evaluation settings (`Defaults.of(cfg)`); served
+    with --model, `EvalConfig`'s defaults."""
 
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    samples: int = 1
-    loop_stop: bool = True
-    shots: int = 0
+    max_new_tokens: int = _EVAL.max_new_tokens
+    temperature: float = _EVAL.temperature
+    top_p: float = _EVAL.top_p
+    samples: int = _EVAL.samples
+    loop_stop: bool = _EVAL.loop_stop
+    shots: int = _EVAL.shots
     data_dir: str | None = None
-    batch_size: int = 16
+    batch_size: int = _EVAL.batch_size
     calculator: bool = False  # calculator decoding for every completion (`serve --calculator`)
 
     @classmethod
@@ -122,8 +105,8 @@ class Engine:
 
 
 class Context:
-    """One request's view of the engine; inferences call these. Counts the tokens it used (and,
-    with calculator decoding, the values it forced: `interventions`)."""
+    """One request's view of the engine: the `methods.serving.Context` inferences call. Counts the tokens it
+    used (and, with calculator decoding, the values it forced: `interventions`)."""
 
     def __init__(self, engine: Engine, options: Options = Options(), on_text: Callable[[str], None] | None = None):
         self.engine, self.options = engine, options
@@ -200,157 +183,9 @@ class Context:
         return self.engine.format(thought).extract_batch(list(texts))
 
 
-def _answers(ctx: Context, thought: str, gen) -> tuple[list[str | None], list[str | None]]:
-    found = ctx.extract(thought, gen.texts)
-    return [x.prediction for x in found], [x.error for x in found]
-
-
-def _pick(predictions: list[str | None]) -> int:
-    """Index of the majority answer among samples (ties: the earliest), as evaluation picks it."""
-    from mathdistill.answers import vote
-
-    pred, _ = vote({"samples": predictions}, ["samples"])
-    return predictions.index(pred) if pred is not None else 0
-
-
-@dataclass(frozen=True)
-class Single:
-    """The student answers in one format (`samples` > 1: the majority of that many samples)."""
-
-    thought: str
-    adapter: str | None = None
-    samples: int = 1
-    summary = "one format"
-
-    @property
-    def formats(self) -> tuple[str, ...]:
-        return (self.thought,)
-
-    @property
-    def streamable(self) -> bool:  # its content is one generation, streamed as it is decoded
-        return self.samples == 1
-
-    def __call__(self, ctx: Context, question: str) -> Reply:
-        gen = ctx.generate([ctx.prompt(self.thought, question)], adapter=self.adapter, samples=self.samples)[0]
-        preds, errors = _answers(ctx, self.thought, gen)
-        k = _pick(preds)
-        answers = {self.thought: preds[k] if self.samples == 1 else preds}
-        return Reply(gen.texts[k], preds[k], self.thought, answers, {self.thought: errors[k]} if errors[k] else {},
-                     ctx.finish_reason(gen, k))
-
-
-@dataclass(frozen=True)
-class Vote:
-    """The student answers in every format; the majority answer wins (ties: `preference` order), and
-    the content is the rationale of the format that gave it (ETD's inference, `eval.vote_formats`)."""
-
-    thoughts: tuple[str, ...]
-    preference: tuple[str, ...] = ()
-    adapter: str | None = None
-    samples: int = 1
-    summary = "majority vote over formats"
-
-    @property
-    def formats(self) -> tuple[str, ...]:
-        return tuple(self.thoughts)
-
-    def __call__(self, ctx: Context, question: str) -> Reply:
-        from mathdistill.answers import is_equivalent, vote
-
-        prompts = [ctx.prompt(t, question) for t in self.thoughts]
-        gens = dict(zip(self.thoughts, ctx.generate(prompts, adapter=self.adapter, samples=self.samples)))
-        found = {t: _answers(ctx, t, g) for t, g in gens.items()}
-        pred, winner = vote({t: preds for t, (preds, _) in found.items()}, self.preference or self.thoughts)
-        chosen = winner or self.thoughts[0]
-        k = next((i for i, x in enumerate(found[chosen][0]) if x is not None and is_equivalent(x, pred)), 0)
-        answers = {t: preds[0] if self.samples == 1 else preds for t, (preds, _) in found.items()}
-        errors = {t: errs[0] for t, (preds, errs) in found.items() if preds[0] is None and errs[0]}
-        rationales = {t: g.texts[0] for t, g in gens.items() if t != chosen}
-        return Reply(gens[chosen].texts[k], pred, winner, answers, errors, ctx.finish_reason(gens[chosen], k),
-                     {"rationales": rationales})
-
-
-@dataclass(frozen=True)
-class Calculated:
-    """`inner` with calculator decoding on for its request: a row `<name>+calc` (`eval.calculator`) is
-    served as `<name>`'s inference with every arithmetic value computed and forced."""
-
-    inner: Callable
-
-    @property
-    def formats(self) -> tuple[str, ...]:
-        return tuple(getattr(self.inner, "formats", ()))
-
-    @property
-    def streamable(self) -> bool:
-        return bool(getattr(self.inner, "streamable", False))
-
-    @property
-    def summary(self) -> str:
-        return f"{getattr(self.inner, 'summary', '')}, calculator decoding"
-
-    def __call__(self, ctx: Context, question: str) -> Reply:
-        ctx.calculator = True
-        return self.inner(ctx, question)
-
-
-@dataclass
-class Served:
-    """How a run is served: `models` maps each served name (a result-row name, contract 9) to its
-    inference; `adapters` ({name: folder}) are loaded on the student for it (one adapter is merged into
-    the weights unless `merge` is False; several stay separate, chosen per call by name); `model`
-    replaces the run's student (e.g. a fully fine-tuned folder)."""
-
-    models: dict[str, Callable]
-    adapters: dict[str, Path] = field(default_factory=dict)
-    merge: bool = True
-    model: str | None = None
-
-
-def family(name: str, thoughts: Sequence[str], vote: bool = True, preference: Sequence[str] = (),
-           adapter: str | None = None, samples: int = 1) -> dict[str, Callable]:
-    """The names `steps.evaluate` gives rows, with their inferences: `name` for one format or the vote
-    of several, `name:<format>` for each of several."""
-    thoughts = list(thoughts)
-    if len(thoughts) == 1:
-        return {name: Single(thoughts[0], adapter, samples)}
-    out = {name: Vote(tuple(thoughts), tuple(preference), adapter, samples)} if vote else {}
-    return out | {f"{name}:{t}": Single(t, adapter, samples) for t in thoughts}
-
-
-def trained(folder: Path) -> bool:
-    return (folder / "adapter_config.json").is_file() or (folder / "config.json").is_file()
-
-
-def default_serve(cfg, run) -> Served:
-    """The student of train/student (when the method trains one) in `cfg.thoughts` (+ the vote when
-    `eval.vote`), and the untrained student under `base` names when the run evaluated it."""
-    from mathdistill.methods.config import DistillConfig
-    from mathdistill.student.generate import BASE
-
-    vote, preference = getattr(cfg.eval, "vote", False), getattr(cfg.eval, "preference", ())
-    models, adapters, model = {}, {}, None
-    if isinstance(cfg, DistillConfig):
-        folder = run.path / "train" / "student"
-        if not trained(folder):
-            raise InputError(f"{run.path}: nothing trained to serve yet ({folder} holds no adapter or model); "
-                             "run the recipe to the end of its train stage")
-        if (folder / "adapter_config.json").is_file():
-            adapters["student"] = folder
-        else:
-            model = str(folder)  # a full fine-tune
-        models |= family(cfg.method, cfg.thoughts, vote, preference, "student" if adapters else None, cfg.eval.samples)
-    if cfg.method == "base" or cfg.eval.base:
-        if model is not None:
-            raise InputError(f"{run.path}: a fully fine-tuned student and the base student cannot be served together")
-        models |= family("base", cfg.thoughts, vote and cfg.method != "base", preference,
-                         BASE if adapters else None, cfg.eval.samples)
-    return Served(models, adapters, merge=not (adapters and cfg.eval.base), model=model)
-
-
 def load_run_config(run_dir: str | Path):
     """(read-only run view `report.runs.Run`, its validated recipe config)."""
-    from mathdistill.methods.config import load_config
+    from mathdistill.methods.registry import load_config
     from mathdistill.report.runs import load_run
 
     run = load_run(run_dir)
@@ -364,14 +199,13 @@ def load_run_config(run_dir: str | Path):
 
 
 def served_run(run_dir: str | Path) -> tuple[Served, object, object]:
-    """(Served, config, run view) of a run folder: the method's `serve` hook (`serve.methods`: LoRID,
-    FDD, SIKeD), else `default_serve`; a run evaluated with `eval.calculator` also serves `<name>+calc`
+    """(Served, config, run view) of a run folder: as its method declares (`Method.serve`; by default
+    `methods.serving.default_serve`); a run evaluated with `eval.calculator` also serves `<name>+calc`
     (`Calculated`). With results.json, only names that are result rows are served."""
-    from mathdistill.methods import METHODS
-    from mathdistill.serve.methods import serve_hook
+    from mathdistill.methods.registry import METHODS
 
     run, cfg = load_run_config(run_dir)
-    served = serve_hook(METHODS[cfg.method])(cfg, run)
+    served = METHODS[cfg.method].serve(cfg, run)
     rows = {r.get("method") for r in run.rows}
     if cfg.eval.calculator:  # rows `<name>+calc` (contract 9): the same inference with calculator decoding
         served.models |= {f"{n}+calc": Calculated(inf) for n, inf in served.models.items()}
@@ -380,8 +214,8 @@ def served_run(run_dir: str | Path) -> tuple[Served, object, object]:
         if not kept:
             raise InputError(f"{run.path}: none of the result rows ({', '.join(sorted(map(str, rows)))}) is a name "
                              f"the method '{cfg.method}' is served under ({', '.join(served.models)}); a method whose "
-                             "inference is not one format or a vote over formats says how it is served with "
-                             "`Method.serve` (docs/adding-a-method.md)")
+                             "inference is not one format or a vote over formats declares how it is served "
+                             "(`Method.serve`, docs/adding-a-method.md)")
         served.models = kept
     if not served.models:
         raise InputError(f"{run.path}: nothing to serve")
@@ -393,7 +227,7 @@ def model_cards(names, run=None, model: str | None = None) -> dict[str, dict]:
     no path of this machine) and where its training data came from (contract 9: the result row's teacher,
     offline_stand_in and teacher_note; `methods.provenance`). Served from --model/--adapter: not recorded."""
     from mathdistill.methods.provenance import FIELDS
-    from mathdistill.student.models import provenance, public_provenance
+    from mathdistill.models import provenance, public_provenance
 
     if run is not None:
         base = public_provenance(run.student or {"name": model or ""})

@@ -16,14 +16,19 @@ Every adapter folder is checked before the base model loads (`check_adapter`): a
 a malformed adapter_config.json or missing weights is an InputError naming the file; so are adapters
 trained on different base models (`check_same_base`) and an adapter named "base" (the name
 `generate(adapter=...)` keeps for the base model).
+
+`load_student(model, trained)` is the one way to load a trained student for inference, with the identity
+of its weights (`weights_identity`) that evaluations resume by: a base, an adapter merged, a full
+fine-tune, or several adapters on one base.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Mapping
 
-from mathdistill.io import InputError, atomic_dir, read_json
+from mathdistill.io import InputError, atomic_dir, read_json, sha256_file
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -114,7 +119,7 @@ def load_with_adapters(model: str, adapters: dict[str, str | Path] | None = None
     alone), or by hand with `model.set_adapter(name, inference_mode=True)` / `with model.disable_adapter():`.
     """
     from mathdistill.student.generate import BASE
-    from mathdistill.student.models import load_model
+    from mathdistill.models import load_model
 
     adapters = dict(adapters or {})
     for name, path in adapters.items():
@@ -146,6 +151,40 @@ def student_parts(model: str, trained: str | Path | None) -> tuple[str, Path | N
     return (str(trained), None) if is_full_model(trained) else (model, Path(trained))
 
 
+def load_student(model: str, trained: str | Path | Mapping[str, str | Path] | None = None):
+    """(model, tokenizer, weights identity) of a student, for inference. `trained`: None, the base `model` itself; a
+    folder, what a training wrote there on `model` (a LoRA adapter, merged into the base in memory; a full
+    fine-tune, as it is: `student_parts`); {name: adapter folder}, each adapter loaded once beside one base and
+    chosen per call (`load_with_adapters`; LoRID's roles), the identity then one per name. The identity
+    (`weights_identity`) is what an evaluation's resume key names the weights by."""
+    if isinstance(trained, Mapping):
+        net, tok = load_with_adapters(model, trained)
+        return net, tok, {name: weights_identity(model, folder) for name, folder in trained.items()}
+    base, adapter = student_parts(model, trained)
+    net, tok = load_merged(base, adapter)
+    return net, tok, weights_identity(base, adapter)
+
+
+def _adapter_files(folder: Path) -> list[Path]:
+    """The files that make an adapter: its config and weights (adapter_model.safetensors / .bin)."""
+    weights = sorted(p for p in folder.glob("adapter_model.*") if p.is_file() and p.suffix in (".safetensors", ".bin"))
+    return [folder / ADAPTER_CONFIG, *weights] if weights else []
+
+
+def weights_identity(model: str, adapter_dir=None) -> dict:
+    """What generates the outputs, for the resume key: the base model as
+    `models.provenance` describes it (the sha256 of its weights or GGUF file; a hub id and
+    its cached revision), less its name and where it sits on this machine, and the sha256 of the
+    adapter's config and weight files. Retraining into the same adapter folder changes it."""
+    from mathdistill.models import provenance
+
+    base = {k: v for k, v in provenance(model).items() if k not in ("name", "resolved_path", "file")}
+    ident = {"model": base}
+    if adapter_dir is not None:
+        ident["adapter_sha256"] = {f.name: sha256_file(f) for f in _adapter_files(Path(adapter_dir))}
+    return ident
+
+
 def load_merged(model: str, adapter_dir: str | Path | None = None, dtype: str = "auto"):
     """(model, tokenizer) for inference with one adapter: its LoRA weights merged into the base
     weights in memory (no adapter layers left to run: ~15 % faster generation on CPU, same text).
@@ -156,7 +195,7 @@ def load_merged(model: str, adapter_dir: str | Path | None = None, dtype: str = 
 
 def merge(model: str, adapter_dir: str | Path, out_dir: str | Path) -> Path:
     """Merge the adapter in `adapter_dir` into `model`; save a standalone model (+ tokenizer) in `out_dir`."""
-    from mathdistill.student.models import mark_end_of_turn
+    from mathdistill.models import mark_end_of_turn
 
     out = Path(out_dir)
     peft_model, tok = load_with_adapters(model, {"merged": adapter_dir}, dtype="float32")

@@ -6,6 +6,8 @@ identically in both.
 
 from __future__ import annotations
 
+from mathdistill.models import end_of_turn  # noqa: F401 (the model's end-of-turn text: part of this API)
+
 
 def render_prompt(tokenizer, user: str, system: str | None = None) -> str:
     """Chat-template `user` (and optional `system`) with the generation prompt appended.
@@ -30,23 +32,6 @@ def render_few_shot(tokenizer, examples: list[tuple[str, str]], user: str, syste
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     shots = "".join(f"{q}\n{a}\n\n" for q, a in examples)
     return (f"{system}\n\n" if system else "") + shots + user + "\n"
-
-
-def end_of_turn(tokenizer) -> str:
-    """Text the chat template puts after an assistant message (SmolLM2: `<|im_end|>`); else the EOS token.
-
-    A training completion ends with it, so a trained student stops by itself.
-    """
-    if getattr(tokenizer, "chat_template", None):
-        marker = "\x00MATHDISTILL\x00"
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}], tokenize=False
-        )
-        if marker in text:
-            tail = text.split(marker, 1)[1].rstrip()
-            if tail:
-                return tail
-    return tokenizer.eos_token or ""
 
 
 def render_completion(tokenizer, text: str) -> str:

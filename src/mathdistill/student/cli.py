@@ -3,6 +3,8 @@ rows, or `teach` output (`--thought`). Re-running resumes or skips the same run;
 other data, another base model or config is refused (exit 2, naming what differs) unless `--restart`.
 
 Runs as is under `accelerate launch [--config_file configs/accelerate/...] -m mathdistill.cli train ...`.
+The options are `TrainConfig`'s (`student.train`: the recipes' `train:` section plus what one run trains): their
+defaults, bounds and descriptions (`runtime.config_option`), stated nowhere else.
 """
 
 from __future__ import annotations
@@ -17,21 +19,16 @@ from mathdistill import runtime
 from mathdistill.io import InputError
 from mathdistill.student.train import TrainConfig
 
-_FIELDS = TrainConfig.model_fields
 
-
-def _default(name: str):
-    """TrainConfig's default for `name`: the CLI states no default of its own (one place: train.py/device.py)."""
-    return _FIELDS[name].default
-
-
-def _help(name: str) -> str:
-    """TrainConfig's description of `name` (what auto/None become on each device), led by the values a Literal
-    field accepts: said in one place too."""
-    field = _FIELDS[name]
+def _option(name: str, *decls: str, **kw):
+    """TrainConfig's field `name` as an option (`runtime.config_option`), its help led by the values a Literal
+    field accepts; its bounds are checked by TrainConfig itself (the error names the option: `_option_errors`)."""
+    field = TrainConfig.model_fields[name]
     choices = " | ".join(get_args(field.annotation)) if get_origin(field.annotation) is Literal else ""
-    text = field.description
-    return (f"{choices}; {text}" if choices and not text.startswith(choices) else text) + "."
+    text = field.description or ""
+    if choices and "help" not in kw:
+        kw["help"] = (f"{choices}; {text}" if not text.startswith(choices) else text) + "."
+    return runtime.config_option(TrainConfig, name, *decls, bounds=False, **kw)
 
 
 def _named_dirs(items: list[str] | None) -> dict[str, str]:
@@ -65,46 +62,31 @@ def train_command(
         help="With teach output as --data: train on the kept rationales of these formats (cot, pot, ...; repeat or "
         "comma-separate), each as its student prompt and target, as the recipes do.",
     ),
-    adapter_name: str = typer.Option(
-        _default("adapter_name"), "--adapter-name", help="Name of the adapter being trained."
-    ),
-    epochs: float = typer.Option(
-        _default("epochs"), "--epochs", help="Passes over the data (when --max-steps is not given)."
-    ),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps; overrides --epochs."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate [2e-4 LoRA, 2e-5 full]."),
-    lora_r: int = typer.Option(_default("lora_r"), "--lora-r", help="LoRA rank."),
-    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help="LoRA scaling alpha [2 x rank]."),
-    lora_dropout: float = typer.Option(_default("lora_dropout"), "--lora-dropout", help="Dropout on the LoRA path."),
-    target_modules: str = typer.Option(
-        _default("target_modules"), "--target-modules", help="Comma list or all-linear."
-    ),
-    full: bool = typer.Option(_default("full"), "--full", help="Full fine-tuning instead of LoRA."),
+    adapter_name: str = _option("adapter_name", "--adapter-name", help="Name of the adapter being trained."),
+    epochs: float = _option("epochs", "--epochs", help="Passes over the data (when --max-steps is not given)."),
+    max_steps: Optional[int] = _option("max_steps", "--max-steps", help="Optimizer steps; overrides --epochs."),
+    lr: Optional[float] = _option("lr", "--lr", help="Peak learning rate; default 2e-4 for LoRA, 2e-5 for full."),
+    lora_r: int = _option("lora_r", "--lora-r", help="LoRA rank."),
+    lora_alpha: Optional[int] = _option("lora_alpha", "--lora-alpha", help="LoRA scaling alpha; default 2 * rank."),
+    lora_dropout: float = _option("lora_dropout", "--lora-dropout", help="Dropout on the LoRA path."),
+    target_modules: str = _option("target_modules", "--target-modules", help="Comma list or all-linear."),
+    full: bool = _option("full", "--full"),
     with_adapter: Optional[list[str]] = typer.Option(
         None, "--with-adapter", help="NAME=DIR: an adapter loaded frozen beside the one trained (repeatable)."
     ),
-    batch_size: int = typer.Option(
-        _default("batch_size"), "--batch-size", help="Examples (bfd: packed rows of --max-seq-len) per device per step."
-    ),
-    batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", help=_help("batch_tokens")),
-    grad_accum: int = typer.Option(
-        _default("grad_accum"), "--grad-accum", help="Steps accumulated into one optimizer update."
-    ),
-    micro_batch_size: Optional[int] = typer.Option(None, "--micro-batch-size", help=_help("micro_batch_size")),
-    max_seq_len: int = typer.Option(
-        _default("max_seq_len"), "--max-seq-len",
-        help="Prompt+completion tokens; longer rows are cut (bfd: the length of a packed row).",
-    ),
-    packing: str = typer.Option(_default("packing"), "--packing", help=_help("packing")),
-    attention: str = typer.Option(_default("attention"), "--attention", help=_help("attention")),
-    compile: bool = typer.Option(_default("compile"), "--compile/--no-compile", help=_help("compile")),
-    warmup: float = typer.Option(_default("warmup"), "--warmup", help="Ratio of steps if < 1, else steps."),
-    seed: int = typer.Option(
-        _default("seed"), "--seed", help="Seed of the adapter's initialisation and the data order."
-    ),
-    save_steps: Optional[int] = typer.Option(None, "--save-steps", help=_help("save_steps")),
-    logging_steps: Optional[int] = typer.Option(None, "--logging-steps", help=_help("logging_steps")),
-    precision: str = typer.Option(_default("precision"), "--precision", help=_help("precision")),
+    batch_size: int = _option("batch_size", "--batch-size"),
+    batch_tokens: Optional[int] = _option("batch_tokens", "--batch-tokens"),
+    grad_accum: int = _option("grad_accum", "--grad-accum"),
+    micro_batch_size: Optional[int] = _option("micro_batch_size", "--micro-batch-size"),
+    max_seq_len: int = _option("max_seq_len", "--max-seq-len"),
+    packing: str = _option("packing", "--packing"),
+    attention: str = _option("attention", "--attention"),
+    compile: bool = _option("compile", "--compile/--no-compile"),
+    warmup: float = _option("warmup", "--warmup"),
+    seed: int = _option("seed", "--seed", help="Seed of the adapter's initialisation and the data order."),
+    save_steps: Optional[int] = _option("save_steps", "--save-steps"),
+    logging_steps: Optional[int] = _option("logging_steps", "--logging-steps"),
+    precision: str = _option("precision", "--precision"),
     report_to: list[str] = typer.Option(
         [], "--report-to", help="tensorboard | trackio | wandb | mlflow (repeatable): the training curves there "
         "(tensorboard: OUT/tensorboard); default none."),

@@ -43,7 +43,7 @@ def keep_correct(samples: Mapping[str, Sequence[dict]], keep: Literal["one", "al
     """Every sample of `samples` ({strategy: sample rows}) as a rationale row, its tag stripped from
     `text`; `kept` marks the correct ones the rule keeps."""
     from mathdistill import thoughts
-    from mathdistill.teacher.engine import VerifyConfig, _keep
+    from mathdistill.teacher.engine import VerifyConfig, keep_rows
 
     if keep not in KEEP:
         raise InputError(f"keep '{keep}': expected one of {', '.join(KEEP)}")
@@ -55,7 +55,7 @@ def keep_correct(samples: Mapping[str, Sequence[dict]], keep: Literal["one", "al
                              "sample": j, "teacher": "student", "text": thoughts.strip_tag(out), "prediction": pred,
                              "correct": bool(ok), "error": err, "finish_reason": None, "kept": False,
                              "duplicate": False})
-    _keep(rows, VerifyConfig(keep="correct", dedupe="normalized", max_per_problem=1 if keep == "one" else None))
+    keep_rows(rows, VerifyConfig(keep="correct", dedupe="normalized", max_per_problem=1 if keep == "one" else None))
     return rows
 
 

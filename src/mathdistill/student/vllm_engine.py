@@ -45,7 +45,7 @@ def load(model, adapter: str | None = None):
 
     if isinstance(model, vllm.LLM):
         return model
-    from mathdistill.student.models import resolve_model
+    from mathdistill.models import resolve_model
 
     rank = 16
     if adapter is not None:

@@ -387,7 +387,7 @@ class HFBackend(Backend):
 
     def _load(self):
         if self._loaded is None:
-            from mathdistill.student.models import load_model
+            from mathdistill.models import load_model
 
             self._loaded = load_model(self._name)
         return self._loaded

@@ -29,7 +29,7 @@ from collections import Counter
 from mathdistill.io import InputError
 
 from .backends import OpenAIBackend, PermanentError, Reply, TransientError
-from .engine import Engine, Job, TeacherError, fault_kind
+from .jobs import Job, TeacherError, fault_kind
 
 ENDPOINT = "/v1/chat/completions"
 DONE = ("completed", "expired", "cancelled", "failed")
@@ -53,9 +53,9 @@ def _line_fault(line: dict) -> tuple[str, bool]:
 
 
 class BatchRunner:
-    """Runs an engine's jobs through the Batch API (see the module docstring)."""
+    """Runs an engine's (`engine.Engine`) jobs through the Batch API (see the module docstring)."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine):
         if not isinstance(engine.backend, OpenAIBackend):
             raise InputError("mode batch needs an OpenAI-compatible teacher (kind openai)")
         if engine.cache is None:
@@ -326,13 +326,3 @@ class BatchRunner:
 def _share(job: Job, first: Job) -> None:
     """`job` asks what `first` asked (the same cache key): the same reply, paid once."""
     job.reply, job.cost, job.cached = first.reply, 0.0, True
-
-
-async def cancel(backend: OpenAIBackend, config, cache) -> dict:
-    """Cancel the open batches recorded in `cache` (a ReplyCache) and collect their partial output into it."""
-    from .engine import Stats, _Progress
-
-    stats = Stats()
-    with _Progress(False, stats, "cancel") as bar:
-        engine = Engine(backend, config, cache, stats, bar)
-        return await BatchRunner(engine).cancel()

@@ -1,5 +1,8 @@
 """What a teacher stage would send and cost, before anything is sent: `mathdistill run --plan`, `teach --plan`.
 
+    plan = teacher_plan([stage, ...], folder)   # a bill per stage, totals, the run's budget
+    print_teacher_plan(plan, "Plan of teach in out/")
+
     stage = Stage("teach-cot", "cot", teacher, problems, samples=4, cache=Path("runs/x/teach/cot/teacher_cache.sqlite"))
     bill = stage_bill(stage)
     bill["to_send"], bill["prompt_tokens"], bill["cost"], bill["cost_max"]
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -200,3 +204,83 @@ def stage_bill(stage: Stage) -> dict:
     row["cost"] = price.cost({"prompt_tokens": prompt, "completion_tokens": row["completion_tokens"]}) * factor
     row["cost_max"] = price.cost({"prompt_tokens": prompt, "completion_tokens": row["completion_max"]}) * factor
     return row
+
+
+# ----------------------------------------------------------------------------- a plan of teach stages
+
+
+def teacher_plan(stages: list[Stage], folder: Path, max_cost: float | None = None,
+                 max_requests: int | None = None) -> dict:
+    """{stages: a bill per stage, totals, unpriced: stages with no price, budget: the caps, what the reply caches
+    under `folder` say was spent and what is left}."""
+    from .budget import spent
+
+    rows = [stage_bill(s) for s in stages]
+    totals = {k: sum(r[k] for r in rows) for k in ("requests", "cached", "in_batches", "to_send", "prompt_tokens",
+                                                      "completion_tokens", "completion_max")}
+    unpriced = [r["stage"] for r in rows if r["live"] and r["cost"] is None and r["to_send"]]
+    totals["cost"] = None if unpriced else sum(r["cost"] or 0.0 for r in rows)
+    totals["cost_max"] = None if unpriced else sum(r["cost_max"] or 0.0 for r in rows)
+    budget = None
+    if max_cost is not None or max_requests is not None:
+        s = spent(folder)
+        budget = {"max_cost": max_cost, "max_requests": max_requests, "spent": s["cost"], "requests": s["requests"],
+                  "left": None if max_cost is None else max_cost - s["cost"]}
+    return {"stages": rows, "totals": totals, "unpriced": unpriced, "budget": budget}
+
+
+def number(x) -> str:
+    """A count or seconds as a table cell: thousands separated, "-" for None."""
+    return "-" if x is None else f"{x:,}" if isinstance(x, int) else f"{x:,.0f}"
+
+
+def usd(x) -> str:
+    """A cost as a table cell: "no price" for None."""
+    return "no price" if x is None else f"${x:,.4f}" if x < 1 else f"${x:,.2f}"
+
+
+def plan_console():
+    """The console plans print to: stdout, no markup (URLs and notes print as they are); a pipe gets wide tables
+    rather than 80 columns."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160, markup=False, highlight=False)
+
+
+def print_teacher_plan(t: dict, heading: str, console=None) -> None:
+    """`heading`, then a teacher plan (`teacher_plan`) as a table with its notes and the budget line."""
+    from rich.table import Table
+
+    console = console or plan_console()
+    console.print(f"{heading} (nothing sent, nothing written)")
+    if t["stages"]:
+        table = Table("stage", "teacher", "requests", "cached", "to send", "prompt tok", "completion tok (max)",
+                      "cost (max)", title="Teacher")
+        for r in t["stages"]:
+            table.add_row(r["stage"], r["teacher"], number(r["requests"]),
+                          number(r["cached"] + r["in_batches"]), number(r["to_send"]), number(r["prompt_tokens"]),
+                          f"{number(r['completion_tokens'])} ({number(r['completion_max'])})",
+                          "-" if not r["live"] else f"{usd(r['cost'])} ({usd(r['cost_max'])})")
+        tot = t["totals"]
+        table.add_row("total", "", number(tot["requests"]), number(tot["cached"] + tot["in_batches"]),
+                      number(tot["to_send"]), number(tot["prompt_tokens"]),
+                      f"{number(tot['completion_tokens'])} ({number(tot['completion_max'])})",
+                      f"{usd(tot['cost'])} ({usd(tot['cost_max'])})")
+        console.print(table)
+        sending = [r for r in t["stages"] if r["live"] and r["to_send"]]
+        for how in dict.fromkeys(r["tokens_by"] for r in sending):
+            console.print(f"  prompt tokens ({', '.join(r['stage'] for r in sending if r['tokens_by'] == how)}): {how}")
+        if sending:
+            console.print("  completion tokens: " + "; ".join(f"{r['stage']}: {r['completion_by']}" for r in sending))
+        for r in t["stages"]:
+            if r["estimated"]:
+                console.print(f"  {r['stage']}: an upper bound ({r['estimated']})")
+        if t["unpriced"]:
+            console.print(f"  no price for the teacher of {', '.join(t['unpriced'])}: set its prices.<model>")
+        for note in t.get("notes", []):
+            console.print(f"  {note}")
+    b = t["budget"]
+    if b:
+        left = "" if b["left"] is None else f", ${b['left']:.4f} left"
+        console.print(f"budget: max cost {b['max_cost']}, max requests {b['max_requests']}; spent so far (the reply "
+                      f"caches): ${b['spent']:.4f}, {b['requests']} requests{left}")

@@ -200,20 +200,17 @@ def _check_price(cfg) -> None:
 
 def _plan(cfg, thoughts, problems, samples: int, cache_path: Path, out: Path, max_cost, max_requests) -> None:
     """--plan: the bill of every thought's requests (mathdistill.teacher.bill); nothing sent or written."""
-    from mathdistill.plan import print_plan, teacher_plan
-    from mathdistill.teacher.bill import Stage
+    from mathdistill.teacher.bill import Stage, print_teacher_plan, teacher_plan
 
     stages = [Stage(f"teach {t.name}", t, cfg, problems, samples, cache_path) for t in thoughts]
-    print_plan({"run_dir": str(out), "method": "teach", "student": None,
-                "teacher": teacher_plan(stages, out, max_cost, max_requests)})
+    print_teacher_plan(teacher_plan(stages, out, max_cost, max_requests), f"Plan of teach in {out}")
 
 
 def _cancel(cfg, cache_path: Path) -> None:
     """--cancel-batches: cancel the open batches in the reply cache and collect what they answered."""
     from mathdistill.teacher.backends import make_backend
-    from mathdistill.teacher.batch import cancel
     from mathdistill.teacher.cache import ReplyCache
-    from mathdistill.teacher.engine import TeacherError, run_loop
+    from mathdistill.teacher.engine import TeacherError, cancel, run_loop
 
     if not cache_path.is_file():
         raise InputError(f"--cancel-batches: no reply cache at {cache_path}: nothing was sent from this folder")

@@ -31,6 +31,7 @@ from .backends import Backend, PermanentError, Reply, Request, TransientError
 from .budget import Budget, BudgetReached, Limits, check_prices, current, worst_case
 from .cache import ReplyCache, request_key
 from .config import TeacherConfig
+from .jobs import Job, Progress, Stats, TeacherError, fault_kind  # noqa: F401 (TeacherError, fault_kind: API)
 
 log = logging.getLogger("mathdistill")
 NOT_SENT = "not sent: the run's teacher budget was reached"
@@ -63,107 +64,7 @@ class RateLimiter:
         self.tat += delta / self.rate
 
 
-# ---------------------------------------------------------------------------- stats + progress
-
-
-def fault_kind(message: str) -> str:
-    """The kind of a fault message: 'HTTP 500', 'timeout', 'connection error', ..."""
-    return message.split(":")[0]
-
-
-@dataclass
-class Stats:
-    total: int = 0  # (problem, thought, sample) jobs
-    done: int = 0
-    requests: int = 0  # sent to the backend this run, retries included
-    cache_hits: int = 0
-    retries: int = 0
-    failures: int = 0  # jobs with no usable reply after retries (or a permanent error)
-    misses: int = 0  # replay: question / sample not recorded
-    unsent: int = 0  # jobs the budget held back
-    prompt_tokens: int = 0  # paid this run
-    completion_tokens: int = 0
-    cost: float = 0.0  # USD paid this run
-    cost_total: float = 0.0  # USD of every reply used, cached ones at their recorded price
-    errors: dict = field(default_factory=dict)  # error kind -> count (transient faults included)
-
-    def fault(self, message: str) -> None:
-        kind = fault_kind(message)
-        self.errors[kind] = self.errors.get(kind, 0) + 1
-
-
-class _Progress:
-    """A rich progress bar with tokens, cost, retries and ETA; silent when disabled."""
-
-    def __init__(self, enabled: bool, stats: Stats, label: str):
-        self.stats, self.bar, self.task = stats, None, None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=False,
-            )
-            self.task = self.bar.add_task(label, total=stats.total, info="")
-
-    def __enter__(self):
-        if self.bar:
-            self.bar.start()
-        return self
-
-    def note(self, text: str) -> None:
-        """A line above the bar (a batch's status); logged too, for the stage's log file."""
-        log.info(text)
-        if self.bar:
-            self.bar.console.print(text)
-
-    def update(self) -> None:
-        if self.bar:
-            s = self.stats
-            info = (
-                f"{s.prompt_tokens + s.completion_tokens:,} tok  ${s.cost:.4f}  "
-                f"cached {s.cache_hits}  retries {s.retries}  failed {s.failures}"
-            )
-            self.bar.update(self.task, completed=s.done, info=info)
-
-    def __exit__(self, *exc):
-        if self.bar:
-            self.update()
-            self.bar.stop()
-
-
 # ---------------------------------------------------------------------------- jobs
-
-
-@dataclass
-class Job:
-    problem: Problem
-    thought: object  # a mathdistill.thoughts Thought
-    sample: int
-    request: Request
-    key: str
-    teacher: str = ""  # the backend's model identity
-    reply: Reply | None = None
-    cost: float = 0.0
-    cached: bool = False
-    error: str | None = None
-    fault: str | None = None  # a request that failed after its retries: the last fault
-    unsent: bool = False  # held back by the budget
 
 
 def resolve_thoughts(thoughts) -> list:
@@ -447,11 +348,11 @@ def verify(jobs: list[Job], verify_cfg: VerifyConfig) -> list[dict]:
             scored = thought.score_batch(texts, golds)
         for i, s in zip(idx, scored):
             rows[i].update(prediction=s.prediction, correct=bool(s.correct), error=s.error)
-    _keep(rows, verify_cfg)
+    keep_rows(rows, verify_cfg)
     return rows
 
 
-def _keep(rows: list[dict], cfg: VerifyConfig) -> None:
+def keep_rows(rows: list[dict], cfg: VerifyConfig) -> None:
     """Mark the rows `cfg` keeps (`kept`) and the repeats it drops (`duplicate`); a correct or usable row
     whose text is not its format's structure (`Thought.malformed`: an L2M text with no sub-question) is
     not kept, its `error` says why."""
@@ -487,10 +388,6 @@ def malformed(row: dict) -> str | None:
 
 
 # ---------------------------------------------------------------------------- summary + API
-
-
-class TeacherError(RuntimeError):
-    """Some teacher requests still failed after their retries (`TeachResult.raise_if_failed`)."""
 
 
 @dataclass
@@ -613,7 +510,7 @@ async def ateach(
         caps = None
         if limits is not None and limits.active and backend.cacheable:
             caps = Budget.open(limits, store.path if store is not None else None)
-        with _Progress(progress, stats, label) as bar:
+        with Progress(progress, stats, label) as bar:
             await Engine(backend, config, store, stats, bar, caps).run(jobs)
     finally:
         if own_cache:
@@ -655,3 +552,14 @@ def run_loop(coro):
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)
+
+
+async def cancel(backend, config, cache) -> dict:
+    """Cancel the open batches recorded in `cache` (a ReplyCache) of an OpenAI-compatible `backend` and collect
+    their partial output into it (`batch.BatchRunner.cancel`)."""
+    from .batch import BatchRunner
+
+    stats = Stats()
+    with Progress(False, stats, "cancel") as bar:
+        engine = Engine(backend, config, cache, stats, bar)
+        return await BatchRunner(engine).cancel()

@@ -32,7 +32,7 @@ from mathdistill.io import InputError, write_json, write_jsonl
 from mathdistill.thoughts.base import Extracted, Scored, Thought
 
 from .config import TeacherConfig
-from .engine import VerifyConfig, _keep, teach
+from .engine import VerifyConfig, keep_rows, teach
 
 __all__ = ["ProblemWriter", "parse_problem", "write_problems", "majority", "label_problems", "PROMPTS"]
 
@@ -172,7 +172,7 @@ def label_problems(problems: Sequence[Problem], thoughts: Sequence[str], teacher
             label = labels[r["problem_id"]]["label"]
             agree = label is not None and r["prediction"] is not None and r["error"] is None and is_equivalent(r["prediction"], label)
             r.update(gold=label, correct=agree, kept=False, duplicate=False, label_share=labels[r["problem_id"]]["share"])
-        _keep(rows, VerifyConfig(keep="correct", dedupe="normalized"))
+        keep_rows(rows, VerifyConfig(keep="correct", dedupe="normalized"))
         kept.update(r["problem_id"] for r in rows if r["kept"])
         write_jsonl(out / t / "rationales.jsonl", rows)
         s = res.summary

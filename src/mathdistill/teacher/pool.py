@@ -40,9 +40,9 @@ DESCRIPTION = ("pool teacher (offline SIMULATION of FDD's problem generation): i
 
 def solution_steps(problem: Problem) -> int:
     """The number of steps (lines before `####`) of a problem's GSM8K gold solution."""
-    from mathdistill.thoughts.reference import _body_lines, _solution
+    from mathdistill.thoughts.reference import solution_lines
 
-    return len(_body_lines(_solution(problem)))
+    return len(solution_lines(problem))
 
 
 @dataclass

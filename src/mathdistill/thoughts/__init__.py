@@ -10,6 +10,10 @@
 Formats: cot, pot, eot, l2m (give answers); knowledge, keypoints (inputs to later steps,
 `gives_answer=False`, checked by `validate`). Reference rationales converted from GSM8K gold
 solutions: `mathdistill.thoughts.reference`.
+
+A format's traits are attributes of its class (`Thought.gives_answer`, `evaluable`, `executes`,
+`offline_teacher`); lists of formats are derived from them: `where("executes")` -> ("pot", "eot"),
+`ANSWER_NAMES` (= `where("gives_answer")`), `vote_preference()`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ _CLASSES = {
     "keypoints": "mathdistill.thoughts.keypoints:KeyPoints",
 }
 NAMES: tuple[str, ...] = tuple(_CLASSES)
-ANSWER_NAMES: tuple[str, ...] = ("cot", "pot", "eot", "l2m")
 
 
 @functools.cache
@@ -42,6 +45,26 @@ def thought_class(name: str) -> type[Thought]:
         raise ValueError(f"unknown thought {name!r}; choose one of {', '.join(NAMES)}")
     module, cls = _CLASSES[key].split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def where(trait: str) -> tuple[str, ...]:
+    """The formats (in NAMES order) whose class has `trait` (a `Thought` attribute) set, e.g. "executes"."""
+    return tuple(n for n in NAMES if getattr(thought_class(n), trait))
+
+
+def vote_preference(names=None) -> list[str]:
+    """A vote's default tie-break order over `names` (default: every answering format): the formats whose
+    answers are computed (`executes`) first, then NAMES order. ETD's `eval.preference`."""
+    names = where("gives_answer") if names is None else names
+    return sorted(names, key=lambda n: (not thought_class(n).executes, NAMES.index(n)))
+
+
+def __getattr__(name: str):
+    """`ANSWER_NAMES`: derived on first use (importing every format class; `import mathdistill.thoughts`
+    itself stays light for the sandbox's workers)."""
+    if name == "ANSWER_NAMES":
+        return where("gives_answer")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get(name: str, **kwargs) -> Thought:
@@ -74,5 +97,5 @@ def choice_prompt(question: str, names) -> str:
     return f"{question.strip()}\nChoose a strategy ({listed}), write its tag first, then solve."
 
 
-__all__ = ["NAMES", "ANSWER_NAMES", "Thought", "Extracted", "Scored", "get", "thought_class", "detect",
-           "strip_tag", "choice_prompt", "gold_answer"]
+__all__ = ["NAMES", "ANSWER_NAMES", "Thought", "Extracted", "Scored", "get", "thought_class", "where",
+           "vote_preference", "detect", "strip_tag", "choice_prompt", "gold_answer"]

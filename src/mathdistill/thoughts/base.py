@@ -8,6 +8,11 @@ and, where it applies, what the teacher needs besides the question (`teacher_con
 a GSM8K gold solution is written in it (`reference`).
 Formats that are inputs to later steps rather than answers (knowledge, key points) have
 `gives_answer = False` and use `validate` instead of an answer check.
+
+What the rest of the package needs to know about a format is a class attribute here (`gives_answer`,
+`evaluable`, `executes`, `offline_teacher`), and every list of formats is derived from them
+(`mathdistill.thoughts.where`): the formats a student answers in, the ones evaluation scores, the ones
+whose answers run in the sandbox, the default teachers, a vote's tie-break order.
 """
 
 from __future__ import annotations
@@ -39,7 +44,16 @@ class Thought(ABC):
     trigger: str = ""
     #: one-line instruction after the trigger, for students that have not learnt the format yet
     instruction: str = ""
+    #: its text ends in an answer (a student answers in it; `thoughts.ANSWER_NAMES`)
     gives_answer: bool = True
+    #: evaluation can score it (`eval.THOUGHTS`): it gives an answer, or has a part that does (key points)
+    evaluable: bool = True
+    #: its answers come from running it in the sandbox (PoT programs, EoT systems): its constructor takes
+    #: `limits`, a server warms the sandbox for it, and a vote prefers it on a tie (computed, not written)
+    executes: bool = False
+    #: the offline default teacher of this format (a `teacher.TeacherConfig` mapping: recorded or
+    #: gold-derived rationales, so a recipe runs without a live endpoint); None: a recipe must name one
+    offline_teacher: dict | None = None
 
     @abstractmethod
     def teacher_messages(self, question: str, context: dict | None = None) -> list[dict]:

@@ -1,10 +1,11 @@
 """Calculation marks in training targets: teach the student the pattern calculator decoding hooks into.
 
-Calculator decoding (`mathdistill.student.calculator`) fires when the student has just written an
-arithmetic expression and `=`, plain (`48 / 2 =`) or opened with a mark (`<<48/2=`), and forces the
-value; the student then writes what follows. A target teaches that pattern when, at every mark, the
-value written after its `=` is exactly what the calculator forces there, and the mark is closed by
-`>>` right after it (the calculator forces the value only; the student writes `>>`).
+Calculator decoding (`mathdistill.student.calculator`; its arithmetic: `mathdistill.answers.arithmetic`)
+fires when the student has just written an arithmetic expression and `=`, plain (`48 / 2 =`) or opened
+with a mark (`<<48/2=`), and forces the value; the student then writes what follows. A target teaches
+that pattern when, at every mark, the value written after its `=` is exactly what the calculator forces
+there, and the mark is closed by `>>` right after it (the calculator forces the value only; the student
+writes `>>`).
 
 Modes (`calc_marks` of a recipe's `data` section, `CoT(calc_marks=...)`):
 
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import re
 
-from mathdistill.student.calculator import TAIL_TOKENS, calculation, evaluate, format_number
+from mathdistill.answers.arithmetic import TAIL_TOKENS, calculation, evaluate, format_number
 
 MODES = ("none", "keep", "add")
 VERSION = 1  # bump when what is marked changes (names the reference cache of marked rationales)

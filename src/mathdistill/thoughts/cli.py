@@ -45,7 +45,8 @@ def score_command(
         raise InputError(f"--thought: unknown format {thought!r}; choose one of {', '.join(thoughts.NAMES)}")
     name = thought.strip().lower()
     check_output_file(output)
-    fmt = thoughts.get(name, limits=Limits(timeout=timeout)) if name in ("pot", "eot") else thoughts.get(name)
+    executes = thoughts.thought_class(name).executes  # runs in the sandbox: --timeout applies
+    fmt = thoughts.get(name, limits=Limits(timeout=timeout)) if executes else thoughts.get(name)
     rows, golds = [], []
     for lineno, row in iter_jsonl(input, required=("question", "answer", "rationale")):
         where = f"{input}:{lineno}"

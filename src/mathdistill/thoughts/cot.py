@@ -20,6 +20,8 @@ class CoT(Thought):
     name = "cot"
     trigger = "[CoT]"
     instruction = 'Think step by step, then finish with "The answer is <number>".'
+    #: offline: the recorded Llama-3-70B CoT on GSM8K train (public), verified against gold
+    offline_teacher = {"kind": "replay", "replay": ["teacher/gsm8k_train_llama3-70b_cot.json"]}
     system = ("You solve grade-school math word problems. Reason step by step in short sentences, "
               "writing each calculation explicitly, and end with a final line of the form "
               '"The answer is <number>." (the number only, no units).')

@@ -20,6 +20,8 @@ class EquationOfThought(Thought):
     name = "eot"
     trigger = "[EoT]"
     instruction = "Write equations, one per line (name = expression), with the answer in `ans`."
+    executes = True
+    offline_teacher = {"kind": "reference"}  # offline: the GSM8K gold solution converted, verified in the sandbox
     system = ("You solve grade-school math word problems by writing a system of equations. Write one "
               "equation per line in the form `expression = expression`, using descriptive variable "
               "names; unknown quantities may appear on either side. Put a `%` comment before an "

@@ -59,7 +59,7 @@ class KeyPoints(Thought):
     name = "keypoints"
     trigger = "[KeyPoints]"
     instruction = "State the core question and the key points, then solve the problem step by step."
-    gives_answer = False
+    gives_answer = False  # an input to its solution part, which evaluation scores
 
     def __init__(self, solution: str | None = "cot"):
         if solution not in ("cot", "pot", None):

@@ -59,6 +59,7 @@ class Knowledge(Thought):
     trigger = "[Knowledge]"
     instruction = "List the general knowledge needed to solve this problem, without solving it."
     gives_answer = False
+    evaluable = False
     system = ("You are given a math word problem and a correct solution. Write the general "
               "knowledge a student needs to solve problems like it: definitions, relations between "
               "quantities and solving strategies, as a short bullet list under \"Knowledge:\". Do "

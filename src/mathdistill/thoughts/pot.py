@@ -55,6 +55,8 @@ class ProgramOfThought(Thought):
     name = "pot"
     trigger = "[PoT]"
     instruction = "Write a Python program that computes the answer and stores it in `ans`."
+    executes = True
+    offline_teacher = {"kind": "reference"}  # offline: the GSM8K gold solution converted, verified in the sandbox
     system = ("You solve grade-school math word problems by writing a short Python program. Use "
               "descriptive variable names for the quantities in the problem, compute step by step, "
               "and store the final numeric answer in a variable named `ans`. Write only the code: "

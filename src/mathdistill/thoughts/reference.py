@@ -62,6 +62,11 @@ def _solution(problem) -> str:
     return sol
 
 
+def solution_lines(problem) -> list[str]:
+    """The step lines (before `####`) of `problem`'s GSM8K gold solution (an InputError without one)."""
+    return _body_lines(_solution(problem))
+
+
 def _body_lines(solution: str) -> list[str]:
     return [ln.strip() for ln in solution.split("####")[0].strip().splitlines() if ln.strip()]
 

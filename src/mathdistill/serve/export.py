@@ -40,7 +40,7 @@ import yaml
 
 from mathdistill.io import InputError, atomic_dir, read_json, sha256_file, write_json, write_text
 from mathdistill.runtime import threads_option
-from mathdistill.student.models import public_provenance, without_paths
+from mathdistill.models import public_provenance, without_paths
 
 MARKER = "mathdistill.json"
 GGUF_TYPES = ("f32", "f16", "q8_0")
@@ -50,9 +50,9 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 def export(run_dir: str | Path, out: str | Path, keep_adapters: bool = False, dtype: str = "auto",
            gguf: str | None = None) -> Path:
     """Write the student of the run in `run_dir` as a model folder `out` (see the module doc)."""
-    from mathdistill.serve import served_run
+    from mathdistill.serve.inference import served_run
     from mathdistill.student.adapters import load_merged
-    from mathdistill.student.models import load_model, mark_end_of_turn
+    from mathdistill.models import load_model, mark_end_of_turn
 
     if dtype not in DTYPES:
         raise InputError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
@@ -260,7 +260,7 @@ def _table(rows: list[dict], keys: list[str]) -> str:
 def card(run, cfg, served, record: dict) -> str:
     """The model card (README.md) of an export."""
     from mathdistill import thoughts
-    from mathdistill.methods import METHODS
+    from mathdistill.methods.registry import METHODS
 
     student = record["base_model"]
     origin = student.get("origin")
