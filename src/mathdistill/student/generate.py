@@ -681,6 +681,7 @@ def generate(
     loop_stop: bool = False,
     seeds: Sequence[int] | None = None,
     calculator: bool = False,
+    slots: bool | None = None,
 ) -> list[Generation]:
     """Complete each already-rendered prompt; return one `Generation` per prompt, in input order.
 
@@ -697,6 +698,8 @@ def generate(
     `calculator=True` forces the value of every arithmetic step a completion writes (`2 * 3 =`,
     `<<48/2=`; see `student.calculator`) and generation continues from there;
     `Generation.interventions` counts them per completion (empty when off).
+    `slots`: run on the slot engine (`student.engine`: continuous batching over a static KV cache)
+    instead of this module's batches; None: `engine_run.use_slots` decides (device, MATHDISTILL_SLOTS).
     """
     import torch
     from transformers import Cache, DynamicCache, LogitsProcessorList, StoppingCriteriaList
@@ -713,6 +716,13 @@ def generate(
     if sampling and seeds is None:
         base = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
         seeds = [derive_seed(base, i) for i in range(len(prompts))]
+    from mathdistill.student import engine_run
+
+    if engine_run.use_slots(slots, model):
+        return engine_run.generate_slots(
+            model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature,
+            top_p=top_p, num_samples=num_samples, stop=stop, adapter=adapter, seeds=seeds, progress=progress,
+            on_result=on_result, loop_stop=loop_stop, calculator=calculator)
     wanted, num_samples = num_samples, num_samples if sampling else 1  # greedy: once, then repeated
     device = model.device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
