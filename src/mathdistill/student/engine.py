@@ -59,11 +59,12 @@ class Row:
 
 class Engine:
     """See the module doc. `sampling`, `loop_stop`, `calculator`: whether any row may use them (what the
-    decode step computes); `prefix`: token ids every row's prompt starts with, stored once."""
+    decode step computes); `prefix`: token ids every row's prompt starts with, stored once; `compile`:
+    torch.compile the decode step (None: on CUDA only; a string names the backend, e.g. "aot_eager")."""
 
     def __init__(self, model, tokenizer, *, slots: int, capacity: int, max_new_tokens: int, eos=(),
                  stop=(), prefix=(), sampling=False, loop_stop=False, calculator=False,
-                 collect_every: int | None = None, compile: bool | None = None):
+                 collect_every: int | None = None, compile: bool | str | None = None):
         import torch
 
         self.runner = SlotModel(model, slots, capacity)
@@ -187,7 +188,8 @@ class Engine:
         import torch
 
         if self._compiled is None:  # the window becomes a dynamic size after its first change: 2 compilations
-            self._compiled = torch.compile(self._decode, fullgraph=True)
+            backend = self.compile if isinstance(self.compile, str) else "inductor"
+            self._compiled = torch.compile(self._decode, fullgraph=True, backend=backend)
         return self._compiled
 
     def _graph(self, m: int, window: int) -> None:
