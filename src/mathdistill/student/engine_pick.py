@@ -86,6 +86,8 @@ def pick(logits, temperature, top_p, seeds, counters, sampling: bool = True):
         above = (probs * (probs > p)).sum(-1)  # mass of the tokens more probable than the candidate
         ok = ~found & (above < top_p)
         chosen, found = torch.where(ok, cand, chosen), found | ok
+        if not logits.is_cuda and not torch.compiler.is_compiling() and bool(found.all()):
+            break  # eager CPU: a host check is free, the remaining draws are not
     return torch.where(temperature > 0, chosen, greedy)
 
 

@@ -18,23 +18,20 @@ from typing import Callable, Sequence
 
 __all__ = ["generate_slots", "use_slots", "SHARE_FROM"]
 
-SHARE_FROM = 64  # a shared prompt prefix at least this long is stored once for every row
+SHARE_FROM = 8  # a shared prompt prefix at least this long is stored once for every row
 ENV = "MATHDISTILL_SLOTS"  # "1": the slot engine wherever it can run; "0": never (generate's batches)
 
 
 def use_slots(setting: bool | None, model) -> bool:
     """Whether `generate` runs on the slot engine: `setting` (True / False), else the environment
-    variable MATHDISTILL_SLOTS, else the device's measured best (CUDA: the engine; CPU: see
-    benchmarks/engine.md); never for a model the engine cannot run (`engine_kv.supported`)."""
+    variable MATHDISTILL_SLOTS, else yes: the measured best on CUDA and on this CPU too (as fast at
+    16 rows, faster with a long shared prefix or more rows: benchmarks/engine.md); never for a model
+    the engine cannot run (`engine_kv.supported`)."""
     from mathdistill.student.engine_kv import supported
 
     if setting is None:
         env = os.environ.get(ENV, "").strip()
-        if env in ("0", "1"):
-            setting = env == "1"
-        else:
-            device = getattr(model, "device", None)
-            setting = getattr(device, "type", "cpu") == "cuda"
+        setting = env != "0"
     return bool(setting) and supported(model) is None
 
 
