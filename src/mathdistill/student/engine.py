@@ -39,6 +39,7 @@ PREFILL_TOKENS = {"cuda": 32768, "cpu": 4096}  # most (padded) tokens in one pre
 COLLECT_EVERY = {"cuda": 8, "cpu": 1}  # decode steps between two looks of the host
 REFILL_FRACTION = {"cuda": 1 / 32, "cpu": 0.0}  # free slots (of all) before a refill while others run
 FORCE_MAX = 32  # most tokens of one calculator value
+CPU_WINDOW_ALIGN = 16  # eager CPU steps have no graphs to reuse: attend to little more than the longest row
 _INT_FIELDS = ("pos", "last", "n_gen", "budget", "seed", "loop_on", "calc_on")
 
 
@@ -261,7 +262,8 @@ class Engine:
                     return
                 m = self._width()
                 top = max(self.upper[s] for s in range(m) if self.rows[s] is not None)
-                window = min(self.runner.capacity, -(-(top + 1) // WINDOW_ALIGN) * WINDOW_ALIGN)
+                align = WINDOW_ALIGN if self.cuda else CPU_WINDOW_ALIGN
+                window = min(self.runner.capacity, -(-(top + 1) // align) * align)
                 for _ in range(self.collect_every):
                     self._step(m, window)
                 self.steps += self.collect_every

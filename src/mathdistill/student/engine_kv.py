@@ -79,9 +79,9 @@ def prefix_attention(query, key, value, mask, pk, pv, scale: float):
     g, dtype = hq // hkv, query.dtype
     q = query.reshape(b, hkv, g * s, d)  # rows (group, position) per KV head
     qp = q.transpose(0, 1).reshape(hkv, b * g * s, d)
-    sp = torch.bmm(qp, pk[0].transpose(1, 2)).float() * scale  # [Hkv, B*G*S, P]
+    sp = torch.bmm(qp, pk[0].transpose(1, 2)).float().mul_(scale)  # [Hkv, B*G*S, P]
     mp = sp.amax(-1, keepdim=True)
-    ep = torch.exp(sp - mp)
+    ep = torch.exp_(sp.sub_(mp))
     lp = ep.sum(-1, keepdim=True)
     op = torch.bmm(ep.to(dtype), pv[0]).float()
 
@@ -89,15 +89,16 @@ def prefix_attention(query, key, value, mask, pk, pv, scale: float):
         return x.view(hkv, b, g * s, x.shape[-1]).transpose(0, 1)
 
     op, mp, lp = rows(op), rows(mp), rows(lp)
-    ss = torch.matmul(q, key.transpose(-1, -2)).float() * scale  # [B, Hkv, G*S, T]
+    ss = torch.matmul(q, key.transpose(-1, -2)).float().mul_(scale)  # [B, Hkv, G*S, T]
     if mask is None:
         mask = torch.ones(s, t, dtype=torch.bool, device=q.device).tril(t - s)[None, None]
-    mask = mask.expand(b, 1, s, t)[:, :, None].expand(b, 1, g, s, t).reshape(b, 1, g * s, t)
-    ss = ss.masked_fill(~mask, float("-inf"))
+    if s > 1:  # rows are (group, position): the mask repeats per group
+        mask = mask.expand(b, 1, s, t)[:, :, None].expand(b, 1, g, s, t).reshape(b, 1, g * s, t)
+    ss = ss.masked_fill_(~mask, float("-inf"))
     m = torch.maximum(mp, ss.amax(-1, keepdim=True))  # finite: the prefix is never masked
-    es = torch.exp(ss - m)
-    wp = torch.exp(mp - m)
-    out = (op * wp + torch.matmul(es.to(dtype), value).float()) / (lp * wp + es.sum(-1, keepdim=True))
+    es = torch.exp_(ss.sub_(m))
+    wp = torch.exp_(mp.sub_(m))
+    out = (op.mul_(wp) + torch.matmul(es.to(dtype), value).float()) / (lp.mul_(wp) + es.sum(-1, keepdim=True))
     return out.reshape(b, hq, s, d).transpose(1, 2).contiguous().to(dtype)
 
 
