@@ -35,8 +35,8 @@ def run_side(side: str, model, tok, prompts, ids, max_new: int, rows: int) -> tu
     from transformers import GenerationConfig
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
-    config = GenerationConfig(max_new_tokens=max_new, do_sample=False, eos_token_id=model.generation_config.eos_token_id,
-                              pad_token_id=tok.pad_token_id)
+    config = GenerationConfig(max_new_tokens=max_new, do_sample=False, pad_token_id=tok.pad_token_id,
+                              eos_token_id=model.generation_config.eos_token_id)
     cb = ContinuousBatchingConfig(max_requests_per_batch=rows, use_cuda_graph=False)
     for _ in range(2):  # the first call warms up; the second is timed
         t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Speeds of the project's own training and generation on one GPU, in at most ~3 minutes: the figures the
 GPU table's plan reads (benchmarks/results/gpu_speed.json).
 
-    python benchmarks/gpu_speed.py                 # CUDA: the gpu-table settings; writes benchmarks/results/gpu_speed.json
+    python benchmarks/gpu_speed.py          # CUDA: the gpu-table settings; writes benchmarks/results/gpu_speed.json
     python benchmarks/gpu_speed.py --tiny          # any device, seconds: a smoke run (CI does this on the CPU)
 
 What runs, with the gpu-table profile's settings (benchmarks/scale.yaml): greedy evaluation of GSM8K test
@@ -122,8 +122,8 @@ def training(rows: list[dict], size: dict, full: bool, folder: Path, compile_: b
                     torch.cuda.synchronize()
                 marks[state.global_step] = time.perf_counter()
 
-    cfg = train_mod.TrainConfig(full=full, packing="bfd", max_seq_len=size["seq_len"], batch_tokens=size["batch_tokens"],
-                                max_steps=size["train_steps"], save_steps=10**6, compile=compile_, warmup=0)
+    cfg = train_mod.TrainConfig(full=full, packing="bfd", max_seq_len=size["seq_len"], warmup=0, compile=compile_,
+                                batch_tokens=size["batch_tokens"], max_steps=size["train_steps"], save_steps=10**6)
     original = train_mod._log_callback
     train_mod._log_callback = lambda path: _Both(original(path), Clock())
     try:
@@ -207,7 +207,8 @@ def main() -> None:
     t_start = time.perf_counter()
     out = {"device": info, "measured": date.today().isoformat(), "student": f"{args.model} (SmolLM2-135M-Instruct, "
            "dequantised Q4_1 GGUF)", "sizes": size, "peak_memory_gib": {}, "phase_seconds": {}, "errors": {},
-           "train_tokens_per_s": {"full": None, "lora": None}, "generated_tokens_per_s": {"greedy": None, "sample": None},
+           "train_tokens_per_s": {"full": None, "lora": None},
+           "generated_tokens_per_s": {"greedy": None, "sample": None},
            "eval_problems_per_s": None, "eval_max_new_tokens": size["max_new_tokens"], "variants": {}}
     t_load = time.perf_counter()
     model, tok = load_model(args.model)

@@ -117,7 +117,8 @@ def main() -> None:
         n, mean = len(lengths[name]), tokens / samples
         half = 1.96 * (sum((x - mean) ** 2 for x in lengths[name]) / max(1, n - 1)) ** 0.5 / n ** 0.5
         return {"mean_tokens_ci95": [round(mean - half, 1), round(mean + half, 1)],
-                "sample_accuracy_ci95": [round(x, 4) for x in wilson_ci(sum(r["correct"] for r in rs), samples)],"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "samples": samples,
+                "sample_accuracy_ci95": [round(x, 4) for x in wilson_ci(sum(r["correct"] for r in rs), samples)],
+                "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "samples": samples,
                 "samples_per_second": round(samples / seconds, 4), "samples_per_cpu_second": round(samples / cpu, 4),
                 "generated_tokens": tokens, "tokens_per_second": round(tokens / seconds, 2),
                 "mean_tokens_per_sample": round(tokens / samples, 1),

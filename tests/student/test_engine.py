@@ -100,7 +100,8 @@ def test_nucleus_draws_follow_the_renormalised_nucleus():
     freq = torch.bincount(tokens, minlength=6).float() / n
     want = torch.tensor([0.4, 0.25, 0.15, 0, 0, 0]) / 0.8  # before 0.15: 0.65 < 0.75 -> kept; 0.1: 0.8 -> not
     assert (freq - want).abs().max() < 0.015, freq
-    greedy = pick(logits.expand(4, -1), torch.zeros(4), torch.ones(4), torch.arange(4), torch.zeros(4, dtype=torch.long))
+    zeros = torch.zeros(4, dtype=torch.long)
+    greedy = pick(logits.expand(4, -1), torch.zeros(4), torch.ones(4), torch.arange(4), zeros)
     assert greedy.tolist() == [0] * 4
 
 

@@ -22,7 +22,8 @@ starting the completion with its tag), LoRID (re-sample only the unresolved prob
   prefill, sampling settings, engine); a call finds them there or in `samples.jsonl` (a finished
   call's rows) and generates only what is missing. `samples.json` holds the stats.
 - Engines: "hf" (`student.generate`, CPU or GPU: its slot engine, `student.engine`, where it runs;
-  sampled rows keyed by it then, as its top-p draws differ from the batches'), "vllm" (`student.vllm_engine`: a `vllm.LLM`
+  sampled rows keyed by it then, as its top-p draws differ from the batches'),
+  "vllm" (`student.vllm_engine`: a `vllm.LLM`
   or a model name; adapters are folders, sent as LoRA requests), "auto": vllm when it is
   installed, CUDA is there and `model` is a name or a `vllm.LLM` (not a loaded transformers model)
   and no loop stop is asked for, else hf.

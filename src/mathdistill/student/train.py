@@ -426,7 +426,8 @@ def _build_model(cfg: TrainConfig, base_dtype: str = "float32"):
     _check_config(cfg)
     check_same_base({**cfg.frozen_adapters, **({cfg.adapter_name: cfg.init_adapter} if cfg.init_adapter else {})})
     set_seed(cfg.seed)  # LoRA init is random
-    model, tok = load_model(cfg.model, dtype="float32" if cfg.full else base_dtype, device="cpu")  # the Trainer moves it
+    # on the CPU: the Trainer moves it
+    model, tok = load_model(cfg.model, dtype="float32" if cfg.full else base_dtype, device="cpu")
     if cfg.attention != "auto" and model.config._attn_implementation != cfg.attention:
         model.set_attn_implementation(cfg.attention)
     if cfg.full:
@@ -540,7 +541,8 @@ def packed_collator(pad_token_id: int, flatten: bool, pad_to: int | None = None)
                 out["labels"][out["position_ids"] == 0] = -100
             return out
 
-    return PackedRows(pad_token_id=pad_token_id, padding_free=flatten, return_position_ids=True, pad_to_multiple_of=pad_to)
+    return PackedRows(pad_token_id=pad_token_id, padding_free=flatten, return_position_ids=True,
+                      pad_to_multiple_of=pad_to)
 
 
 def _trainer_class():
@@ -642,7 +644,8 @@ def train(config: TrainConfig, data: str | Path | Iterable[dict], out_dir: str |
         dataset = pack_examples(examples, cfg.max_seq_len)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         # compiled: every batch padded to whole rows of max_seq_len, one shape for the whole run
-        collator = packed_collator(pad, device.flatten_packed(cfg.attention), cfg.max_seq_len if cfg.compile else None)
+        collator = packed_collator(pad, device.flatten_packed(cfg.attention),
+                                   cfg.max_seq_len if cfg.compile else None)
     else:
         dataset, collator = Dataset.from_list(examples), None
     plan = _batch_plan(cfg, dev, model, len(dataset))
