@@ -14,9 +14,9 @@ PREFILL_ALIGN, the other slots untouched); a paused row's tail is decoded in Pyt
 the calculator's value is queued for it to write, token by token, in the next steps. A pause only delays
 a row, so its text is the one it would write alone: a row's output depends on its prompt, its seed and
 the model, never on the other rows or on when the host looked.
-On CUDA the decode step is compiled (`torch.compile`, `compile=False` to skip) and captured as a CUDA
-graph per attention window (a multiple of WINDOW_ALIGN); refills wait until REFILL_FRACTION of the slots
-are free. On a CPU it runs eagerly and, once no prompt is waiting, the running rows are moved to the
+On CUDA the decode step is captured as a CUDA graph per attention window (a multiple of WINDOW_ALIGN) and
+replayed; `compile=True` also compiles it (`torch.compile`; off by default: not yet measured on a GPU, and
+each new engine may compile again); refills wait until REFILL_FRACTION of the slots are free. On a CPU it runs eagerly and, once no prompt is waiting, the running rows are moved to the
 first slots so that steps stop computing empty ones.
 """
 
@@ -61,7 +61,7 @@ class Row:
 class Engine:
     """See the module doc. `sampling`, `loop_stop`, `calculator`: whether any row may use them (what the
     decode step computes); `prefix`: token ids every row's prompt starts with, stored once; `compile`:
-    torch.compile the decode step (None: on CUDA only; a string names the backend, e.g. "aot_eager")."""
+    torch.compile the decode step (None: off; a string names the backend, e.g. "aot_eager")."""
 
     def __init__(self, model, tokenizer, *, slots: int, capacity: int, max_new_tokens: int, eos=(),
                  stop=(), prefix=(), sampling=False, loop_stop=False, calculator=False,
@@ -75,7 +75,7 @@ class Engine:
         self.prefill_tokens = PREFILL_TOKENS[kind]
         self.refill_min = max(1, int(slots * REFILL_FRACTION[kind]))
         self.cuda = self.device.type == "cuda"
-        self.compile = self.cuda if compile is None else compile
+        self.compile = compile or False
         self.shrink = not self.cuda and not self.compile  # eager CPU: drop empty slots at the end
         self.sampling, self.loop_stop, self.calc = sampling, loop_stop, calculator
         self.runner.set_prefix(list(prefix))

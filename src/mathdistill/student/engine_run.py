@@ -20,6 +20,7 @@ __all__ = ["generate_slots", "use_slots", "SHARE_FROM"]
 
 SHARE_FROM = 8  # a shared prompt prefix at least this long is stored once for every row
 ENV = "MATHDISTILL_SLOTS"  # "1": the slot engine wherever it can run; "0": never (generate's batches)
+COMPILE_ENV = "MATHDISTILL_COMPILE"  # "1": torch.compile the engine's decode step (benchmarks/gpu_speed.py)
 
 
 def use_slots(setting: bool | None, model) -> bool:
@@ -68,7 +69,8 @@ def generate_slots(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: 
         task = bar.add_task("generate", total=len(rows), speed="")
         engine = Engine(model, tokenizer, slots=min(batch_size, len(rows)), capacity=capacity,
                         max_new_tokens=max_new_tokens, eos=_eos_ids(model, tokenizer), stop=stop,
-                        prefix=tokens[0][:shared], sampling=sampling, loop_stop=loop_stop, calculator=calculator)
+                        prefix=tokens[0][:shared], sampling=sampling, loop_stop=loop_stop, calculator=calculator,
+                        compile=os.environ.get(COMPILE_ENV) == "1")
         engine.submit(rows)
         t0, made = time.perf_counter(), [0]
 
