@@ -10,12 +10,13 @@ prompts x k return sequences; prompts sorted by length, left padded). Our side i
 
     flock /tmp/md-heavy.lock python benchmarks/sample_speed.py              # N=64, 192 tokens, ~16 min on 2 cores
     flock /tmp/md-heavy.lock python benchmarks/sample_speed.py --rounds 2   # ours, HF, HF, ours (~32 min)
+    python benchmarks/sample_speed.py --k 8 --out benchmarks/results/sample_agreement.json  # 64 x 8: CIs
     python benchmarks/sample_speed.py --n 8 --max-new-tokens 32             # smoke run
 
 Writes benchmarks/results/sample_speed.json: {"ours": {...}, "hf": {...}, "ratio": x, ...}: wall-clock
 samples/s (the target), and samples per CPU second of the process (less sensitive to other load on
-a shared machine). Both sides' sample accuracy and mean length are recorded too: the two samplers
-draw from the same distribution, so those should agree within noise.
+a shared machine). Both sides' sample accuracy and mean length are recorded too, with 95 % CIs (Wilson;
+normal for the mean) and whether they overlap: the two samplers draw from the same distribution.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def main() -> None:
     import transformers
 
     from mathdistill import data, thoughts
-    from mathdistill.eval import build_prompts
+    from mathdistill.eval import build_prompts, wilson_ci
     from mathdistill.io import write_json
     from mathdistill.paths import data_dir
     from mathdistill.student.chat import prompt_token_ids
@@ -70,7 +71,8 @@ def main() -> None:
         res = sample(model, tok, problems, "cot", k=k, seed=round_, batch_size=rows, stop=STOP, engine="hf",
                      progress=True, **common)
         return {"tokens": sum(sum(r["num_tokens"]) for r in res.rows), "samples": len(problems) * k,
-                "correct": sum(sum(r["corrects"]) for r in res.rows)}
+                "correct": sum(sum(r["corrects"]) for r in res.rows),
+                "lengths": [n for r in res.rows for n in r["num_tokens"]]}
 
     def hf(round_: int) -> dict:
         """transformers: batched generate, k return sequences per prompt (prompts longest first)."""
@@ -78,7 +80,7 @@ def main() -> None:
         tok.padding_side = "left"
         order = sorted(range(len(prompts)), key=lambda i: -len(prompt_token_ids(tok, prompts[i])))
         per_batch, eos = max(1, rows // k), model.generation_config.eos_token_id
-        texts, tokens = [], 0
+        texts, tokens, lengths = [], 0, []
         with torch.inference_mode():
             for start in range(0, len(order), per_batch):
                 idx = order[start : start + per_batch]
@@ -88,28 +90,35 @@ def main() -> None:
                 for r, row in enumerate(out[:, enc["input_ids"].shape[1]:].tolist()):
                     n = next((p + 1 for p, t in enumerate(row) if t == eos), len(row))  # through EOS
                     tokens += n
+                    lengths.append(n)
                     text = tok.decode(row[:n], skip_special_tokens=True)
                     cuts = [c for c in (text.find(s) for s in STOP) if c >= 0]
                     texts.append((problems[idx[r // k]], text[: min(cuts)] if cuts else text))
         scored = cot.score_batch([t for _, t in texts], [p.answer for p, _ in texts])
-        return {"tokens": tokens, "samples": len(texts), "correct": sum(s.correct for s in scored)}
+        return {"tokens": tokens, "samples": len(texts), "correct": sum(s.correct for s in scored), "lengths": lengths}
 
     sides = {"ours": ours} if args.skip_hf else {"ours": ours, "hf": hf}
     runs: dict[str, list[dict]] = {name: [] for name in sides}
+    lengths: dict[str, list[int]] = {name: [] for name in sides}
     for round_ in range(args.rounds):
         for name in (list(sides) if round_ % 2 == 0 else list(sides)[::-1]):
             load[f"{name}-{round_}"] = os.getloadavg()
             t0, c0 = time.perf_counter(), time.process_time()
             got = sides[name](round_)
+            lengths[name] += got.pop("lengths")
             got.update(seconds=round(time.perf_counter() - t0, 2), cpu_seconds=round(time.process_time() - c0, 2))
             runs[name].append(got)
             print(name, round_, json.dumps(got), flush=True)
     load["end"] = os.getloadavg()
 
-    def summary(rs: list[dict]) -> dict:
+    def summary(name: str, rs: list[dict]) -> dict:
         seconds, cpu = sum(r["seconds"] for r in rs), sum(r["cpu_seconds"] for r in rs)
         samples, tokens = sum(r["samples"] for r in rs), sum(r["tokens"] for r in rs)
-        return {"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "samples": samples,
+        n, mean = len(lengths[name]), tokens / samples
+        half = 1.96 * (sum((x - mean) ** 2 for x in lengths[name]) / max(1, n - 1)) ** 0.5 / n ** 0.5
+        return {"mean_tokens_ci95": [round(mean - half, 1), round(mean + half, 1)],
+                "sample_accuracy_ci95": [round(x, 4) for x in wilson_ci(sum(r["correct"] for r in rs), samples)],
+                "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "samples": samples,
                 "samples_per_second": round(samples / seconds, 4), "samples_per_cpu_second": round(samples / cpu, 4),
                 "generated_tokens": tokens, "tokens_per_second": round(tokens / seconds, 2),
                 "mean_tokens_per_sample": round(tokens / samples, 1),
@@ -119,17 +128,24 @@ def main() -> None:
               "batch_rows": rows, "stop": STOP, "thought": "cot",
               "prompts": "eval.build_prompts (chat template, CoT instruction, 0-shot)",
               "temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens,
-              **{name: summary(rs) for name, rs in runs.items()}}
+              **{name: summary(name, rs) for name, rs in runs.items()}}
     if "hf" in runs:
         result["ratio"] = round(result["ours"]["samples_per_second"] / result["hf"]["samples_per_second"], 3)
         result["ratio_cpu_time"] = round(result["ours"]["samples_per_cpu_second"] / result["hf"]["samples_per_cpu_second"], 3)
         result["ratio_per_round"] = [round(h["seconds"] / o["seconds"], 3) for o, h in zip(runs["ours"], runs["hf"])]
+        result["cis_overlap"] = {what: _overlap(result["ours"][what], result["hf"][what])
+                                 for what in ("mean_tokens_ci95", "sample_accuracy_ci95")}
     result["load_average"] = {key: [round(x, 2) for x in v] for key, v in load.items()}
     result["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
                          "torch": torch.__version__, "transformers": transformers.__version__}
-    print(json.dumps({key: result.get(key) for key in ("ratio", "ratio_cpu_time", "ratio_per_round")}))
+    print(json.dumps({key: result.get(key) for key in ("ratio", "ratio_cpu_time", "ratio_per_round", "cis_overlap")}))
     if "hf" in runs:
         write_json(args.out, result)
+
+
+def _overlap(a: list[float], b: list[float]) -> bool:
+    """Whether two intervals share a point (the two samplers agree within their 95 % CIs)."""
+    return a[0] <= b[1] and b[0] <= a[1]
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Concurrent requests generated together: one worker thread owns the model and runs
-`student.generate.generate` on everything that is waiting.
+`student.generate.generate` (the slot engine, `student.engine`, where it runs) on everything waiting.
 
     batcher = Batcher(model, tokenizer, batch_size=16, wait=0.01)
     gens = batcher.generate(prompts, settings, seeds)     # blocks; from any request thread
@@ -11,11 +11,13 @@ runs each group as one `generate` call; a call's future resolves as soon as its 
 (`generate`'s `on_result`), so its request goes on (PoT programs run in the sandbox) while the
 worker generates the rest. Calls arriving while the model is busy make the next group.
 
-Streaming (`stream`) runs one prompt alone through transformers' own `generate` with a streamer,
-so text comes out as it is decoded: greedy text is the same as the batched path's, a sampled one is
-seeded (`seed`) but drawn differently; `calculator: True` in the settings forces arithmetic values
-there too (the generation loop's own calculator hook, as a logits processor). Only the worker
-touches the model, so per-call adapter switches never race.
+Streaming (`on_text`): on the slot engine a streamed prompt is one more row of its settings' group;
+its new tokens are handed on as the engine collects them (every step on a CPU, every few on CUDA), so
+its text, greedy or sampled with its seed, is exactly what the batched path gives; the calculator and
+the loop stop act as for any row. A model the engine cannot run streams one prompt alone through
+transformers' own `generate` with a streamer (greedy text the same, a sampled one drawn differently;
+the calculator as a logits processor). Only the worker touches the model, so per-call adapter
+switches never race.
 """
 
 from __future__ import annotations
@@ -88,17 +90,23 @@ class Batcher:
                     break
                 jobs.append(job)
             groups: dict[str, list[_Job]] = {}
+            together = self._slots()  # the slot engine streams a row among others
             for job in jobs:
-                if job.on_text is None:
+                if job.on_text is None or together:
                     groups.setdefault(job.key, []).append(job)
                 else:
                     groups[f"stream-{id(job)}"] = [job]
             for group in groups.values():
                 self._run(group)
 
+    def _slots(self) -> bool:
+        from mathdistill.student.engine_run import use_slots
+
+        return use_slots(None, self.model)
+
     def _run(self, group: list[_Job]) -> None:
         try:
-            if group[0].on_text is not None:
+            if group[0].on_text is not None and len(group) == 1 and not self._slots():
                 self.stats["streams"] += 1
                 job = group[0]
                 job.future.set_result([stream_generate(self.model, self.tokenizer, job.prompts[0], job.settings,
@@ -134,8 +142,32 @@ class Batcher:
         self.stats["generate_calls"] += 1
         self.stats["prompts"] += len(prompts)
         self.stats["largest_call"] = max(self.stats["largest_call"], len(prompts))
+        streams = {i: _Stream(self.tokenizer, job.on_text) for i, (job, _) in enumerate(owners) if job.on_text}
+        self.stats["streams"] += len(streams)
+        if streams:
+            from mathdistill.student.engine_run import generate_slots
+
+            generate_slots(self.model, self.tokenizer, prompts, **settings, seeds=seeds, batch_size=self.batch_size,
+                           progress=False, on_result=done, on_tokens=lambda i, ids: streams[i].add(ids) if i in streams
+                           else None)
+            return
         generate(self.model, self.tokenizer, prompts, **settings, seeds=seeds, batch_size=self.batch_size,
                  progress=False, on_result=done)
+
+
+class _Stream:
+    """Hands a streamed row's text on piece by piece as its tokens come (a piece ending in a partial
+    UTF-8 character waits for the rest)."""
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None]):
+        self.tokenizer, self.on_text, self.ids, self.sent = tokenizer, on_text, [], 0
+
+    def add(self, ids: list[int]) -> None:
+        self.ids += ids
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if len(text) > self.sent and not text.endswith("\ufffd"):
+            self.on_text(text[self.sent:])
+            self.sent = len(text)
 
 
 def stream_generate(model, tokenizer, prompt: str, settings: dict, seed: int | None, on_text: Callable[[str], None]):

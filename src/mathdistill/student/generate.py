@@ -267,11 +267,13 @@ def _shared_prefix_attention(module, query, key, value, attention_mask, dropout=
     """Attention over [shared prefix | own tokens] without copying the prefix per row.
 
     query [B, Hq, S, D]; key/value [B, Hkv, T, D] (own tokens) carrying `shared_prefix`
-    ([1, Hkv, P, D] each); attention_mask: bool [B, 1, S, P + T] (True = attend) or None
-    (= causal). The prefix is visible to every query, so its scores for all B*S queries are one
-    batched matmul per KV head; the two partial softmaxes are merged by their maxima and sums.
+    ([1, Hkv, P, D] each); attention_mask: bool [B, 1, S, P + T] (True = attend), additive float, or
+    None (= causal). The prefix is visible to every query: `engine_kv.prefix_attention` (one batched
+    matmul per KV head for the prefix, the two partial softmaxes merged by their maxima and sums).
     """
     import torch
+
+    from mathdistill.student.engine_kv import prefix_attention
 
     prefix = getattr(key, "shared_prefix", None)
     if prefix is None:
@@ -279,42 +281,13 @@ def _shared_prefix_attention(module, query, key, value, attention_mask, dropout=
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     pk, pv = prefix
-    b, hq, s, d = query.shape
-    hkv, t, p = key.shape[1], key.shape[2], pk.shape[2]
-    g = hq // hkv
-    scale = scaling if scaling is not None else d**-0.5
-    dtype = query.dtype  # matmuls run in the model's dtype (no fp32 copy of the keys/values); the
-    # softmax statistics (maxima, sums: small) in fp32
-    q = query.reshape(b, hkv, g * s, d)  # rows (group, position) per KV head
-    # the shared prefix: [Hkv, B*G*S, P]
-    qp = q.transpose(0, 1).reshape(hkv, b * g * s, d)
-    sp = torch.bmm(qp, pk[0].transpose(1, 2)).float().mul_(scale)
-    mp = sp.amax(-1, keepdim=True)
-    ep = torch.exp_(sp.sub_(mp))
-    lp = ep.sum(-1, keepdim=True)
-    op = torch.bmm(ep.to(dtype), pv[0]).float()
-
-    def rows(x):  # [Hkv, B*G*S, n] -> [B, Hkv, G*S, n]
-        return x.view(hkv, b, g * s, x.shape[-1]).transpose(0, 1)
-
-    op, mp, lp = rows(op), rows(mp), rows(lp)
-    # each row's own tokens: [B, Hkv, G*S, T]
-    ss = torch.matmul(q, key.transpose(-1, -2)).float().mul_(scale)
+    own = None
     if attention_mask is not None:
-        own = attention_mask[..., p:]
-        if own.dtype == torch.bool:
-            own = own[:, :, None].expand(b, 1, g, s, t).reshape(b, 1, g * s, t)
-            ss = ss.masked_fill(~own, float("-inf"))
-        else:
-            ss = ss + own[:, :, None].expand(b, 1, g, s, t).reshape(b, 1, g * s, t).float()
-    elif s > 1:
-        causal = torch.ones(s, t, dtype=torch.bool, device=q.device).tril(t - s)
-        ss = ss.masked_fill(~causal.repeat(g, 1), float("-inf"))
-    m = torch.maximum(mp, ss.amax(-1, keepdim=True))  # finite: the prefix is never masked
-    es = torch.exp(ss - m)
-    wp = torch.exp(mp - m)
-    out = (op * wp + torch.matmul(es.to(dtype), value).float()) / (lp * wp + es.sum(-1, keepdim=True))
-    return out.reshape(b, hq, s, d).transpose(1, 2).contiguous().to(dtype), None
+        own = attention_mask[..., pk.shape[2]:]
+        if own.dtype != torch.bool:  # additive: 0 where attended
+            own = own == 0
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    return prefix_attention(query, key, value, own, pk, pv, scale), None
 
 
 def _register_attention() -> None:
@@ -681,6 +654,7 @@ def generate(
     loop_stop: bool = False,
     seeds: Sequence[int] | None = None,
     calculator: bool = False,
+    slots: bool | None = None,
 ) -> list[Generation]:
     """Complete each already-rendered prompt; return one `Generation` per prompt, in input order.
 
@@ -697,6 +671,8 @@ def generate(
     `calculator=True` forces the value of every arithmetic step a completion writes (`2 * 3 =`,
     `<<48/2=`; see `student.calculator`) and generation continues from there;
     `Generation.interventions` counts them per completion (empty when off).
+    `slots`: run on the slot engine (`student.engine`: continuous batching over a static KV cache)
+    instead of this module's batches; None: `engine_run.use_slots` decides (device, MATHDISTILL_SLOTS).
     """
     import torch
     from transformers import Cache, DynamicCache, LogitsProcessorList, StoppingCriteriaList
@@ -713,6 +689,13 @@ def generate(
     if sampling and seeds is None:
         base = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
         seeds = [derive_seed(base, i) for i in range(len(prompts))]
+    from mathdistill.student import engine_run
+
+    if engine_run.use_slots(slots, model):
+        return engine_run.generate_slots(
+            model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature,
+            top_p=top_p, num_samples=num_samples, stop=stop, adapter=adapter, seeds=seeds, progress=progress,
+            on_result=on_result, loop_stop=loop_stop, calculator=calculator)
     wanted, num_samples = num_samples, num_samples if sampling else 1  # greedy: once, then repeated
     device = model.device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -21,7 +21,9 @@ starting the completion with its tag), LoRID (re-sample only the unresolved prob
   `samples.partial.jsonl` as they come, keyed by what made them (weights, adapter, prompt,
   prefill, sampling settings, engine); a call finds them there or in `samples.jsonl` (a finished
   call's rows) and generates only what is missing. `samples.json` holds the stats.
-- Engines: "hf" (`student.generate`, CPU or GPU), "vllm" (`student.vllm_engine`: a `vllm.LLM`
+- Engines: "hf" (`student.generate`, CPU or GPU: its slot engine, `student.engine`, where it runs;
+  sampled rows keyed by it then, as its top-p draws differ from the batches'),
+  "vllm" (`student.vllm_engine`: a `vllm.LLM`
   or a model name; adapters are folders, sent as LoRA requests), "auto": vllm when it is
   installed, CUDA is there and `model` is a name or a `vllm.LLM` (not a loaded transformers model)
   and no loop stop is asked for, else hf.
@@ -150,6 +152,13 @@ def pick_engine(engine: str, model, loop_stop: bool = False, calculator: bool = 
     return engine
 
 
+def _slots(model) -> bool:
+    """Whether `generate` samples on the slot engine for `model` (see `engine_run.use_slots`)."""
+    from mathdistill.student.engine_run import use_slots
+
+    return _is_torch_model(model) and use_slots(None, model)
+
+
 def _prefills(prefill, n: int) -> list[str]:
     if prefill is None:
         return [""] * n
@@ -242,6 +251,8 @@ def sample(
             }
             if calculator:  # only when on, so samples saved earlier still resume
                 settings["calculator"] = True
+            if temperature > 0 and engine == "hf" and _slots(model):  # its top-p draws are its own
+                settings["sampler"] = "slots"
             keys = {p.id: _key(settings, prompt, pre) for p, prompt, pre in zip(problems, prompts, prefills)}
             found = read_generations(out / SAMPLES, keys) | read_generations(out / PARTIAL, keys)
             cache = Cache(out / PARTIAL, keys, found)

@@ -423,8 +423,11 @@ def resolve(cfg: TrainConfig, dev) -> TrainConfig:
 # ---------------------------------------------------------------------------------------------- model
 
 
-def _build_model(cfg: TrainConfig):
-    """(model, tokenizer): the base (+ frozen adapters) with a fresh trainable adapter, or the full model."""
+def _build_model(cfg: TrainConfig, base_dtype: str = "float32"):
+    """(model, tokenizer): the base (+ frozen adapters) with a fresh trainable adapter, or the full model.
+    `base_dtype`: the frozen base's weights under LoRA ("bfloat16" when training in bf16: half the memory
+    traffic, no cast per step; PEFT keeps the adapter's own weights in fp32). Full fine-tuning keeps fp32
+    master weights (bf16 weights would lose AdamW's small updates)."""
     from peft import LoraConfig, get_peft_model
     from transformers import set_seed
 
@@ -434,7 +437,8 @@ def _build_model(cfg: TrainConfig):
     _check_config(cfg)
     check_same_base({**cfg.frozen_adapters, **({cfg.adapter_name: cfg.init_adapter} if cfg.init_adapter else {})})
     set_seed(cfg.seed)  # LoRA init is random
-    model, tok = load_model(cfg.model, dtype="float32", device="cpu")  # the Trainer moves it
+    # on the CPU: the Trainer moves it
+    model, tok = load_model(cfg.model, dtype="float32" if cfg.full else base_dtype, device="cpu")
     if cfg.attention != "auto" and model.config._attn_implementation != cfg.attention:
         model.set_attn_implementation(cfg.attention)
     if cfg.full:
@@ -533,12 +537,13 @@ def pack_examples(examples: list[dict], length: int):
     return pack_dataset(Dataset.from_list(rows), length, "bfd")
 
 
-def packed_collator(pad_token_id: int, flatten: bool):
+def packed_collator(pad_token_id: int, flatten: bool, pad_to: int | None = None):
     """Batches of packed rows. Each example restarts its position ids at 0, which is what keeps examples
     apart: flattened (`flatten`: all rows joined into one, with cu_seq_lens, for flash-attention's varlen
     kernels; TRL's padding-free layout), or row by row for sdpa/eager, where transformers turns position ids
     into a block-diagonal causal mask per row (no attention_mask may be passed, or it would be used instead).
-    Either way the first token of each example is not a target (it would be predicted from the example before)."""
+    Either way the first token of each example is not a target (it would be predicted from the example before).
+    `pad_to`: rows padded to a multiple of this length (fixed shapes for `torch.compile`)."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     class PackedRows(DataCollatorForLanguageModeling):
@@ -549,7 +554,8 @@ def packed_collator(pad_token_id: int, flatten: bool):
                 out["labels"][out["position_ids"] == 0] = -100
             return out
 
-    return PackedRows(pad_token_id=pad_token_id, padding_free=flatten, return_position_ids=True)
+    return PackedRows(pad_token_id=pad_token_id, padding_free=flatten, return_position_ids=True,
+                      pad_to_multiple_of=pad_to)
 
 
 def _trainer_class():
@@ -641,7 +647,7 @@ def train(config: TrainConfig, data: str | Path | Iterable[dict], out_dir: str |
 
     from datasets import Dataset
 
-    model, tok = _build_model(cfg)
+    model, tok = _build_model(cfg, "bfloat16" if device.precision(cfg.precision, dev) == "bf16" else "float32")
     examples, dropped = tokenize_rows(tok, rows, cfg.max_seq_len)
     if dropped:
         log.warning("%d of %d rows dropped: their prompt alone fills max_seq_len=%d", dropped, len(rows), cfg.max_seq_len)
@@ -650,7 +656,9 @@ def train(config: TrainConfig, data: str | Path | Iterable[dict], out_dir: str |
     if cfg.packing == "bfd":
         dataset = pack_examples(examples, cfg.max_seq_len)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        collator = packed_collator(pad, device.flatten_packed(cfg.attention))
+        # compiled: every batch padded to whole rows of max_seq_len, one shape for the whole run
+        collator = packed_collator(pad, device.flatten_packed(cfg.attention),
+                                   cfg.max_seq_len if cfg.compile else None)
     else:
         dataset, collator = Dataset.from_list(examples), None
     plan = _batch_plan(cfg, dev, model, len(dataset))
