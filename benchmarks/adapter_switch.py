@@ -64,7 +64,7 @@ def make_adapters(base_dir: str, out: Path, r: int, std: float, seed: int) -> di
 
 def time_switches(model, repeats: int) -> dict:
     """Median (and mean) milliseconds of one switch, alternating over the adapters."""
-    from mathdistill.student.generate import BASE, _adapter_context
+    from mathdistill.student.generation import BASE, adapter_context
 
     def median_ms(step) -> dict:
         times = []
@@ -79,11 +79,11 @@ def time_switches(model, repeats: int) -> dict:
             pass
 
     def context(name):
-        with _adapter_context(model, name):
+        with adapter_context(model, name):
             pass
 
     def context_base(_):
-        with _adapter_context(model, BASE):
+        with adapter_context(model, BASE):
             pass
 
     out = {

@@ -88,11 +88,11 @@ def main() -> None:
     from mathdistill.io import write_json
     from mathdistill.paths import data_dir
     from mathdistill.student.chat import prompt_token_ids
-    from mathdistill.student.generate import _eos_ids
-    from mathdistill.student.models import load_model
+    from mathdistill.student.stopping import eos_ids
+    from mathdistill.models import load_model
 
     model, tok = load_model(args.model)
-    eos = _eos_ids(model, tok)
+    eos = eos_ids(model, tok)
     problems = data.load("gsm8k", "test", data_dir=data_dir(args.data_dir), limit=args.n)
     result = {"model": args.model, "n": len(problems), "max_new_tokens": args.max_new_tokens, "tie": TIE,
               "dtype": str(next(model.parameters()).dtype), "torch_threads": torch.get_num_threads(),

@@ -65,7 +65,7 @@ def main() -> None:
     from mathdistill.io import write_json
     from mathdistill.paths import data_dir
     from mathdistill.student.chat import prompt_token_ids
-    from mathdistill.student.models import load_model
+    from mathdistill.models import load_model
 
     model, tok = load_model(args.model)
     problems = data.load("gsm8k", "test", data_dir=data_dir(args.data_dir), limit=args.n)

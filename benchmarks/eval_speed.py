@@ -119,8 +119,8 @@ def main() -> None:
     from mathdistill.eval import evaluate
     from mathdistill.paths import data_dir
     from mathdistill.student.chat import render_few_shot
-    from mathdistill.student.generate import _common_prefix
-    from mathdistill.student.models import load_model
+    from mathdistill.student.generation import common_prefix
+    from mathdistill.models import load_model
     from mathdistill.thoughts import get
 
     root = data_dir(args.data_dir)
@@ -137,7 +137,7 @@ def main() -> None:
     exemplars = [(user(p.question), p.extra["solution"]) for p in shots]
     prompts = [render_few_shot(tok, exemplars, user(p.question)) for p in problems]
     prompt_tokens = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    shared = _common_prefix(prompt_tokens)  # what generate() runs once for the whole call
+    shared = common_prefix(prompt_tokens)  # what generate() runs once for the whole call
 
     # --- ours: the full evaluator (prompts given, generation, scoring) ---
     load["ours"] = os.getloadavg()

@@ -111,6 +111,7 @@ def training(rows: list[dict], size: dict, full: bool, folder: Path, compile_: b
     import torch
     from transformers import TrainerCallback
 
+    from mathdistill.student import sft
     from mathdistill.student import train as train_mod
 
     marks: dict[int, float] = {}
@@ -124,12 +125,12 @@ def training(rows: list[dict], size: dict, full: bool, folder: Path, compile_: b
 
     cfg = train_mod.TrainConfig(full=full, packing="bfd", max_seq_len=size["seq_len"], warmup=0, compile=compile_,
                                 batch_tokens=size["batch_tokens"], max_steps=size["train_steps"], save_steps=10**6)
-    original = train_mod._log_callback
-    train_mod._log_callback = lambda path: _Both(original(path), Clock())
+    original = sft.log_callback
+    sft.log_callback = lambda path: _Both(original(path), Clock())
     try:
         result = train_mod.train(cfg, rows, folder)
     finally:
-        train_mod._log_callback = original
+        sft.log_callback = original
     per_step = _tokens_per_step(rows, size)
     steps = size["train_steps"] - WARMUP_STEPS
     seconds = marks[size["train_steps"]] - marks[WARMUP_STEPS]
@@ -140,7 +141,7 @@ def training(rows: list[dict], size: dict, full: bool, folder: Path, compile_: b
 
 def _tokens_per_step(rows, size) -> float:
     """Real (unpadded) tokens in one step: the packed examples' tokens over the rows a step takes."""
-    from mathdistill.student.models import load_tokenizer
+    from mathdistill.models import load_tokenizer
     from mathdistill.student.train import pack_examples, tokenize_rows
 
     examples, _ = tokenize_rows(load_tokenizer("smollm2-135m"), rows, size["seq_len"])
@@ -195,7 +196,7 @@ def main() -> None:
     from mathdistill import data
     from mathdistill.io import write_json
     from mathdistill.paths import data_dir
-    from mathdistill.student.models import load_model
+    from mathdistill.models import load_model
 
     info = device_info()
     size = dict(TINY if args.tiny or info["kind"] != "cuda" else FULL)

@@ -56,7 +56,7 @@ def main() -> None:
     from mathdistill.io import write_json
     from mathdistill.paths import data_dir
     from mathdistill.student.chat import prompt_token_ids
-    from mathdistill.student.models import load_model
+    from mathdistill.models import load_model
     from mathdistill.student.sample import sample
 
     load = {"start": os.getloadavg()}

@@ -46,7 +46,7 @@ def matmul_flops(n: int = 2048, reps: int = 5) -> float:
 
 
 def run_ours(model: str, data: list[dict], steps: int) -> dict:
-    from mathdistill.student.models import load_tokenizer
+    from mathdistill.models import load_tokenizer
     from mathdistill.student.train import TrainConfig, tokenize_rows, train
 
     cfg = TrainConfig(model=model, max_steps=steps, batch_size=BATCH, lora_r=LORA["r"], lora_alpha=LORA["lora_alpha"],
@@ -66,7 +66,7 @@ def run_trl(model: str, data: list[dict], steps: int) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from mathdistill.student.chat import render_completion, render_prompt
-    from mathdistill.student.models import load_model
+    from mathdistill.models import load_model
 
     base, tok = load_model(model, dtype="float32", device="cpu")
     ds = Dataset.from_list([{"prompt": render_prompt(tok, r["prompt"]), "completion": render_completion(tok, r["completion"])}
@@ -118,7 +118,7 @@ def main() -> None:
     import torch
     from transformers import AutoConfig
 
-    from mathdistill.student.models import resolve_model
+    from mathdistill.models import resolve_model
 
     load_before = os.getloadavg()
     peak = matmul_flops()

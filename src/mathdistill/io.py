@@ -100,6 +100,15 @@ def check_output_file(path: str | Path) -> Path:
     return path
 
 
+def check_out_dir(out_dir) -> Path:
+    """`out_dir` as a Path, if it is or can become a folder (no file in the way)."""
+    out = Path(out_dir)
+    there = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not there.is_dir():
+        raise InputError(f"--out {out}: {there} is a file; the output must be a folder")
+    return out
+
+
 def read_json(path: str | Path) -> Any:
     path = check_file(path)
     try:

@@ -89,6 +89,21 @@ def test_method_configs_inherit_the_shared_one():
         "vote", "preference"}
 
 
+def test_eval_config_hands_its_generation_settings_with_overrides():
+    """One way from a recipe's `eval:` to a generation call: the config's settings, an override that is not None
+    replacing its own (a method's temperature, a role's token limit), and no setting the config does not hold."""
+    from mathdistill.eval.config import EvalConfig
+
+    e = EvalConfig(max_new_tokens=100, batch_size=8, loop_stop=False)
+    assert e.generation() == {"max_new_tokens": 100, "batch_size": 8, "temperature": 0.0, "top_p": 1.0,
+                              "loop_stop": False}
+    assert e.generation(temperature=0.7, top_p=0.95, max_new_tokens=None, loop_stop=True) == {
+        "max_new_tokens": 100, "batch_size": 8, "temperature": 0.7, "top_p": 0.95, "loop_stop": True}
+    assert e.generation(temperature=0.0)["temperature"] == 0.0  # a given 0 is a value, not "the config's"
+    with pytest.raises(TypeError, match="samples"):
+        e.generation(samples=4)
+
+
 def test_calculator_in_a_recipe_reaches_evaluation_and_names_rows_plus_calc(tmp_path, data_dir, monkeypatch):
     """`eval.calculator: true` is passed to every evaluation and names every row `<row>+calc` (contract 9)."""
     from types import SimpleNamespace

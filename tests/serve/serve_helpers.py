@@ -26,7 +26,8 @@ class ScriptedBatcher:
         return question, self.script.get(question, {}).get(fmt, "The answer is 5.")
 
     def submit(self, prompts, settings, seeds=None, on_text=None) -> Future:
-        from mathdistill.student.generate import Generation, _cut_at_stop
+        from mathdistill.student.generate import Generation
+        from mathdistill.student.stopping import cut_at_stop
 
         fut = Future()
         try:
@@ -42,7 +43,7 @@ class ScriptedBatcher:
                         on_text(text[i : i + 3])
                         time.sleep(0.001)
                 n = min(len(text.split()), settings["max_new_tokens"])
-                gens.append(Generation([_cut_at_stop(text, settings.get("stop") or [])] * settings["num_samples"],
+                gens.append(Generation([cut_at_stop(text, settings.get("stop") or [])] * settings["num_samples"],
                                        [n] * settings["num_samples"], [False] * settings["num_samples"]))
             fut.set_result(gens)
         except Exception as e:

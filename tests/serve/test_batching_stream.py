@@ -1,6 +1,6 @@
-"""Streaming through the serving batcher on the slot engine: a streamed prompt is a row among the
-others of its settings, and its pieces join to exactly the text the batched path gives (greedy and
-seeded sampling alike)."""
+"""Streaming through the serving batcher: a streamed prompt is a row among the others of its settings, and its
+pieces join to exactly the text the batched path gives (greedy and seeded sampling alike), on the slot engine
+and on generate's batches (MATHDISTILL_SLOTS=0, the path of a model the engine cannot run)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import pytest
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("slots", ["1", "0"])
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
-def test_streamed_text_is_the_batched_text(student, temperature):
+def test_streamed_text_is_the_batched_text(student, temperature, slots, monkeypatch):
+    monkeypatch.setenv("MATHDISTILL_SLOTS", slots)
     from mathdistill.serve.batching import Batcher
     from mathdistill.student.chat import render_prompt
     from mathdistill.student.generate import generate

@@ -5,16 +5,16 @@ import pytest
 
 @pytest.fixture
 def finishes(monkeypatch) -> list:
-    """Every stopping state (`generate._Finish`) generation makes while the test runs, in order
+    """Every stopping state (`batch_hooks.Finish`) generation's batches make while the test runs, in order
     (e.g. to see that a batch handed rows on: `any(f.preempted for f in finishes)`)."""
-    from mathdistill.student import generate as gen
+    from mathdistill.student import batch_hooks, batches
 
     seen = []
 
-    class Spy(gen._Finish):
+    class Spy(batch_hooks.Finish):
         def __init__(self, *a, **kw):
             super().__init__(*a, **kw)
             seen.append(self)
 
-    monkeypatch.setattr(gen, "_Finish", Spy)
+    monkeypatch.setattr(batches, "Finish", Spy)
     return seen

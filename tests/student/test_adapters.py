@@ -48,14 +48,14 @@ if __name__ == "__main__":
 @pytest.fixture(scope="module")
 def two_adapters(tmp_path_factory, student_path):
     """Adapter 'alpha' trained alone, then 'bravo' trained with 'alpha' loaded beside it (frozen)."""
-    from mathdistill.student.train import _build_model
+    from mathdistill.student.train_model import build_model
 
     root = tmp_path_factory.mktemp("adapters")
     common = dict(model=student_path, max_steps=8, batch_size=4, lr=3e-3, max_seq_len=128, warmup=0, save_steps=100)
     train(TrainConfig(adapter_name="alpha", **common), word_rows("Alpha"), root / "alpha")
     cfg_b = TrainConfig(adapter_name="bravo", frozen_adapters={"alpha": str(root / "alpha")}, keep_checkpoints=True,
                         **{**common, "save_steps": 8})
-    model, _ = _build_model(cfg_b)
+    model, _ = build_model(cfg_b)
     trainable = [k for k, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(".bravo." in k for k in trainable)
     train(cfg_b, word_rows("Bravo"), root / "bravo")

@@ -1,6 +1,6 @@
 """Calculator decoding: the detector/evaluator on a table of texts (what is forced after each,
 or None: no intervention), number formatting, guards against hostile input, and the generation
-hook (`_CalculatorHook`) on scripted token streams (no model)."""
+hook (`batch_hooks.CalculatorHook`) on scripted token streams (no model)."""
 
 from __future__ import annotations
 
@@ -152,14 +152,14 @@ def tok(student_path):
 
 
 def run_hook(tok, rows, steps, done=None, state=None, free=" ok"):
-    """Drive `_CalculatorHook` like greedy decoding would: each row has a prompt and what it
+    """Drive `CalculatorHook` like greedy decoding would: each row has a prompt and what it
     generated so far; the model "wants" `free` every step (a list: `free[i]` at step i; a text's first
     token, or a token id), else " ok";
     returns the rows' texts and the state."""
     import torch
 
     from mathdistill.student.calculator import Calculator
-    from mathdistill.student.generate import _CalculatorHook
+    from mathdistill.student.batch_hooks import CalculatorHook
 
     prompt = tok.encode("Question: what is it? Answer:")
     gen = [tok.encode(t, add_special_tokens=False) for t in rows]
@@ -169,9 +169,9 @@ def run_hook(tok, rows, steps, done=None, state=None, free=" ok"):
     gen_start = [width - len(g) for g in gen]
     done = done or [None] * len(rows)
     state = state if state is not None else [[[], 0] for _ in rows]
-    finish = types.SimpleNamespace(finished=torch.tensor([d is not None for d in done]))  # as `_Finish` has it
+    finish = types.SimpleNamespace(finished=torch.tensor([d is not None for d in done]))  # as `Finish` has it
     calc = Calculator(tok)
-    hook = _CalculatorHook(calc, gen_start, state, finish)
+    hook = CalculatorHook(calc, gen_start, state, finish)
     ok = tok.encode(" ok", add_special_tokens=False)[0]
     digits = set(calc.continuations)
     for i in range(steps):

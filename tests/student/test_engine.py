@@ -48,12 +48,12 @@ def test_uniform_is_generate_uniform_bit_for_bit():
     import torch
 
     from mathdistill.student.engine_pick import as_int64, uniform
-    from mathdistill.student.generate import _uniform, derive_seed
+    from mathdistill.student.draws import derive_seed, uniform as host_uniform
 
     seeds = [derive_seed(7, i) for i in range(500)] + [0, 2**63, 2**64 - 1]
     steps = [random.Random(s).randrange(4096) for s in seeds]
     got = uniform(torch.tensor([as_int64(s) for s in seeds]), torch.tensor(steps))
-    assert got.tolist() == [_uniform(s, t) for s, t in zip(seeds, steps)]
+    assert got.tolist() == [host_uniform(s, t) for s, t in zip(seeds, steps)]
 
 
 def test_tiny_greedy_equals_hf_generate_with_refills(tiny):
@@ -156,10 +156,10 @@ def test_greedy_identity_with_hf_generate_16_problems(student, data_dir):
     from mathdistill import data
     from mathdistill.eval import build_prompts
     from mathdistill.student.chat import prompt_token_ids
-    from mathdistill.student.generate import _eos_ids
+    from mathdistill.student.stopping import eos_ids
 
     model, tok = student
-    eos = _eos_ids(model, tok)
+    eos = eos_ids(model, tok)
     problems = data.load("gsm8k", "test", data_dir=data_dir, limit=16)
     ids = [prompt_token_ids(tok, p) for p in build_prompts(tok, "cot", [p.question for p in problems])]
     ref = reference(model, ids, 64, eos)
@@ -230,7 +230,7 @@ def test_adapter_per_call(student_path):
 
     from mathdistill.student.chat import render_prompt
     from mathdistill.student.generate import BASE, generate
-    from mathdistill.student.models import load_model
+    from mathdistill.models import load_model
 
     model, tok = load_model(student_path)
     peft = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
@@ -242,3 +242,19 @@ def test_adapter_per_call(student_path):
         for adapter in ("a", "b", BASE):
             kw = dict(max_new_tokens=10, batch_size=2, adapter=adapter, progress=False)
             assert generate(peft, tok, prompts_, slots=True, **kw) == generate(peft, tok, prompts_, slots=False, **kw)
+
+
+@pytest.mark.slow
+def test_greedy_text_does_not_depend_on_the_rows(student, data_dir):
+    """What the CPU's default row count rests on: 40 GSM8K CoT prompts x 32 tokens give the same text (and token
+    counts) at 16 and 40 rows on the slot engine (40: every prompt in a slot at once; 16: refills while others
+    decode). benchmarks/cpu_rows.py measures the speed of each at full size."""
+    from mathdistill import data
+    from mathdistill.student.generate import generate
+    from mathdistill.student.prompts import build_prompts
+
+    model, tok = student
+    problems = data.load("gsm8k", "test", data_dir=data_dir, limit=40)
+    prompts = build_prompts(tok, "cot", [p.question for p in problems])
+    kw = dict(max_new_tokens=32, loop_stop=True, progress=False, slots=True)
+    assert generate(model, tok, prompts, batch_size=16, **kw) == generate(model, tok, prompts, batch_size=40, **kw)

@@ -7,7 +7,8 @@ import pytest
 
 from mathdistill.io import InputError
 from mathdistill.student.chat import render_few_shot, render_prompt
-from mathdistill.student.generate import BASE, _progress, generate
+from mathdistill.student.generate import BASE, generate
+from mathdistill.student.generation import progress
 
 QUESTIONS = [
     "What is 2 + 3?",
@@ -19,7 +20,7 @@ QUESTIONS = [
 
 
 def test_progress_bar_goes_to_stderr(capsys):
-    with _progress(2, True) as bar:
+    with progress(2, True) as bar:
         task = bar.add_task("generate", total=2, speed="")
         bar.advance(task, 2)
     out, err = capsys.readouterr()
@@ -126,10 +127,10 @@ def test_adapter_choice_per_call(student_path):
 def test_long_runners_continue_in_a_later_batch_with_the_same_text(student, monkeypatch, finishes):
     """A batch whose last row is still running while others wait hands it on (preemption):
     it continues from its tokens so far, and the text is what one-by-one generation gives."""
-    from mathdistill.student import generate as gen
+    from mathdistill.student import batches
 
     model, tok = student
-    monkeypatch.setattr(gen, "PREEMPT_MIN_STEPS", 2)
+    monkeypatch.setattr(batches, "PREEMPT_MIN_STEPS", 2)
     prompts = [render_prompt(tok, q) for q in QUESTIONS]
     # batch 1 (8 longest rows): 6 stop at a comma within a few tokens, 2 run on -> handed on
     gens = generate(model, tok, prompts * 3, max_new_tokens=10, batch_size=8, stop=[","], progress=False,

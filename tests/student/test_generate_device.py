@@ -1,5 +1,5 @@
 """Generation at GPU speed, tested on the CPU up to the CUDA call: the on-device stop checks
-(`_Finish`) stop exactly where the per-row Python checks they replaced did (scripted token
+(`batch_hooks.Finish`) stop exactly where the per-row Python checks they replaced did (scripted token
 streams with EOS, stop strings, multi-byte characters, loops, budgets, earlier segments and
 preemption), the batched loop check equals `ends_in_loop`, the batch size from free memory,
 and the shared-prefix attention in the model's dtype."""
@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from mathdistill.student import generate as gen
+from mathdistill.student import batch_hooks, batch_size, prefix_cache, stopping
 from mathdistill.student.generate import batch_size_for_memory, ends_in_loop
 
 
@@ -22,7 +22,7 @@ class OldFinish:
         self.tokenizer, self.width, self.gen_start, self.budget = tokenizer, width, gen_start, budget
         self.eos, self.stop = set(eos), list(stop)
         self.preempt_at, self.loop_stop = preempt_at, loop_stop
-        self.min_steps = gen.PREEMPT_MIN_STEPS if min_steps is None else min_steps
+        self.min_steps = batch_hooks.PREEMPT_MIN_STEPS if min_steps is None else min_steps
         self.looped = [False] * len(budget)
         self.tail = max((len(s) for s in self.stop), default=0) + 2
         self.length = [None] * len(budget)
@@ -41,7 +41,7 @@ class OldFinish:
             if not hit and self.stop:
                 tail = self.tokenizer.decode(input_ids[i, max(self.gen_start[i], cur - self.tail) :])
                 hit = any(s in tail for s in self.stop)
-            if not hit and self.loop_stop and steps % gen.LOOP_EVERY == 0:
+            if not hit and self.loop_stop and steps % stopping.LOOP_EVERY == 0:
                 hit = self.looped[i] = ends_in_loop(input_ids[i, self.gen_start[i] :].tolist())
             if hit:
                 self.length[i] = steps
@@ -126,7 +126,7 @@ def test_device_stop_checks_stop_where_the_old_ones_did(tok, seed, stop, loop_st
     prompts, width, gen_start, budget, s = case(tok, seed, stop)
     args = (tok, width, gen_start, budget, [tok.eos_token_id], stop)
     kw = dict(preempt_at=preempt_at, loop_stop=loop_stop, min_steps=min_steps)
-    old, new = OldFinish(*args, **kw), gen._Finish(*args, **kw)
+    old, new = OldFinish(*args, **kw), batch_hooks.Finish(*args, **kw)
     assert drive(new, tok, prompts, s, budget) == drive(old, tok, prompts, s, budget)
     assert new.length == old.length and new.looped == old.looped and new.preempted == old.preempted
 
@@ -172,8 +172,8 @@ def test_batched_loop_check_equals_ends_in_loop():
         seqs.append(ids)
     width = 300
     batch = torch.tensor([[9] * (width - len(s)) + s for s in seqs])  # 9: prompt / padding, never compared
-    window = min(width, gen.LOOP_WINDOW)
-    got = gen._loops(batch[:, width - window :], torch.tensor([len(s) for s in seqs])).tolist()
+    window = min(width, stopping.LOOP_WINDOW)
+    got = stopping.loops(batch[:, width - window :], torch.tensor([len(s) for s in seqs])).tolist()
     want = [ends_in_loop(s) for s in seqs]
     assert got == want and 30 < sum(want) < 270
 
@@ -196,9 +196,9 @@ def test_auto_batch_size_reads_the_model(monkeypatch):
     config = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2)
     model = LlamaForCausalLM(config).to(torch.bfloat16)
-    assert gen.auto_batch_size(model, 100) == gen.DEFAULT_BATCH_SIZE  # a CPU: the measured default
+    assert batch_size.auto_batch_size(model, 100) == batch_size.DEFAULT_BATCH_SIZE  # a CPU: the measured default
     per_row = 2 * 2 * 2 * 16 * 2 * 100 + 2 * 4 * 1000 + 4 * 100 * 100 * 4
-    assert gen.auto_batch_size(model, 100, free_bytes=10**8) == int(10**8 * 0.8) // per_row
+    assert batch_size.auto_batch_size(model, 100, free_bytes=10**8) == int(10**8 * 0.8) // per_row
 
 
 @pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("bfloat16", 3e-2)])
@@ -216,7 +216,7 @@ def test_shared_prefix_attention_runs_in_the_model_dtype(dtype, tol):
     mask[0, :, :, p : p + 2] = False  # row 0: two padding tokens
     key = k.to(dt)
     key.shared_prefix = (pk.to(dt), pv.to(dt))
-    out, _ = gen._shared_prefix_attention(None, q.to(dt), key, v.to(dt), mask)
+    out, _ = prefix_cache.shared_prefix_attention(None, q.to(dt), key, v.to(dt), mask)
     assert out.dtype == dt and out.shape == (b, s, hq, d)
     keys = torch.cat([pk.expand(b, -1, -1, -1), k], 2).repeat_interleave(hq // hkv, 1).double()
     values = torch.cat([pv.expand(b, -1, -1, -1), v], 2).repeat_interleave(hq // hkv, 1).double()

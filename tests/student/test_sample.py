@@ -237,14 +237,14 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path, kw, message):
 def test_a_sample_handed_to_the_next_batch_keeps_its_text(student, monkeypatch, finishes):
     """Rows still running when a few rows of their batch are done continue in the next batch from
     their kept keys/values: the samples are those of one-row batches."""
-    from mathdistill.student import generate as gen
+    from mathdistill.student import batches
 
     model, tok = student
     monkeypatch.setenv("MATHDISTILL_SLOTS", "0")  # generate's batches hand rows on; the slot engine never does
     kw = dict(k=3, temperature=1.0, top_p=0.95, seed=2, max_new_tokens=24, stop=["."], progress=False)
     alone = sample(model, tok, PROBLEMS[:3], "cot", batch_size=1, **kw)
     finishes.clear()
-    monkeypatch.setattr(gen, "REFILL_MIN_STEPS", 2)
+    monkeypatch.setattr(batches, "REFILL_MIN_STEPS", 2)
     handed = sample(model, tok, PROBLEMS[:3], "cot", batch_size=4, **kw)
     assert any(f.preempted for f in finishes)
     assert texts(handed) == texts(alone)
@@ -259,16 +259,16 @@ def test_a_row_draws_from_its_renormalised_top_p_distribution(top_p, monkeypatch
     import torch
     from transformers import TopPLogitsWarper
 
-    from mathdistill.student import generate as gen
+    from mathdistill.student import batch_hooks
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 3000, generator=g) * torch.tensor([[8.0], [1.0], [0.1]])
     kept = TopPLogitsWarper(top_p)(None, logits.clone()) > float("-inf")
     assert kept[2].sum() > 1024 and (kept[0].sum() < 64 or top_p == 1.0)
     n = 4000
-    monkeypatch.setattr(gen, "_uniform", lambda seed, step: (seed + 0.5) / n)  # row j's "seed" is j
+    monkeypatch.setattr(batch_hooks, "uniform", lambda seed, step: (seed + 0.5) / n)  # row j's "seed" is j
     for r in range(3):
-        sampler = gen._RowSampler(list(range(n)), [0] * n, 0, 1.0, top_p, [None] * n)
+        sampler = batch_hooks.RowSampler(list(range(n)), [0] * n, 0, 1.0, top_p, [None] * n)
         out = sampler(torch.zeros(n, 0, dtype=torch.long), logits[r].expand(n, -1).clone())
         assert ((out == 0).sum(-1) == 1).all() and ((out == float("-inf")).sum(-1) == 2999).all()
         picks = out.argmax(-1)
@@ -278,11 +278,11 @@ def test_a_row_draws_from_its_renormalised_top_p_distribution(top_p, monkeypatch
 
 
 def test_row_draws_are_uniform_and_depend_on_seed_and_position_only():
-    from mathdistill.student.generate import _uniform, derive_seed
+    from mathdistill.student.draws import derive_seed, uniform
 
     seed = derive_seed(0, "p1", 0)
-    draws = [_uniform(seed, t) for t in range(20000)]
+    draws = [uniform(seed, t) for t in range(20000)]
     assert all(0 <= u < 1 for u in draws) and abs(sum(draws) / len(draws) - 0.5) < 0.01
     assert sum(u < 0.1 for u in draws) / len(draws) == pytest.approx(0.1, abs=0.01)
-    assert _uniform(seed, 7) == draws[7] and _uniform(derive_seed(0, "p1", 1), 7) != draws[7]
+    assert uniform(seed, 7) == draws[7] and uniform(derive_seed(0, "p1", 1), 7) != draws[7]
     assert derive_seed(0, "p1") == derive_seed(0, "p1") != derive_seed(1, "p1")

@@ -25,6 +25,29 @@ def _part(ids, corrects, seconds, tokens, k=2, generated=None):
                   "tokens_per_second": tokens / seconds}
 
 
+def test_the_sampling_command_is_built_from_sample_config():
+    """`python -m mathdistill.student.parallel`'s sampling options are SampleConfig's fields (defaults, bounds, help):
+    nothing re-typed, so `sample` and the command cannot drift apart."""
+    import inspect
+
+    import typer
+    from typer.testing import CliRunner
+
+    from mathdistill.student.parallel import parallel_sample_command
+    from mathdistill.student.sample import DEFAULTS, SampleConfig
+
+    params = inspect.signature(parallel_sample_command).parameters
+    for name, field in SampleConfig.model_fields.items():
+        option = params[name].default
+        assert option.default == getattr(DEFAULTS, name) and option.help.rstrip(".").lower() in (
+            field.description.lower(), "completions generated together, per process"), name
+    app = typer.Typer()
+    app.command()(parallel_sample_command)
+    for bad in (["--top-p", "1.5"], ["--top-p", "0"], ["--k", "0"], ["--max-new-tokens", "0"]):
+        res = CliRunner().invoke(app, ["--dataset", "gsm8k", "--out", "unused", *bad])
+        assert res.exit_code == 2 and bad[0] in res.output, (bad, res.output)
+
+
 def test_merge_puts_rows_in_problem_order_and_adds_up_stats():
     order = ["a", "b", "c", "d", "e"]
     rows, s = merge(order, [_part(["a", "c", "e"], [[True, False], [False, False], [True, True]], 2.0, 60),

@@ -158,13 +158,15 @@ def test_trl_batches_are_padding_free_completion_only_and_exact(tmp_path, studen
     from trl import SFTTrainer
 
     from mathdistill.student.device import Device
-    from mathdistill.student.train import _build_model, _sft_config, resolve
+    from mathdistill.student.sft import sft_config
+    from mathdistill.student.train import resolve
+    from mathdistill.student.train_model import build_model
 
     cfg = resolve(TrainConfig(model=student_path, batch_size=3, micro_batch_size=3, max_steps=1), Device())
-    model, tok = _build_model(cfg)
+    model, tok = build_model(cfg)
     rows = [{"prompt": f"What is {a} + {b}?", "completion": f"{a} + {b} = {a + b}"} for a, b in [(1, 2), (30, 4), (5, 600)]]
     examples, _ = tokenize_rows(tok, rows, 128)
-    trainer = SFTTrainer(model=model, args=_sft_config(cfg, tmp_path, Device(), micro=3, rows=3, save_steps=100, save_limit=2), train_dataset=Dataset.from_list(examples),
+    trainer = SFTTrainer(model=model, args=sft_config(cfg, tmp_path, Device(), micro=3, rows=3, save_steps=100, save_limit=2), train_dataset=Dataset.from_list(examples),
                          processing_class=tok)
     batch = next(iter(trainer.get_train_dataloader()))
     assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch  # padding-free: no pad tokens at all

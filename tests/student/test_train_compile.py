@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from mathdistill.student import train as train_mod  # noqa: E402
+from mathdistill.student import sft  # noqa: E402
 from mathdistill.student.train import TrainConfig, train  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -27,7 +27,7 @@ def losses(folder: Path) -> list[float]:
     return [r["loss"] for r in map(json.loads, (folder / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
 
 
-TRAINER = train_mod._trainer_class
+TRAINER = sft.trainer_class
 
 
 def plain_trainer():
@@ -49,7 +49,7 @@ def test_compiled_chunked_loss_equals_eager_and_full_logits(tmp_path, student_pa
                   batch_size=2, max_steps=20, lr=1e-3, warmup=0, logging_steps=1, save_steps=100)
     eager = train(TrainConfig(**common), ROWS, tmp_path / "eager")
     compiled = train(TrainConfig(compile=True, **common), ROWS, tmp_path / "compiled")
-    monkeypatch.setattr(train_mod, "_trainer_class", plain_trainer)
+    monkeypatch.setattr(sft, "trainer_class", plain_trainer)
     plain = train(TrainConfig(**common), ROWS, tmp_path / "plain")
     a, b, c = (losses(tmp_path / name) for name in ("eager", "compiled", "plain"))
     assert len(a) == len(b) == len(c) == 20 and a[-1] < a[0]  # it learns
@@ -59,11 +59,11 @@ def test_compiled_chunked_loss_equals_eager_and_full_logits(tmp_path, student_pa
 
 
 def test_bf16_lora_keeps_a_bf16_base_and_fp32_adapter_weights(tmp_path, student_path):
-    from mathdistill.student.train import _build_model
+    from mathdistill.student.train_model import build_model
 
     model = tiny_model(tmp_path / "m", student_path, 0)
-    lora, _ = _build_model(TrainConfig(model=model), "bfloat16")
+    lora, _ = build_model(TrainConfig(model=model), "bfloat16")
     dtypes = {(p.requires_grad, p.dtype) for p in lora.parameters()}
     assert dtypes == {(True, torch.float32), (False, torch.bfloat16)}
-    full, _ = _build_model(TrainConfig(model=model, full=True), "bfloat16")
+    full, _ = build_model(TrainConfig(model=model, full=True), "bfloat16")
     assert {p.dtype for p in full.parameters()} == {torch.float32}  # fp32 master weights

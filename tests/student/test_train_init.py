@@ -37,11 +37,12 @@ def _lora(model, adapter: str) -> dict:
 def test_training_starts_from_the_earlier_adapters_weights_and_trains_only_them(earlier_adapter, student_path):
     from safetensors.torch import load_file
 
-    from mathdistill.student.train import TrainConfig, _build_model
+    from mathdistill.student.train import TrainConfig
+    from mathdistill.student.train_model import build_model
 
     cfg = TrainConfig(model=student_path, adapter_name="student", init_adapter=str(earlier_adapter), lora_r=4,
                       target_modules=["q_proj", "v_proj"])
-    model, _ = _build_model(cfg)
+    model, _ = build_model(cfg)
     got = _lora(model, "student")
     saved = load_file(earlier_adapter / "adapter_model.safetensors")
     assert len(got) == len(saved) > 0
@@ -56,21 +57,23 @@ def test_training_starts_from_the_earlier_adapters_weights_and_trains_only_them(
 
 @pytest.mark.slow
 def test_an_earlier_adapter_of_other_settings_or_with_full_training_is_refused(earlier_adapter, student_path):
-    from mathdistill.student.train import TrainConfig, _check_config
+    from mathdistill.student.train import TrainConfig
+    from mathdistill.student.train_model import check_config
 
     with pytest.raises(InputError, match=r"init_adapter .*: its LoRA settings differ: r 4 \(config: 16\)"):
-        _check_config(TrainConfig(model=student_path, init_adapter=str(earlier_adapter)))
+        check_config(TrainConfig(model=student_path, init_adapter=str(earlier_adapter)))
     with pytest.raises(InputError, match="full fine-tuning starts from a model"):
-        _check_config(TrainConfig(model=student_path, init_adapter=str(earlier_adapter), full=True, lora_r=4))
+        check_config(TrainConfig(model=student_path, init_adapter=str(earlier_adapter), full=True, lora_r=4))
     with pytest.raises(InputError, match="adapter 'init_adapter'.*not found"):
-        _check_config(TrainConfig(model=student_path, init_adapter=str(earlier_adapter / "missing"), lora_r=4))
+        check_config(TrainConfig(model=student_path, init_adapter=str(earlier_adapter / "missing"), lora_r=4))
 
 
 @pytest.mark.slow
 def test_the_runs_record_names_the_earlier_adapters_weights(earlier_adapter, student_path, tmp_path):
     import shutil
 
-    from mathdistill.student.train import TrainConfig, _differences, run_identity
+    from mathdistill.student.train import TrainConfig, run_identity
+    from mathdistill.student.train_record import differences
 
     rows = [{"prompt": "q", "completion": "a"}]
     cfg = TrainConfig(model=student_path, init_adapter=str(earlier_adapter), lora_r=4)
@@ -80,8 +83,8 @@ def test_the_runs_record_names_the_earlier_adapters_weights(earlier_adapter, stu
     copy = tmp_path / "copy"
     shutil.copytree(earlier_adapter, copy)
     moved = run_identity(cfg.model_copy(update={"init_adapter": str(copy)}), rows)
-    assert moved["init_adapter"] == first["init_adapter"] and _differences(first, moved) == []
+    assert moved["init_adapter"] == first["init_adapter"] and differences(first, moved) == []
     (copy / "adapter_model.safetensors").write_bytes(b"other weights")
     other = run_identity(cfg.model_copy(update={"init_adapter": str(copy)}), rows)
-    assert any(d.startswith("init adapter: sha256") for d in _differences(first, other))
-    assert not any(d.startswith("init adapter") for d in _differences(first, first))
+    assert any(d.startswith("init adapter: sha256") for d in differences(first, other))
+    assert not any(d.startswith("init adapter") for d in differences(first, first))

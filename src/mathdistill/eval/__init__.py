@@ -3,8 +3,8 @@
     result = evaluate(model, tokenizer, problems, thought="cot", shots=4, out_dir="runs/x/eval")
     result.metrics["accuracy"], result.metrics["ci95"], result.rows[0]["prediction"]
 
-Prompts: the thought's `student_prompt(question)` as the user message, through the chat
-template (`mathdistill.student.chat`); k-shot prompts put k GSM8K *train* problems (with their
+Prompts (`mathdistill.student.prompts`): the thought's `student_prompt(question)` as the user message,
+through the chat template (`mathdistill.student.chat`); k-shot prompts put k GSM8K *train* problems (with their
 reference rationale in the same format) before it as earlier turns. Generation and scoring are
 `mathdistill.student.sample.sample` (the thought's `score_batch`: PoT executed, EoT solved);
 with `samples > 1` the prediction is the majority vote of the samples.
@@ -31,91 +31,17 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from mathdistill import thoughts
 from mathdistill.eval.results import EvalResult, summarize, tally, wilson_ci, write_result
-from mathdistill.io import InputError, iter_jsonl, read_json
-from mathdistill.student.adapters import weights_identity
+from mathdistill.io import InputError, check_out_dir, iter_jsonl, read_json
+from mathdistill.student.adapters import tensors_sha256, weights_identity
 from mathdistill.student.generate import DEFAULT_MAX_NEW_TOKENS  # generation's default, one definition
+from mathdistill.student.prompts import THOUGHTS, build_prompts, check_thought, few_shot_exemplars
 
 __all__ = ["EvalResult", "evaluate", "wilson_ci", "tally", "summarize", "write_result", "few_shot_exemplars",
-           "build_prompts", "check_thought", "check_out_dir", "weights_identity", "THOUGHTS", "PARTIAL", "DEFAULT_MAX_NEW_TOKENS"]
+           "build_prompts", "check_thought", "check_out_dir", "weights_identity", "THOUGHTS", "PARTIAL",
+           "DEFAULT_MAX_NEW_TOKENS"]
 
 PARTIAL = "predictions.partial.jsonl"
-#: formats an evaluation can score: their output ends in an answer (keypoints: its solution part)
-THOUGHTS: tuple[str, ...] = thoughts.where("evaluable")
-
-
-def check_thought(thought: str) -> str:
-    """`thought` (lower case) if an evaluation can score it; else an InputError saying which can and why."""
-    key = (thought or "").strip().lower()
-    if key in THOUGHTS:
-        return key
-    can = f"evaluable formats: {', '.join(THOUGHTS)} (keypoints is scored on its solution's answer)"
-    if key in thoughts.NAMES:
-        raise InputError(f"--thought {thought}: this format gives no answer to score (it is an input to a later "
-                         f"solving step, not a solution); {can}")
-    raise InputError(f"unknown --thought '{thought}'; {can}")
-
-
-def check_out_dir(out_dir) -> Path:
-    """`out_dir` as a Path, if it is or can become a folder (no file in the way)."""
-    out = Path(out_dir)
-    there = next(p for p in (out, *out.absolute().parents) if p.exists())
-    if not there.is_dir():
-        raise InputError(f"--out {out}: {there} is a file; the output must be a folder")
-    return out
-
-
-def _fingerprint(model) -> str:
-    """sha256 of the model's tensors as they are in memory (names and bytes)."""
-    import torch
-
-    h = hashlib.sha256()
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            h.update(name.encode())
-            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
-
-
-def few_shot_exemplars(thought: str, k: int, data_dir=None, exclude: Sequence[str] = ()) -> list[tuple[str, str, str]]:
-    """k exemplars (problem id, user message, assistant answer) in `thought`'s format.
-
-    Taken in file order from GSM8K *train* (never a test split), using each problem's
-    verified reference rationale (`mathdistill.thoughts.reference`); problems whose question
-    is in `exclude` (the ones being evaluated) are skipped.
-    """
-    if k <= 0:
-        return []
-    from mathdistill import data, thoughts
-    from mathdistill.thoughts.reference import FORMATS, reference_rationale
-
-    if thought not in FORMATS:
-        raise InputError(f"--shots needs reference rationales, which exist for {', '.join(FORMATS)} (not '{thought}')")
-    fmt = thoughts.get(thought)
-    skip = {q.strip() for q in exclude}
-    out = []
-    for p in data.load("gsm8k", "train", data_dir=data_dir):
-        if p.question.strip() in skip:
-            continue
-        rationale = reference_rationale(p, thought)
-        if rationale is not None:
-            out.append((p.id, fmt.student_prompt(p.question), fmt.student_target(rationale)))
-        if len(out) == k:
-            return out
-    raise InputError(f"only {len(out)} GSM8K train problems have a {thought} reference rationale; asked for {k}")
-
-
-def build_prompts(tokenizer, thought: str, questions: Sequence[str], exemplars: Sequence[tuple[str, str, str]] = ()) -> list[str]:
-    """Prompt text for each question: chat template, k-shot exemplars as earlier turns."""
-    from mathdistill import thoughts
-    from mathdistill.student.chat import render_few_shot, render_prompt
-
-    fmt = thoughts.get(thought)
-    shots = [(user, answer) for _, user, answer in exemplars]
-    if shots:
-        return [render_few_shot(tokenizer, shots, fmt.student_prompt(q)) for q in questions]
-    return [render_prompt(tokenizer, fmt.student_prompt(q)) for q in questions]
 
 
 def _key(settings: dict) -> str:
@@ -258,7 +184,7 @@ def evaluate(
     custom = prompts is not None
     prompts = list(prompts) if custom else build_prompts(tokenizer, thought, [p.question for p in problems], exemplars)
     if weights is None and out is not None:
-        weights = _fingerprint(model)
+        weights = tensors_sha256(model)
     # the prompts: all of them when given, else the template around a question (chat template,
     # instruction, exemplars), so a run over more problems reuses the ones already done
     template = prompts if custom else build_prompts(tokenizer, thought, ["{question}"], exemplars)

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mathdistill import thoughts
 from mathdistill.eval.config import EvalConfig  # noqa: F401 (the shared evaluation settings; eval's own)
 from mathdistill.io import InputError, read_yaml_mapping
-from mathdistill.student.train import TrainSettings
+from mathdistill.student.train_config import TrainSettings
 from mathdistill.teacher.config import TeacherConfig
 
 

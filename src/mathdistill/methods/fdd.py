@@ -121,9 +121,8 @@ def _feedback(r, cfg: FDDConfig, model: str, adapter: str, problems: list[Proble
     m, tok, weights = steps.load_student(model, adapter)
     solved = Counter()
     for t in cfg.thoughts:
-        res = sample(m, tok, problems, t, k=fb.samples, temperature=fb.temperature if fb.samples > 1 else 0.0,
-                     top_p=fb.top_p, seed=cfg.seed, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
-                     weights=weights, out_dir=r.path("feedback", t), loop_stop=e.loop_stop)
+        res = sample(m, tok, problems, t, k=fb.samples, seed=cfg.seed, weights=weights, out_dir=r.path("feedback", t),
+                     **e.generation(temperature=fb.temperature if fb.samples > 1 else 0.0, top_p=fb.top_p))
         solved.update({row["id"]: sum(row["corrects"]) for row in res.rows})
     return easy_hard([p.id for p in problems], solved, fb.samples * len(cfg.thoughts), fb.solve_threshold)
 

@@ -176,10 +176,10 @@ class Roles:
         users = [role_message(role, p.question, k) for p, k in zip(problems, knowledge or [None] * len(problems))]
         prompts = None if role == "ir" else [render_prompt(self.tok, u) for u in users]
         out = self.folder / ("greedy" if c.greedy else f"iteration-{t}") / role
-        rows = sample(self.model, self.tok, problems, "cot", adapter=role, prompts=prompts, temperature=c.temperature,
-                      top_p=c.top_p, seed=derive_seed(self.cfg.seed, role, t),
-                      max_new_tokens=c.max_new_tokens or e.max_new_tokens, batch_size=e.batch_size,
-                      loop_stop=e.loop_stop, weights=self.weights[role], out_dir=out, progress=self.progress).rows
+        rows = sample(self.model, self.tok, problems, "cot", adapter=role, prompts=prompts,
+                      seed=derive_seed(self.cfg.seed, role, t), weights=self.weights[role], out_dir=out,
+                      progress=self.progress,
+                      **e.generation(temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.max_new_tokens)).rows
         self.tokens[out] = sum(sum(r["num_tokens"]) for r in rows)
         return rows
 

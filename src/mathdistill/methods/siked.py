@@ -147,10 +147,9 @@ def _sample(it, cfg: SIKeDConfig, problems, adapter_dir) -> dict:
     s, split = cfg.sample, cfg.data.train
     out = {}
     for t in cfg.strategies:
-        res = sample(model, tok, problems, t, k=s.k, temperature=s.temperature, top_p=s.top_p, seed=cfg.seed,
-                     max_new_tokens=s.max_new_tokens or cfg.eval.max_new_tokens,
-                     batch_size=s.batch_size or cfg.eval.batch_size, prompts=prompts,
-                     loop_stop=cfg.eval.loop_stop if s.loop_stop is None else s.loop_stop,
+        res = sample(model, tok, problems, t, k=s.k, seed=cfg.seed, prompts=prompts,
+                     **cfg.eval.generation(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                                           batch_size=s.batch_size, loop_stop=s.loop_stop),
                      prefill=f"{thoughts.get(t).trigger}\n", weights=weights,
                      out_dir=it.path("sample", f"{split.dataset}-{split.split}", t))
         out[t] = {k: res.stats[k] for k in ("n", "k", "generated", "reused", "seconds", "generated_tokens",
@@ -189,9 +188,8 @@ def _evaluate(it, cfg: SIKeDConfig, name: str, adapter_dir, forced: list, cost: 
     for split in cfg.data.eval:
         ps = steps.problems(split, cfg.data.data_dir)
         for f in forced:
-            res = evaluate_chosen(model, tok, ps, cfg.strategies, force=f, max_new_tokens=e.max_new_tokens,
-                                  batch_size=e.batch_size, temperature=e.temperature, top_p=e.top_p, seed=cfg.seed,
-                                  loop_stop=e.loop_stop, weights=weights, dataset=split.dataset, split=split.split,
+            res = evaluate_chosen(model, tok, ps, cfg.strategies, force=f, **e.generation(), seed=cfg.seed,
+                                  weights=weights, dataset=split.dataset, split=split.split,
                                   out_dir=it.path("eval", split.dataset, f or "chosen"))
             row = steps.result_row(f"{name}:{f}" if f else name, f or "chosen", res.metrics, cost)
             rows.append({**row, **extra, "strategies": res.metrics["strategies"]})

@@ -133,9 +133,8 @@ def evaluate(run: Run, cfg: RecipeConfig, name: str, adapter_dir: Path | None, f
             calc = "+calc" if on else ""  # contract 9: method[-variant][:inference][+calc]
             per_format = {}
             for t in formats:
-                res = run_eval(model, tok, ps, thought=t, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
-                               temperature=e.temperature, top_p=e.top_p, samples=e.samples, seed=cfg.seed,
-                               shots=e.shots, data_dir=cfg.data.data_dir, loop_stop=e.loop_stop, calculator=on,
+                res = run_eval(model, tok, ps, thought=t, **e.generation(), samples=e.samples, seed=cfg.seed,
+                               shots=e.shots, data_dir=cfg.data.data_dir, calculator=on,
                                out_dir=run.path(folder, split.dataset, t + calc), dataset=split.dataset,
                                split=split.split, weights=weights,
                                model_name=cfg.student.model + (f"+{adapter_dir}" if adapter_dir else ""))

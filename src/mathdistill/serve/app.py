@@ -44,7 +44,7 @@ from starlette.exceptions import HTTPException
 
 from mathdistill.io import InputError
 from mathdistill.serve.inference import Context, Engine, Options, RequestError
-from mathdistill.student.generate import _cut_at_stop
+from mathdistill.student.stopping import cut_at_stop
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +325,7 @@ def create_app(engine: Engine, models: dict, limits: Limits = Limits(), api_key:
             while piece is not None:
                 if not cut:
                     text += piece
-                    upto = len(_cut_at_stop(text, options.stop))
+                    upto = len(cut_at_stop(text, options.stop))
                     cut = upto < len(text)
                     ready = text[: upto if cut else max(len(sent), len(text) - hold)]
                     if len(ready) > len(sent):

@@ -11,13 +11,10 @@ runs each group as one `generate` call; a call's future resolves as soon as its 
 (`generate`'s `on_result`), so its request goes on (PoT programs run in the sandbox) while the
 worker generates the rest. Calls arriving while the model is busy make the next group.
 
-Streaming (`on_text`): on the slot engine a streamed prompt is one more row of its settings' group;
-its new tokens are handed on as the engine collects them (every step on a CPU, every few on CUDA), so
-its text, greedy or sampled with its seed, is exactly what the batched path gives; the calculator and
-the loop stop act as for any row. A model the engine cannot run streams one prompt alone through
-transformers' own `generate` with a streamer (greedy text the same, a sampled one drawn differently;
-the calculator as a logits processor). Only the worker touches the model, so per-call adapter
-switches never race.
+Streaming (`on_text`): a streamed prompt is one more row of its settings' group, its text handed on
+piece by piece as it is written (`generate`'s `stream` option: every step on a CPU, every few on CUDA), so
+its text, greedy or sampled with its seed, is exactly what the batched path gives; the calculator and the
+loop stop act as for any row. Only the worker touches the model, so per-call adapter switches never race.
 """
 
 from __future__ import annotations
@@ -90,28 +87,13 @@ class Batcher:
                     break
                 jobs.append(job)
             groups: dict[str, list[_Job]] = {}
-            together = self._slots()  # the slot engine streams a row among others
-            for job in jobs:
-                if job.on_text is None or together:
-                    groups.setdefault(job.key, []).append(job)
-                else:
-                    groups[f"stream-{id(job)}"] = [job]
+            for job in jobs:  # a streamed job is a row among the others of its settings
+                groups.setdefault(job.key, []).append(job)
             for group in groups.values():
                 self._run(group)
 
-    def _slots(self) -> bool:
-        from mathdistill.student.engine_run import use_slots
-
-        return use_slots(None, self.model)
-
     def _run(self, group: list[_Job]) -> None:
         try:
-            if group[0].on_text is not None and len(group) == 1 and not self._slots():
-                self.stats["streams"] += 1
-                job = group[0]
-                job.future.set_result([stream_generate(self.model, self.tokenizer, job.prompts[0], job.settings,
-                                                       job.seeds[0] if job.seeds else None, job.on_text)])
-                return
             self._generate(group)
         except BaseException as e:  # the requests get the error; the worker goes on
             log.exception("generation failed")
@@ -142,85 +124,7 @@ class Batcher:
         self.stats["generate_calls"] += 1
         self.stats["prompts"] += len(prompts)
         self.stats["largest_call"] = max(self.stats["largest_call"], len(prompts))
-        streams = {i: _Stream(self.tokenizer, job.on_text) for i, (job, _) in enumerate(owners) if job.on_text}
+        streams = {i: job.on_text for i, (job, _) in enumerate(owners) if job.on_text is not None}
         self.stats["streams"] += len(streams)
-        if streams:
-            from mathdistill.student.engine_run import generate_slots
-
-            generate_slots(self.model, self.tokenizer, prompts, **settings, seeds=seeds, batch_size=self.batch_size,
-                           progress=False, on_result=done, on_tokens=lambda i, ids: streams[i].add(ids) if i in streams
-                           else None)
-            return
         generate(self.model, self.tokenizer, prompts, **settings, seeds=seeds, batch_size=self.batch_size,
-                 progress=False, on_result=done)
-
-
-class _Stream:
-    """Hands a streamed row's text on piece by piece as its tokens come (a piece ending in a partial
-    UTF-8 character waits for the rest)."""
-
-    def __init__(self, tokenizer, on_text: Callable[[str], None]):
-        self.tokenizer, self.on_text, self.ids, self.sent = tokenizer, on_text, [], 0
-
-    def add(self, ids: list[int]) -> None:
-        self.ids += ids
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if len(text) > self.sent and not text.endswith("\ufffd"):
-            self.on_text(text[self.sent:])
-            self.sent = len(text)
-
-
-def stream_generate(model, tokenizer, prompt: str, settings: dict, seed: int | None, on_text: Callable[[str], None]):
-    """One completion of `prompt` by transformers' `generate`, its text handed to `on_text` piece by
-    piece as it is decoded; returns the `Generation` (stop strings cut, as `student.generate` does)."""
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
-
-    from mathdistill.student.chat import prompt_token_ids
-    from mathdistill.student.generate import (LOOP_EVERY, Generation, _adapter_context, _CalculatorHook, _cut_at_stop,
-                                              _eos_ids, calculator_for, ends_in_loop)
-
-    class Streamer(TextStreamer):
-        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-            if text:
-                on_text(text)
-
-    ids = prompt_token_ids(tokenizer, prompt)
-    looped = [False]
-
-    class LoopStop(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            new = input_ids[0, len(ids):].tolist()
-            if len(new) % LOOP_EVERY == 0 and ends_in_loop(new):
-                looped[0] = True
-            return torch.tensor([looped[0]], device=input_ids.device)
-
-    stop = [s for s in settings.get("stop") or [] if s]
-    temperature = settings.get("temperature", 0)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    kwargs = dict(max_new_tokens=settings["max_new_tokens"], eos_token_id=_eos_ids(model, tokenizer), pad_token_id=pad,
-                  do_sample=temperature > 0)
-    if temperature > 0:
-        kwargs.update(temperature=temperature, top_p=settings.get("top_p", 1.0), top_k=0)
-        torch.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(4), "little"))
-    if stop:
-        kwargs.update(stop_strings=stop, tokenizer=tokenizer)
-    if settings.get("loop_stop"):
-        kwargs["stopping_criteria"] = StoppingCriteriaList([LoopStop()])
-    calc = None
-    if settings.get("calculator"):
-        from types import SimpleNamespace
-
-        from transformers import LogitsProcessorList
-
-        calc = [[[], 0]]  # [tokens still to force, interventions] of the one row
-        kwargs["logits_processor"] = LogitsProcessorList(
-            [_CalculatorHook(calculator_for(tokenizer), [len(ids)], calc, SimpleNamespace(finished=None))])
-    device = model.device
-    with _adapter_context(model, settings.get("adapter")), torch.inference_mode():
-        out = model.generate(input_ids=torch.tensor([ids], device=device),
-                             attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device),
-                             streamer=Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True), **kwargs)
-    new = out[0, len(ids):].tolist()
-    return Generation([_cut_at_stop(tokenizer.decode(new, skip_special_tokens=True), stop)], [len(new)], [looped[0]],
-                      [calc[0][1]] if calc else [])
+                 progress=False, on_result=done, stream=streams or None)

@@ -7,16 +7,18 @@
 
 The arithmetic (what counts as a step, its exact value, the guards, how a value is written) is
 `mathdistill.answers.arithmetic`'s, shared with the calculation marks of training targets; here is
-what a generation loop needs of it for one tokenizer (`Calculator`).
+what a generation loop needs of it for one tokenizer (`Calculator`, built once per tokenizer by
+`calculator_for`).
 """
 
 from __future__ import annotations
 
 from mathdistill.answers.arithmetic import (DECIMALS, MAX_LITERAL, MAX_RESULT, MAX_TOKENS, TAIL_TOKENS,  # noqa: F401
                                           calculation, evaluate, format_number)
+from mathdistill.student.vocab import per_tokenizer, token_texts
 
-__all__ = ["calculation", "evaluate", "format_number", "Calculator", "MAX_LITERAL", "MAX_TOKENS", "MAX_RESULT",
-           "DECIMALS", "TAIL_TOKENS"]
+__all__ = ["calculation", "evaluate", "format_number", "Calculator", "calculator_for", "MAX_LITERAL", "MAX_TOKENS",
+           "MAX_RESULT", "DECIMALS", "TAIL_TOKENS"]
 
 
 class Calculator:
@@ -28,13 +30,11 @@ class Calculator:
     "500 * 0.05 = 25" goes on to "250", "16/4 = 4" to "4.5": the student writing its own number)."""
 
     def __init__(self, tokenizer):
-        from mathdistill.student.generate import _token_texts
-
         self.tokenizer = tokenizer
         vocab = range(len(tokenizer))
         # each token's text as it reads after other text: a SentencePiece "▁5" is " 5" (a new number,
         # allowed after a value), not the "5" it decodes to alone (which would extend the value)
-        texts = _token_texts(tokenizer)
+        texts = token_texts(tokenizer)
         self.triggers = [i for i, text in zip(vocab, texts) if text.endswith("=")]
         # what may not follow a forced value (nor its "." or ","): a digit would change the number
         self.continuations = [i for i, text in zip(vocab, texts) if text[:1].isdigit()]
@@ -45,3 +45,9 @@ class Calculator:
         if text is None:
             return None
         return self.tokenizer.encode(text, add_special_tokens=False)
+
+
+def calculator_for(tokenizer) -> Calculator:
+    """The `Calculator` of `tokenizer` (it reads the whole vocabulary: ~0.3 s), once per tokenizer, for every
+    generate call and served request."""
+    return per_tokenizer(tokenizer, "calculator", lambda: Calculator(tokenizer))

@@ -3,7 +3,7 @@ rows, or `teach` output (`--thought`). Re-running resumes or skips the same run;
 other data, another base model or config is refused (exit 2, naming what differs) unless `--restart`.
 
 Runs as is under `accelerate launch [--config_file configs/accelerate/...] -m mathdistill.cli train ...`.
-The options are `TrainConfig`'s (`student.train`: the recipes' `train:` section plus what one run trains): their
+The options are `TrainConfig`'s (`student.train_config`: the recipes' `train:` section plus what one run trains): their
 defaults, bounds and descriptions (`runtime.config_option`), stated nowhere else.
 """
 
@@ -17,7 +17,7 @@ import typer
 
 from mathdistill import runtime
 from mathdistill.io import InputError
-from mathdistill.student.train import TrainConfig
+from mathdistill.student.train_config import TrainConfig
 
 
 def _option(name: str, *decls: str, **kw):
@@ -104,42 +104,17 @@ def train_command(
 
     from mathdistill.student import train as training
 
+    options = {name: value for name, value in locals().items() if name in TrainConfig.model_fields}  # as given
     notes = logging.getLogger("mathdistill")  # our notes (resuming, dropped rows, skipping) on stderr
     notes.setLevel(min(notes.level or logging.INFO, logging.INFO))
     if not notes.handlers:
         notes.addHandler(logging.StreamHandler())
-    targets = target_modules if target_modules == "all-linear" else [t.strip() for t in target_modules.split(",") if t.strip()]
+    targets = (target_modules if target_modules == "all-linear"
+               else [t.strip() for t in target_modules.split(",") if t.strip()])
     thoughts = [t.strip() for item in thought or [] for t in item.split(",") if t.strip()]
     try:
-        config = TrainConfig(
-            model=model,
-            adapter_name=adapter_name,
-            full=full,
-            frozen_adapters=_named_dirs(with_adapter),
-            epochs=epochs,
-            max_steps=max_steps,
-            lr=lr,
-            lora_r=lora_r,
-            lora_alpha=lora_alpha,
-            lora_dropout=lora_dropout,
-            target_modules=targets,
-            batch_size=batch_size,
-            batch_tokens=batch_tokens,
-            grad_accum=grad_accum,
-            micro_batch_size=micro_batch_size,
-            max_seq_len=max_seq_len,
-            packing=packing,
-            attention=attention,
-            compile=compile,
-            warmup=warmup,
-            seed=seed,
-            save_steps=save_steps,
-            logging_steps=logging_steps,
-            precision=precision,
-            resume=resume,
-            report_to=report_to or "none",
-            run_name=out.name if report_to else None,
-        )
+        config = TrainConfig(**{**options, "target_modules": targets, "frozen_adapters": _named_dirs(with_adapter),
+                                "report_to": report_to or "none", "run_name": out.name if report_to else None})
     except ValidationError as e:
         raise InputError(_option_errors(e)) from None
     runtime.set_threads(threads)

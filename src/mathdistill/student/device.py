@@ -14,7 +14,6 @@ as fit half the free memory, a log record every 20 steps (logging is the only ho
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 CPU_LOG_EVERY = 1

@@ -16,8 +16,9 @@ a row, so its text is the one it would write alone: a row's output depends on it
 the model, never on the other rows or on when the host looked.
 On CUDA the decode step is captured as a CUDA graph per attention window (a multiple of WINDOW_ALIGN) and
 replayed; `compile=True` also compiles it (`torch.compile`; off by default: not yet measured on a GPU, and
-each new engine may compile again); refills wait until REFILL_FRACTION of the slots are free. On a CPU it runs eagerly and, once no prompt is waiting, the running rows are moved to the
-first slots so that steps stop computing empty ones.
+each new engine may compile again); refills wait until REFILL_FRACTION of the slots are free. On a CPU it runs
+eagerly and, once no prompt is waiting, the running rows are moved to the first slots so that steps stop
+computing empty ones.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from mathdistill.student import engine_pick as pick_ops
+from mathdistill.student.calculator import TAIL_TOKENS, calculator_for
 from mathdistill.student.engine_kv import WINDOW_ALIGN, SlotModel
+from mathdistill.student.stopping import LOOP_EVERY, LOOP_WINDOW, loops
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +91,7 @@ class Engine:
         self.hist = torch.zeros(n, width, dtype=torch.long, device=dev)
         self.force = torch.zeros(n, FORCE_MAX, dtype=torch.long, device=dev)
         vocab = self.runner.head.weight.shape[0]
-        self.is_eos = _table(vocab, eos, dev)  # token -> bool lookups (graph-safe, unlike isin)
+        self.is_eos = pick_ops.token_table(vocab, eos, dev)  # token -> bool lookups (graph-safe, unlike isin)
         self.criteria = None
         if stop:
             from transformers import StopStringCriteria
@@ -97,12 +100,10 @@ class Engine:
             self.criteria.embedding_vec = self.criteria.embedding_vec.to(dev)
             self.criteria.target_lens = self.criteria.target_lens.to(dev)
         if calculator:
-            from mathdistill.student.generate import calculator_for
-
             self.calculator = calculator_for(tokenizer)
-            self.is_trigger = _table(vocab, self.calculator.triggers, dev)
-            self.is_join = _table(vocab, self.calculator.joins, dev)
-            self.continuation = _table(vocab, self.calculator.continuations, dev)
+            self.is_trigger = pick_ops.token_table(vocab, self.calculator.triggers, dev)
+            self.is_join = pick_ops.token_table(vocab, self.calculator.joins, dev)
+            self.continuation = pick_ops.token_table(vocab, self.calculator.continuations, dev)
         self.queue: collections.deque[Row] = collections.deque()
         self.rows: list[Row | None] = [None] * n  # the row each slot holds
         self.upper = [0] * n  # host bound on each busy slot's position (no sync needed for the window)
@@ -138,11 +139,9 @@ class Engine:
             window = pick_ops.stop_window(hist, s["n_gen"], self.criteria.maximum_token_len)
             finished |= moving & pick_ops.stop_hit(self.criteria, window)
         if self.loop_stop:
-            from mathdistill.student.generate import LOOP_EVERY, LOOP_WINDOW, _loops
-
             due = moving & ~finished & (s["loop_on"] > 0) & (s["n_gen"] % LOOP_EVERY == 0)
             window = pick_ops.stop_window(hist, s["n_gen"], LOOP_WINDOW)
-            looped = due & _loops(window, s["n_gen"])
+            looped = due & loops(window, s["n_gen"])
             s["looped"] |= looped
             finished |= looped
         stopped = finished
@@ -383,8 +382,6 @@ class Engine:
         """Row in slot `s` wrote a calculator trigger: queue the value of its arithmetic (if any)."""
         import torch
 
-        from mathdistill.student.calculator import TAIL_TOKENS
-
         start = max(0, len(ids) - TAIL_TOKENS)
         forced = self.calculator.forced(ids[start:], at_start=start == 0)
         if forced:
@@ -395,15 +392,6 @@ class Engine:
             self.interventions[s] += 1
         self.s["paused"][s] = False
         self.s["active"][s] = True
-
-
-def _table(vocab: int, ids, device):
-    """bool [vocab]: True at `ids` (those inside the vocabulary)."""
-    import torch
-
-    table = torch.zeros(vocab, dtype=torch.bool)
-    table[[i for i in ids if 0 <= i < vocab]] = True
-    return table.to(device)
 
 
 def _align(n: int) -> int:

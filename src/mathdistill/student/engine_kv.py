@@ -5,7 +5,7 @@
     logits = runner.decode(last, pos, window)                # one token for every slot at its own position
 
 Each slot holds one row's own tokens from position 0; a prompt prefix shared by every row (a k-shot
-prompt) can be stored once (`set_prefix`) and every query attends to it, as `student.generate` does.
+prompt) can be stored once (`set_prefix`) and every query attends to it, as `student.batches` does.
 The runner calls the model's own modules (embedding, rotary embedding, decoder layers, final norm, LM
 head) with this cache in place of transformers' own, so LoRA layers of a PeftModel act as usual; only
 its outer loop is written here, which is why it takes the decoder families whose layers follow
@@ -75,7 +75,7 @@ def prefix_attention(query, key, value, mask, pk, pv, scale: float):
     import torch
 
     b, hq, s, d = query.shape
-    hkv, t, p = key.shape[1], key.shape[2], pk.shape[2]
+    hkv, t = key.shape[1], key.shape[2]
     g, dtype = hq // hkv, query.dtype
     q = query.reshape(b, hkv, g * s, d)  # rows (group, position) per KV head
     qp = q.transpose(0, 1).reshape(hkv, b * g * s, d)

@@ -2,14 +2,14 @@
 which token each row takes (greedy, or seeded sampling with its own temperature and top-p), and
 whether it has finished (EOS, token budget, stop string, loop stop).
 
-    u = uniform(seeds, counters)                      # splitmix64, bit for bit `generate._uniform`
+    u = uniform(seeds, counters)                      # splitmix64, bit for bit `draws.uniform`
     tokens = pick(logits, temperature, top_p, seeds, counters)
     hit = stop_hit(criteria, window)                  # transformers' StopStringCriteria tables
 
 Sampling is seeded per row and per token position, never by a generator shared by the batch, so a
 row's sample depends on its seed, its prompt and its own tokens only. Without top-p the draw is
-`generate._RowSampler`'s (inverse CDF of softmax(logits / T) in vocabulary order, uniform
-`_uniform(seed, position)`). With top-p the nucleus (the most probable tokens whose probabilities,
+`batch_hooks.RowSampler`'s (inverse CDF of softmax(logits / T) in vocabulary order, uniform
+`draws.uniform(seed, position)`). With top-p the nucleus (the most probable tokens whose probabilities,
 before each is added, sum to less than top_p) is sampled without sorting the vocabulary: candidates
 are drawn from the whole distribution with the uniforms of NUCLEUS_DRAWS sub-streams and the first
 one inside the nucleus is taken, which is exactly a draw from the renormalised nucleus (each candidate
@@ -19,7 +19,7 @@ probable token is taken).
 
 from __future__ import annotations
 
-__all__ = ["uniform", "pick", "stop_hit", "stop_window", "NUCLEUS_DRAWS", "SENTINEL"]
+__all__ = ["uniform", "pick", "stop_hit", "stop_window", "token_table", "NUCLEUS_DRAWS", "SENTINEL"]
 
 NUCLEUS_DRAWS = 8
 SENTINEL = 1 << 40  # a token id that matches no stop string (out of every vocabulary)
@@ -41,7 +41,7 @@ def _shr(z, bits: int):
 
 def uniform(seeds, counters):
     """Uniforms in [0, 1) (fp64), one per row: splitmix64 of (seed, counter) with int64 arithmetic
-    wrapping around as uint64 does; equals `generate._uniform(seed, counter)` bit for bit."""
+    wrapping around as uint64 does; equals `draws.uniform(seed, counter)` bit for bit."""
     import torch
 
     z = seeds + (counters + 1) * _signed(_GOLDEN)
@@ -57,7 +57,7 @@ def as_int64(seed: int) -> int:
 
 
 def _inverse_cdf(cum, u):
-    """Token of each row at uniform `u` [R] (cast to fp32, as `_RowSampler` does), from the cumulative
+    """Token of each row at uniform `u` [R] (cast to fp32, as `RowSampler` does), from the cumulative
     probabilities `cum` [R, V] in vocabulary order."""
     import torch
 
@@ -105,3 +105,13 @@ def stop_hit(criteria, window):
     """Whether a stop string ends in the last token of each row: transformers' `StopStringCriteria`
     (tensor-only string matching over its precomputed token tables) on the row's generated tokens."""
     return criteria(window, None)
+
+
+def token_table(vocab: int, ids, device):
+    """bool [vocab]: True at `ids` (those inside the vocabulary): a token -> bool lookup for the step (graph-safe,
+    unlike `isin`), e.g. which tokens end a row (EOS) or trigger the calculator."""
+    import torch
+
+    table = torch.zeros(vocab, dtype=torch.bool)
+    table[[i for i in ids if 0 <= i < vocab]] = True
+    return table.to(device)

@@ -26,9 +26,10 @@ from typing import Optional, Sequence
 
 import typer
 
-from mathdistill.io import InputError, read_json, write_json, write_jsonl
+from mathdistill.io import InputError, check_out_dir, read_json, write_json, write_jsonl
+from mathdistill.runtime import config_option
 from mathdistill.shards import combine, in_order
-from mathdistill.student.sample import SAMPLES, STATS, SampleResult
+from mathdistill.student.sample import SAMPLES, STATS, SampleConfig, SampleResult, is_torch_model, sample
 
 # stats that add up over shares, and those that are means over problems (weighted by each share's n)
 _SUMMED = ("generated", "reused", "generated_tokens", "interventions")
@@ -54,8 +55,6 @@ def sample_parallel(model, tokenizer, problems: Sequence, thought: str, *, out_d
     (default: `shards.processes()`). A loaded torch `model` is moved to this process's device. `prompts` and a
     per-problem `prefill` are split with the problems; every other keyword goes to `sample` as is."""
     from mathdistill import shards
-    from mathdistill.eval import check_out_dir
-    from mathdistill.student.sample import _is_torch_model, sample
 
     problems = list(problems)
     if not problems:
@@ -69,7 +68,7 @@ def sample_parallel(model, tokenizer, problems: Sequence, thought: str, *, out_d
             raise InputError(f"{name}: {len(values)} items for {len(problems)} problems")
     out = check_out_dir(out_dir)
     state = state or shards.processes()
-    if _is_torch_model(model):
+    if is_torch_model(model):
         model.to(state.device)
 
     def work(mine: list[int], folder: Path) -> None:
@@ -103,21 +102,20 @@ def parallel_sample_command(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N problems."),
     thought: str = typer.Option("cot", "--thought"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", exists=True, file_okay=False),
-    k: int = typer.Option(1, "--k", min=1, help="Samples per problem."),
-    temperature: float = typer.Option(0.0, "--temperature", min=0.0),
-    top_p: float = typer.Option(1.0, "--top-p"),
-    seed: int = typer.Option(0, "--seed", min=0),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1),
-    batch_size: Optional[int] = typer.Option(
-        None, "--batch-size", min=1, help="Completions generated together, per process."
-    ),
-    loop_stop: bool = typer.Option(False, "--loop-stop/--no-loop-stop"),
+    k: int = config_option(SampleConfig, "k", "--k"),
+    temperature: float = config_option(SampleConfig, "temperature", "--temperature"),
+    top_p: float = config_option(SampleConfig, "top_p", "--top-p"),
+    seed: int = config_option(SampleConfig, "seed", "--seed"),
+    max_new_tokens: int = config_option(SampleConfig, "max_new_tokens", "--max-new-tokens"),
+    batch_size: int = config_option(SampleConfig, "batch_size", "--batch-size",
+                                    help="Completions generated together, per process."),
+    loop_stop: bool = config_option(SampleConfig, "loop_stop", "--loop-stop/--no-loop-stop"),
 ) -> None:
     """Sample this process's share; the main process writes OUT/samples.jsonl and OUT/samples.json and prints the
-    stats JSON (one line on stdout). The weights are named as the recipes name them (`eval.weights_identity`)."""
+    stats JSON (one line on stdout). The weights are named as the recipes name them (`adapters.weights_identity`).
+    The sampling options are `SampleConfig`'s (`student.sample`: their defaults, help and bounds)."""
     from mathdistill import data, runtime, shards
-    from mathdistill.eval import check_out_dir, weights_identity
-    from mathdistill.student.adapters import load_merged
+    from mathdistill.student.adapters import load_merged, weights_identity
 
     runtime.quiet()
     state = shards.processes()

@@ -44,12 +44,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from mathdistill.io import InputError, write_json, write_jsonl
+from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["SampleResult", "Cache", "sample", "judge", "read_generations", "SAMPLES", "PARTIAL", "STATS", "ENGINES"]
+from mathdistill.io import InputError, check_out_dir, write_json, write_jsonl
+from mathdistill.student.generate import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, check_settings, derive_seed
+from mathdistill.student.prompts import build_prompts, check_thought
+
+__all__ = ["SampleConfig", "SampleResult", "Cache", "sample", "judge", "read_generations", "pick_engine",
+           "is_torch_model", "SAMPLES", "PARTIAL", "STATS", "ENGINES"]
 
 SAMPLES, PARTIAL, STATS = "samples.jsonl", "samples.partial.jsonl", "samples.json"
 ENGINES = ("auto", "hf", "vllm")
+
+
+class SampleConfig(BaseModel):
+    """How a student samples: `sample`'s defaults, and the options of the sampling command (`student.parallel`,
+    built from these fields by `runtime.config_option`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(1, ge=1, description="samples per problem")
+    temperature: float = Field(0.0, ge=0, description="sampling temperature; 0: greedy")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass in (0, 1] (with temperature > 0)")
+    seed: int = Field(0, ge=0, description="seed of the samples: sample j of problem p draws from (seed, p.id, j)")
+    max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, description="most tokens generated per completion")
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, description="completions generated together")
+    loop_stop: bool = Field(False, description="end a completion that repeats one block 3 times in a row")
+
+
+DEFAULTS = SampleConfig()
 
 
 @dataclass
@@ -119,7 +142,8 @@ def _key(settings: dict, *texts: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _is_torch_model(model) -> bool:
+def is_torch_model(model) -> bool:
+    """Whether `model` is a loaded torch model (not a name or a `vllm.LLM`)."""
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
@@ -147,7 +171,7 @@ def pick_engine(engine: str, model, loop_stop: bool = False, calculator: bool = 
         if calculator:
             raise InputError("engine vllm: calculator decoding is only available with engine hf (it forces tokens "
                              "inside the project's own generation loop); use engine hf or leave the calculator off")
-        if _is_torch_model(model):
+        if is_torch_model(model):
             raise InputError("engine vllm: pass a model name or a vllm.LLM, not a loaded transformers model")
     return engine
 
@@ -156,7 +180,7 @@ def _slots(model) -> bool:
     """Whether `generate` samples on the slot engine for `model` (see `engine_run.use_slots`)."""
     from mathdistill.student.engine_run import use_slots
 
-    return _is_torch_model(model) and use_slots(None, model)
+    return is_torch_model(model) and use_slots(None, model)
 
 
 def _prefills(prefill, n: int) -> list[str]:
@@ -171,11 +195,11 @@ def _prefills(prefill, n: int) -> list[str]:
 
 
 def _default_weights(model, adapter, engine: str):
-    """What identifies the weights when the caller did not say: see `eval.weights_identity`."""
-    from mathdistill.eval import _fingerprint, weights_identity
+    """What identifies the weights when the caller did not say: see `adapters.weights_identity`."""
+    from mathdistill.student.adapters import tensors_sha256, weights_identity
 
-    if _is_torch_model(model):
-        return _fingerprint(model)
+    if is_torch_model(model):
+        return tensors_sha256(model)
     if isinstance(model, (str, Path)):
         folder = adapter if adapter not in (None, "base") and Path(adapter).is_dir() else None
         return weights_identity(str(model), folder)
@@ -189,10 +213,10 @@ def sample(
     problems: Sequence,
     thought: str,
     *,
-    k: int = 1,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    seed: int | None = 0,
+    k: int = DEFAULTS.k,
+    temperature: float = DEFAULTS.temperature,
+    top_p: float = DEFAULTS.top_p,
+    seed: int | None = DEFAULTS.seed,
     max_new_tokens: int | None = None,
     batch_size: int | None = None,
     adapter: str | None = None,
@@ -202,7 +226,7 @@ def sample(
     weights=None,
     out_dir=None,
     engine: str = "auto",
-    loop_stop: bool = False,
+    loop_stop: bool = DEFAULTS.loop_stop,
     progress: bool = True,
     cache: Cache | None = None,
     calculator: bool = False,
@@ -213,19 +237,13 @@ def sample(
     an adapter folder. `weights` identifies the weights in the resume key (default: the tensors'
     sha256 for a loaded model, `weights_identity(name, adapter)` for a name). `cache` replaces
     the files in `out_dir` by the caller's own (what `evaluate` does). Every input is checked
-    before anything is generated or written. `calculator`: see the module doc.
+    before anything is generated or written. `max_new_tokens` / `batch_size` None: SampleConfig's.
+    `calculator`: see the module doc.
     """
-    from mathdistill.eval import build_prompts, check_out_dir, check_thought
-    from mathdistill.student.generate import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, check_settings
-
-    problems = list(problems)
-    if not problems:
-        raise InputError("nothing to sample: the problem list is empty")
-    if len({p.id for p in problems}) != len(problems):
-        raise InputError("problem ids are not unique")
+    problems = _unique(problems)
     thought = check_thought(thought)
-    max_new_tokens = DEFAULT_MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
-    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    max_new_tokens = DEFAULTS.max_new_tokens if max_new_tokens is None else max_new_tokens
+    batch_size = DEFAULTS.batch_size if batch_size is None else batch_size
     check_settings(k=k, max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature, top_p=top_p)
     if prompts is not None and len(prompts) != len(problems):
         raise InputError(f"{len(prompts)} prompts for {len(problems)} problems")
@@ -233,58 +251,90 @@ def sample(
     out = check_out_dir(out_dir) if out_dir is not None else None
     engine = pick_engine(engine, model, loop_stop, calculator)
     if tokenizer is None and isinstance(model, (str, Path)):
-        from mathdistill.student.models import load_tokenizer
+        from mathdistill.models import load_tokenizer
 
         tokenizer = load_tokenizer(model)
-    prompts = list(prompts) if prompts is not None else build_prompts(tokenizer, thought, [p.question for p in problems])
-    stop = [s for s in (stop or []) if s]
-
+    if prompts is None:
+        prompts = build_prompts(tokenizer, thought, [p.question for p in problems])
+    prompts = list(prompts)
+    gen = dict(k=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size,
+               stop=[s for s in (stop or []) if s], adapter=adapter, loop_stop=loop_stop)
     own = cache is None
     if own:
         cache = Cache()
         if out is not None:
-            settings = {
-                "weights": weights if weights is not None else _default_weights(model, adapter, engine),
-                "adapter": adapter, "engine": engine, "max_new_tokens": max_new_tokens, "k": k,
-                "temperature": temperature, "top_p": top_p if temperature > 0 else 1.0,
-                "seed": seed if temperature > 0 else None, "stop": stop, "loop_stop": loop_stop,
-            }
-            if calculator:  # only when on, so samples saved earlier still resume
-                settings["calculator"] = True
-            if temperature > 0 and engine == "hf" and _slots(model):  # its top-p draws are its own
-                settings["sampler"] = "slots"
+            settings = _resume_settings(model, weights, engine, gen, seed, calculator)
             keys = {p.id: _key(settings, prompt, pre) for p, prompt, pre in zip(problems, prompts, prefills)}
             found = read_generations(out / SAMPLES, keys) | read_generations(out / PARTIAL, keys)
             cache = Cache(out / PARTIAL, keys, found)
     todo = [i for i, p in enumerate(problems) if p.id not in cache.found]
-
-    def save(j: int, g) -> None:
-        i = todo[j]
-        texts = [prefills[i] + t for t in g.texts]
-        gen = {"texts": texts, "num_tokens": list(g.num_tokens), "looped": list(g.looped)}
-        if calculator:
-            gen["interventions"] = list(g.interventions)
-        cache.add(problems[i].id, gen)
-
     t0 = time.perf_counter()
     try:
         if todo:
-            from mathdistill.student.generate import derive_seed
-
-            if model is not None and isinstance(model, (str, Path)) and engine == "hf":
-                model, adapter = _load_hf(model, adapter)
-            run = _generate_hf if engine == "hf" else _generate_vllm
-            run(model, tokenizer, [prompts[i] + prefills[i] for i in todo], save, k=k, temperature=temperature,
-                top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop, adapter=adapter,
-                seeds=[derive_seed(seed, problems[i].id) for i in todo] if seed is not None else None,
-                loop_stop=loop_stop, progress=progress, **({"calculator": True} if calculator else {}))
+            seeds = [derive_seed(seed, problems[i].id) for i in todo] if seed is not None else None
+            _generate(model, tokenizer, [prompts[i] + prefills[i] for i in todo], engine, gen, seeds, calculator,
+                      progress, lambda j, g: _save(cache, problems[todo[j]].id, prefills[todo[j]], g, calculator))
     finally:
         if own:
             cache.close()
     seconds = time.perf_counter() - t0
-
     t1 = time.perf_counter()
-    done = [cache.found[p.id] for p in problems]
+    rows = _scored(problems, [cache.found[p.id] for p in problems], thought, calculator)
+    tokens = sum(sum(cache.found[problems[i].id]["num_tokens"]) for i in todo)
+    stats = _stats(rows, thought, engine, gen, seed, calculator, len(todo), tokens, seconds,
+                   time.perf_counter() - t1)
+    if own and out is not None:
+        write_jsonl(out / SAMPLES, [{**r, "key": cache.keys[r["id"]]} for r in rows])
+        write_json(out / STATS, stats)
+        (out / PARTIAL).unlink(missing_ok=True)
+    return SampleResult(rows, stats)
+
+
+def _unique(problems: Sequence) -> list:
+    problems = list(problems)
+    if not problems:
+        raise InputError("nothing to sample: the problem list is empty")
+    if len({p.id for p in problems}) != len(problems):
+        raise InputError("problem ids are not unique")
+    return problems
+
+
+def _resume_settings(model, weights, engine: str, gen: dict, seed, calculator: bool) -> dict:
+    """What makes a problem's samples (its prompt and prefill aside): the key they are kept and found by."""
+    temperature = gen["temperature"]
+    settings = {
+        "weights": weights if weights is not None else _default_weights(model, gen["adapter"], engine),
+        "adapter": gen["adapter"], "engine": engine, "max_new_tokens": gen["max_new_tokens"], "k": gen["k"],
+        "temperature": temperature, "top_p": gen["top_p"] if temperature > 0 else 1.0,
+        "seed": seed if temperature > 0 else None, "stop": gen["stop"], "loop_stop": gen["loop_stop"],
+    }
+    if calculator:  # only when on, so samples saved earlier still resume
+        settings["calculator"] = True
+    if temperature > 0 and engine == "hf" and _slots(model):  # its top-p draws are its own
+        settings["sampler"] = "slots"
+    return settings
+
+
+def _generate(model, tokenizer, prompts: list[str], engine: str, gen: dict, seeds, calculator: bool,
+              progress: bool, on_result) -> None:
+    """Generate `prompts` (each problem's prompt and prefill) with the engine, `on_result` as each is done."""
+    adapter = gen["adapter"]
+    if model is not None and isinstance(model, (str, Path)) and engine == "hf":
+        model, adapter = _load_hf(model, adapter)
+    run = _generate_hf if engine == "hf" else _generate_vllm
+    run(model, tokenizer, prompts, on_result, **{**gen, "adapter": adapter}, seeds=seeds, progress=progress,
+        **({"calculator": True} if calculator else {}))
+
+
+def _save(cache: Cache, pid: str, prefill: str, g, calculator: bool) -> None:
+    gen = {"texts": [prefill + t for t in g.texts], "num_tokens": list(g.num_tokens), "looped": list(g.looped)}
+    if calculator:
+        gen["interventions"] = list(g.interventions)
+    cache.add(pid, gen)
+
+
+def _scored(problems: list, done: list[dict], thought: str, calculator: bool) -> list[dict]:
+    """One row per problem: its samples (the prefill included) scored by the thought's judge, all at once."""
     flat = [(p, t) for p, d in zip(problems, done) for t in d["texts"]]
     scored = judge(thought)([t for _, t in flat], [p.answer for p, _ in flat])
     rows, pos = [], 0
@@ -297,16 +347,21 @@ def sample(
                      "looped": [bool(x) for x in d["looped"]]})
         if calculator:
             rows[-1]["interventions"] = list(d.get("interventions") or [0] * len(d["texts"]))
-    tokens = sum(sum(cache.found[problems[i].id]["num_tokens"]) for i in todo)
+    return rows
+
+
+def _stats(rows: list[dict], thought: str, engine: str, gen: dict, seed, calculator: bool, generated: int,
+           tokens: int, seconds: float, score_seconds: float) -> dict:
+    k, temperature = gen["k"], gen["temperature"]
     stats = {
         "thought": thought, "engine": engine, "k": k, "temperature": temperature,
-        "top_p": top_p if temperature > 0 else 1.0, "seed": seed if temperature > 0 else None,
-        "max_new_tokens": max_new_tokens, "batch_size": batch_size, "adapter": adapter, "stop": stop,
-        "loop_stop": loop_stop, "n": len(rows), "generated": len(todo), "reused": len(rows) - len(todo),
-        "seconds": round(seconds, 3), "score_seconds": round(time.perf_counter() - t1, 3),
+        "top_p": gen["top_p"] if temperature > 0 else 1.0, "seed": seed if temperature > 0 else None,
+        "max_new_tokens": gen["max_new_tokens"], "batch_size": gen["batch_size"], "adapter": gen["adapter"],
+        "stop": gen["stop"], "loop_stop": gen["loop_stop"], "n": len(rows), "generated": generated,
+        "reused": len(rows) - generated, "seconds": round(seconds, 3), "score_seconds": round(score_seconds, 3),
         "generated_tokens": tokens,
-        "samples_per_second": len(todo) * k / seconds if todo and seconds > 0 else None,
-        "tokens_per_second": tokens / seconds if todo and seconds > 0 else None,
+        "samples_per_second": generated * k / seconds if generated and seconds > 0 else None,
+        "tokens_per_second": tokens / seconds if generated and seconds > 0 else None,
         "sample_accuracy": sum(sum(r["corrects"]) for r in rows) / (len(rows) * k),
         "pass_at_k": sum(any(r["corrects"]) for r in rows) / len(rows),
         "calculator": calculator,
@@ -314,11 +369,7 @@ def sample(
     if calculator:
         stats["interventions"] = sum(sum(r["interventions"]) for r in rows)
         stats["interventions_per_answer"] = stats["interventions"] / (len(rows) * k)
-    if own and out is not None:
-        write_jsonl(out / SAMPLES, [{**r, "key": cache.keys[r["id"]]} for r in rows])
-        write_json(out / STATS, stats)
-        (out / PARTIAL).unlink(missing_ok=True)
-    return SampleResult(rows, stats)
+    return stats
 
 
 def _load_hf(model, adapter):

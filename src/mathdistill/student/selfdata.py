@@ -105,7 +105,7 @@ def training_rows(rationales: Sequence[dict], strategies: Sequence[str]) -> list
     """Training rows {prompt, completion, thought, problem_id, origin} from the kept rationale rows of
     `strategies`: the neutral choice prompt, the target starting with the strategy's tag."""
     from mathdistill import thoughts
-    from mathdistill.student.train import rows_from_rationales
+    from mathdistill.student.train_data import rows_from_rationales
 
     kept = [r for r in rationales if r["kept"] and r["thought"] in strategies]
     rows = rows_from_rationales(kept, strategies, tagged=True)

@@ -56,7 +56,7 @@ def load(model, adapter: str | None = None):
 def lora_request(adapter: str | None):
     """The `LoRARequest` for an adapter folder (None for the base model). Its integer id is a
     function of the folder's path, so the same adapter keeps its slot across calls."""
-    from mathdistill.student.generate import BASE
+    from mathdistill.student.generation import BASE
 
     if adapter is None or adapter == BASE:
         return None
@@ -88,7 +88,7 @@ def generate(
     """One `student.generate.Generation` per prompt, in input order (see the module doc)."""
     from vllm import SamplingParams
 
-    from mathdistill.student.generate import Generation
+    from mathdistill.student.generation import Generation
 
     if loop_stop:
         raise InputError("engine vllm: loop_stop is only available with engine hf")
