@@ -70,6 +70,16 @@ def compare(ref, got: list[list[int]]) -> dict:
             "all_near_ties": all(d["near_tie"] for d in divergences)}
 
 
+def save(out: str, result: dict, finished: bool) -> None:
+    """Write the runs so far (atomically); `finished` says whether every asked run is in."""
+    from mathdistill.io import write_json
+
+    result["load_end"] = os.getloadavg()
+    result["finished"] = finished
+    result["ok"] = all(r.get("all_near_ties", True) for r in result["runs"].values())
+    write_json(out, result)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -85,7 +95,6 @@ def main() -> None:
 
     from mathdistill import data
     from mathdistill.eval import build_prompts
-    from mathdistill.io import write_json
     from mathdistill.paths import data_dir
     from mathdistill.student.chat import prompt_token_ids
     from mathdistill.student.stopping import eos_ids
@@ -110,9 +119,8 @@ def main() -> None:
             result["runs"][f"{thought}:{slots}"] = row
             print(thought, slots, json.dumps({k: row[k] for k in ("identical", "n", "all_near_ties", "seconds")}),
                   flush=True)
-    result["load_end"] = os.getloadavg()
-    result["ok"] = all(r.get("all_near_ties", True) for r in result["runs"].values())
-    write_json(args.out, result)
+            save(args.out, result, finished=False)  # a long run killed part-way keeps what it measured
+    save(args.out, result, finished=True)
     print(json.dumps({"ok": result["ok"], "out": args.out}))
 
 
