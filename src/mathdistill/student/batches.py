@@ -33,15 +33,15 @@ from mathdistill.student.batch_hooks import PREEMPT_MIN_STEPS, CalculatorHook, F
 from mathdistill.student.calculator import calculator_for
 from mathdistill.student.chat import prompt_token_ids
 from mathdistill.student.draws import derive_seed
-from mathdistill.student.generation import Completions, Generation, adapter_context, common_prefix
+from mathdistill.student.generation import (MIN_SHARED_PREFIX, Completions, Generation, adapter_context,
+                                            common_prefix)
 from mathdistill.student.generation import progress as progress_bar
 from mathdistill.student.prefix_cache import (ATTENTION, attention_impl, can_share_prefix, register_attention,
                                               sampling_cache, shared_prefix_layer)
 from mathdistill.student.stopping import eos_ids
 
-__all__ = ["generate_batches", "MIN_SHARED_PREFIX", "SHARE_ATTENTION_FROM"]
+__all__ = ["generate_batches", "SHARE_ATTENTION_FROM"]
 
-MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward pass
 SHARE_ATTENTION_FROM = 256  # sampling: shorter shared prefixes are copied into every row (see sampling_cache)
 PREEMPT_FRACTION = 0.25  # a batch hands its last rows on once no more than this fraction of them are running
 # sampling (rows keep their keys/values when handed on): refill a batch once this fraction of its
@@ -87,8 +87,7 @@ class _Batches:
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos = eos_ids(model, tokenizer)
         self.tokens = [prompt_token_ids(tokenizer, p) for p in prompts]
-        shared = common_prefix(self.tokens)
-        self.shared = shared if shared >= MIN_SHARED_PREFIX else 0
+        self.shared = common_prefix(self.tokens, MIN_SHARED_PREFIX)
         # longest prompt first: the slowest batch runs while the ETA still has time to settle
         order = sorted(range(len(prompts)), key=lambda i: -len(self.tokens[i]))
         self.queue = collections.deque((i, k, []) for i in order for k in range(samples))

@@ -5,7 +5,7 @@
 The same contract as `generate` (texts, token counts, loop stops, calculator interventions, `on_result`
 as soon as all samples of a prompt are done, stop strings cut from the text): every (prompt, sample)
 is one engine row; the token prefix every prompt shares (a k-shot prompt) is run once and attended to
-by every row when it is at least SHARE_FROM tokens long; sample k of prompt i draws from
+by every row when it is at least MIN_SHARED_PREFIX tokens long; sample k of prompt i draws from
 `derive_seed(seeds[i], k)` exactly as `generate` does. Greedy decoding with num_samples > 1 generates
 once and repeats it.
 """
@@ -21,13 +21,12 @@ from mathdistill.student.chat import prompt_token_ids
 from mathdistill.student.draws import derive_seed
 from mathdistill.student.engine import Engine, Row
 from mathdistill.student.engine_kv import WINDOW_ALIGN, supported
-from mathdistill.student.generation import Completions, adapter_context, common_prefix
+from mathdistill.student.generation import MIN_SHARED_PREFIX, Completions, adapter_context, common_prefix
 from mathdistill.student.generation import progress as progress_bar
 from mathdistill.student.stopping import eos_ids
 
-__all__ = ["generate_slots", "use_slots", "SHARE_FROM"]
+__all__ = ["generate_slots", "use_slots"]
 
-SHARE_FROM = 8  # a shared prompt prefix at least this long is stored once for every row
 ENV = "MATHDISTILL_SLOTS"  # "1": the slot engine wherever it can run; "0": never (generate's batches)
 COMPILE_ENV = "MATHDISTILL_COMPILE"  # "1": torch.compile the engine's decode step (benchmarks/gpu_speed.py)
 
@@ -55,8 +54,7 @@ def generate_slots(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: 
     stop = [s for s in stop if s]
     results = Completions(tokenizer, len(prompts), k, num_samples, stop, calculator, on_result, streams)
     tokens = [prompt_token_ids(tokenizer, p) for p in prompts]
-    shared = common_prefix(tokens) if len(tokens) > 1 else 0
-    shared = shared if shared >= SHARE_FROM else 0
+    shared = common_prefix(tokens, MIN_SHARED_PREFIX) if len(tokens) > 1 else 0
     order = sorted(range(len(prompts)), key=lambda i: -len(tokens[i]))  # longest first, as the batches
     rows = [Row(key=(i, j), ids=tokens[i][shared:], budget=max_new_tokens, temperature=temperature, top_p=top_p,
                 seed=derive_seed(seeds[i], j) if sampling else 0, loop_stop=loop_stop, calculator=calculator,

@@ -19,10 +19,11 @@ from mathdistill.io import InputError
 from mathdistill.student.stopping import cut_at_stop
 
 __all__ = ["Generation", "Completions", "TextStream", "check_settings", "adapter_context", "common_prefix",
-           "progress", "BASE", "DEFAULT_MAX_NEW_TOKENS"]
+           "progress", "BASE", "DEFAULT_MAX_NEW_TOKENS", "MIN_SHARED_PREFIX"]
 
 BASE = "base"  #: adapter sentinel: the base model with every adapter disabled
 DEFAULT_MAX_NEW_TOKENS = 320
+MIN_SHARED_PREFIX = 8  #: a prefix all prompts share is run once (and stored once) from this many tokens on
 
 
 @dataclass
@@ -39,15 +40,16 @@ class Generation:
         return self.texts[0]
 
 
-def common_prefix(seqs: list[list[int]]) -> int:
-    """Length of the token prefix shared by all `seqs`, leaving every sequence at least one token."""
+def common_prefix(seqs: list[list[int]], min_len: int = 0) -> int:
+    """Length of the token prefix shared by all `seqs`, leaving every sequence at least one token; 0 when it is
+    shorter than `min_len` (MIN_SHARED_PREFIX: a shorter one is not worth running and storing apart)."""
     first, n = seqs[0], min(len(s) for s in seqs) - 1
     for s in seqs[1:]:
         i = 0
         while i < n and s[i] == first[i]:
             i += 1
         n = i
-    return max(n, 0)
+    return n if n >= max(min_len, 1) else 0
 
 
 def adapter_context(model, adapter: str | None):
@@ -106,7 +108,6 @@ def check_settings(**settings) -> None:
         ok, rule = _RULES[name]
         if not ok(value):
             raise InputError(f"{name} must be {rule} (got {value!r})")
-
 
 
 class TextStream:
