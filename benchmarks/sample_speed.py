@@ -12,7 +12,10 @@ prompts x k return sequences; prompts sorted by length, left padded). Our side i
     flock /tmp/md-heavy.lock python benchmarks/sample_speed.py --rounds 2   # ours, HF, HF, ours (~32 min)
     python benchmarks/sample_speed.py --k 8 --out benchmarks/results/sample_agreement.json  # 64 x 8: CIs
     python benchmarks/sample_speed.py --n 8 --max-new-tokens 32             # smoke run
+    python benchmarks/sample_speed.py --n 32 --dtype bfloat16 --hf-dtypes bfloat16,float32  # bf16 weights (AMX)
 
+`--dtype` sets our side's weights, `--hf-dtypes` one HF side per dtype (the first is `ratio`'s; the others
+get `ratio_hf_<dtype>`); MATHDISTILL_COMPILE=1 compiles our decode step (recorded).
 Writes benchmarks/results/sample_speed.json: {"ours": {...}, "hf": {...}, "ratio": x, ...}: wall-clock
 samples/s (the target), and samples per CPU second of the process (less sensitive to other load on
 a shared machine). Both sides' sample accuracy and mean length are recorded too, with 95 % CIs (Wilson;
@@ -22,6 +25,7 @@ normal for the mean) and whether they overlap: the two samplers draw from the sa
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -44,6 +48,10 @@ def main() -> None:
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--rounds", type=int, default=1, help="repeat both sides, alternating which goes first")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--dtype", default="float32", help="weights of our side's model (float32 | bfloat16)")
+    ap.add_argument("--hf-dtypes", default=None,
+                    help="comma-separated weights of one HF side each (default: --dtype; the first is `ratio`'s, each "
+                         "other is reported as hf_<dtype> with its own ratio)"),
     ap.add_argument("--skip-hf", action="store_true", help="time our side only (profiling; writes nothing)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sample_speed.json"))
     args = ap.parse_args()
@@ -57,10 +65,13 @@ def main() -> None:
     from mathdistill.paths import data_dir
     from mathdistill.student.chat import prompt_token_ids
     from mathdistill.models import load_model
+    from mathdistill.student.engine_run import COMPILE_ENV
     from mathdistill.student.sample import sample
 
     load = {"start": os.getloadavg()}
-    model, tok = load_model(args.model)
+    model, tok = load_model(args.model, dtype=args.dtype)
+    hf_dtypes = (args.hf_dtypes or args.dtype).split(",")
+    hf_models = {d: model if d == args.dtype else load_model(args.model, dtype=d)[0] for d in hf_dtypes}
     problems = data.load("gsm8k", "test", data_dir=data_dir(args.data_dir), limit=args.n)
     prompts = build_prompts(tok, "cot", [p.question for p in problems])
     k, rows = args.k, args.batch_size
@@ -74,7 +85,7 @@ def main() -> None:
                 "correct": sum(sum(r["corrects"]) for r in res.rows),
                 "lengths": [n for r in res.rows for n in r["num_tokens"]]}
 
-    def hf(round_: int) -> dict:
+    def hf(round_: int, model=model) -> dict:
         """transformers: batched generate, k return sequences per prompt (prompts longest first)."""
         torch.manual_seed(round_)
         tok.padding_side = "left"
@@ -97,7 +108,10 @@ def main() -> None:
         scored = cot.score_batch([t for _, t in texts], [p.answer for p, _ in texts])
         return {"tokens": tokens, "samples": len(texts), "correct": sum(s.correct for s in scored), "lengths": lengths}
 
-    sides = {"ours": ours} if args.skip_hf else {"ours": ours, "hf": hf}
+    sides = {"ours": ours}
+    if not args.skip_hf:
+        for i, d in enumerate(hf_dtypes):
+            sides["hf" if i == 0 else f"hf_{d}"] = functools.partial(hf, model=hf_models[d])
     runs: dict[str, list[dict]] = {name: [] for name in sides}
     lengths: dict[str, list[int]] = {name: [] for name in sides}
     for round_ in range(args.rounds):
@@ -128,17 +142,23 @@ def main() -> None:
               "batch_rows": rows, "stop": STOP, "thought": "cot",
               "prompts": "eval.build_prompts (chat template, CoT instruction, 0-shot)",
               "temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens,
+              "dtype": {"ours": args.dtype, **dict(zip([n for n in runs if n != "ours"], hf_dtypes))},
+              "ours_decode_step_compiled": os.environ.get(COMPILE_ENV) == "1",
               **{name: summary(name, rs) for name, rs in runs.items()}}
     if "hf" in runs:
         result["ratio"] = round(result["ours"]["samples_per_second"] / result["hf"]["samples_per_second"], 3)
         result["ratio_cpu_time"] = round(result["ours"]["samples_per_cpu_second"] / result["hf"]["samples_per_cpu_second"], 3)
         result["ratio_per_round"] = [round(h["seconds"] / o["seconds"], 3) for o, h in zip(runs["ours"], runs["hf"])]
+        for name in runs:
+            if name.startswith("hf_"):
+                ours_rate, their_rate = result["ours"]["samples_per_second"], result[name]["samples_per_second"]
+                result[f"ratio_{name}"] = round(ours_rate / their_rate, 3)
         result["cis_overlap"] = {what: _overlap(result["ours"][what], result["hf"][what])
                                  for what in ("mean_tokens_ci95", "sample_accuracy_ci95")}
     result["load_average"] = {key: [round(x, 2) for x in v] for key, v in load.items()}
     result["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
                          "torch": torch.__version__, "transformers": transformers.__version__}
-    print(json.dumps({key: result.get(key) for key in ("ratio", "ratio_cpu_time", "ratio_per_round", "cis_overlap")}))
+    print(json.dumps({key: v for key, v in result.items() if key.startswith("ratio") or key == "cis_overlap"}))
     if "hf" in runs:
         write_json(args.out, result)
 

@@ -57,7 +57,8 @@ def run_ours(model: str, data: list[dict], steps: int) -> dict:
     return {"seconds": result.seconds, "steps": result.global_step, "examples": result.examples,
             "completion_tokens": result.completion_tokens, "tokens": sum(len(e["input_ids"]) for e in examples),
             "config": {"batch_size": cfg.batch_size, "packing": cfg.packing, "precision": "fp32",
-                       "gradient_checkpointing": cfg.gradient_checkpointing}}
+                       "gradient_checkpointing": cfg.gradient_checkpointing,
+                       "lm_head": "completion positions only (sft.completion_scores)"}}
 
 
 def run_trl(model: str, data: list[dict], steps: int) -> dict:

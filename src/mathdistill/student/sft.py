@@ -1,6 +1,7 @@
 """TRL's `SFTTrainer` as mathdistill runs it: its config for a resolved `TrainConfig` (`sft_config`), how many rows
 a step and a forward pass take and when to checkpoint (`batch_plan`, from `student.device`), a trainer whose step
-never waits for the device (`trainer_class`), and the log written as it happens (`log_callback`).
+never waits for the device (`trainer_class`) and whose CPU steps score completion positions only (`compact_head`,
+`completion_scores`), and the log written as it happens (`log_callback`).
 
     plan = batch_plan(cfg, dev, model, len(dataset))
     trainer = trainer_class()(model=model, args=sft_config(cfg, ckpt_dir, dev, plan["micro"], plan["rows"],
@@ -18,7 +19,7 @@ from mathdistill.io import InputError
 from mathdistill.student import device
 from mathdistill.student.train_config import TrainConfig
 
-__all__ = ["sft_config", "batch_plan", "trainer_class", "log_callback"]
+__all__ = ["sft_config", "batch_plan", "trainer_class", "compact_head", "completion_scores", "log_callback"]
 
 
 def _precision(name: str, dev) -> dict:
@@ -83,7 +84,8 @@ def batch_plan(cfg: TrainConfig, dev, model, n_rows: int) -> dict:
 def trainer_class():
     """TRL's SFTTrainer whose training step never waits for the device: the token count, entropy and token
     accuracy TRL reads with `.item()` every step are summed on the device and read once per log record.
-    The loss is TRL's own (completion tokens' mean NLL through its fused LM head)."""
+    The loss is the completion tokens' mean NLL: through TRL's fused LM head, or on a CPU through
+    `completion_scores`."""
     import torch
     from trl import SFTTrainer
 
@@ -95,15 +97,19 @@ def trainer_class():
                     or self.label_smoother is not None or self.args.loss_type != "nll"):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             inputs["use_cache"] = False
-            outputs = model(**inputs, fused_lm_head=True)
-            mask = outputs.label_mask
+            if compact_head(model, inputs, self.args.torch_compile):
+                log_probs, entropy, is_top1, mask = completion_scores(model, inputs)
+            else:
+                outputs = model(**inputs, fused_lm_head=True)
+                log_probs, entropy, is_top1, mask = (outputs.log_probs, outputs.entropy, outputs.is_top1,
+                                                     outputs.label_mask)
             n = mask.sum() if num_items_in_batch is None else num_items_in_batch
-            loss = -outputs.log_probs.sum() / torch.as_tensor(n).clamp(min=1)
+            loss = -log_probs.sum() / torch.as_tensor(n).clamp(min=1)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * (self.accelerator.num_processes // self.get_tp_size())
             seen = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].new_tensor(
                 inputs["input_ids"].numel())
-            sums = torch.stack([mask.sum(), outputs.entropy.detach().sum(), outputs.is_top1.sum(), seen]).double()
+            sums = torch.stack([mask.sum(), entropy.detach().sum(), is_top1.sum(), seen]).double()
             self._pending = sums if self._pending is None else self._pending + sums
             return loss
 
@@ -119,6 +125,47 @@ def trainer_class():
             super().log(logs, start_time)
 
     return Trainer
+
+
+def compact_head(model, inputs, compiling: bool) -> bool:
+    """Whether `completion_scores` computes this step's loss: on a CPU, eager, one process, for a model whose
+    LM head is a plain projection. TRL's fused head scores only the completion positions on Triton devices; elsewhere it
+    scores every position (fixed shapes for compilers), so a CPU step paid the LM head and its log-softmax for
+    every prompt token too (benchmarks/train.md: 15-19 % of a step)."""
+    if compiling or inputs["input_ids"].device.type != "cpu" or "shift_labels" in inputs:
+        return False
+    if hasattr(model, "module"):  # DDP and the like: their forward is what synchronises the gradients
+        return False
+    text = _causal(model).config.get_text_config()
+    return not any(getattr(text, key, None) is not None for key in SCALED_HEAD)
+
+
+SCALED_HEAD = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+
+
+def _causal(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def completion_scores(model, inputs):
+    """(log-probability of each label, entropy, whether the label is the argmax, label mask) for the positions
+    whose next-token label is not -100: the backbone over the whole row, the LM head and an fp32 log-softmax
+    over the completion positions only (TRL's fused head computes the same per-token values, in tiles)."""
+    import torch
+
+    causal = _causal(model)
+    backbone = getattr(causal, causal.base_model_prefix)
+    kwargs = {k: v for k, v in inputs.items() if k != "labels"}
+    hidden = backbone(**kwargs).last_hidden_state[:, :-1]
+    labels = inputs["labels"][:, 1:]
+    mask = labels != -100
+    targets = labels[mask]
+    logits = causal.get_output_embeddings()(hidden[mask]).float()
+    log_p = torch.log_softmax(logits, dim=-1)
+    with torch.no_grad():
+        entropy = -(log_p.exp() * log_p).sum(-1)
+        is_top1 = logits.argmax(-1) == targets
+    return log_p.gather(-1, targets[:, None])[:, 0], entropy, is_top1, mask
 
 
 def log_callback(path: Path):
