@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", help="weights of our side's model (float32 | bfloat16)")
     ap.add_argument("--hf-dtypes", default=None,
                     help="comma-separated weights of one HF side each (default: --dtype; the first is `ratio`'s, each "
-                         "other is reported as hf_<dtype> with its own ratio)"),
+                         "other is reported as hf_<dtype> with its own ratio)")
     ap.add_argument("--skip-hf", action="store_true", help="time our side only (profiling; writes nothing)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sample_speed.json"))
     args = ap.parse_args()

@@ -129,9 +129,9 @@ def trainer_class():
 
 def compact_head(model, inputs, compiling: bool) -> bool:
     """Whether `completion_scores` computes this step's loss: on a CPU, eager, one process, for a model whose
-    LM head is a plain projection. TRL's fused head scores only the completion positions on Triton devices; elsewhere it
-    scores every position (fixed shapes for compilers), so a CPU step paid the LM head and its log-softmax for
-    every prompt token too (benchmarks/train.md: 15-19 % of a step)."""
+    LM head is a plain projection. TRL's fused head scores only the completion positions on Triton devices;
+    elsewhere it scores every position (fixed shapes for compilers), so a CPU step paid the LM head and its
+    log-softmax for every prompt token too (15-19 % of a step: benchmarks/train.md)."""
     if compiling or inputs["input_ids"].device.type != "cpu" or "shift_labels" in inputs:
         return False
     if hasattr(model, "module"):  # DDP and the like: their forward is what synchronises the gradients
