@@ -66,4 +66,7 @@ def test_quickstart_predictions_unchanged(tmp_path, data_dir, monkeypatch):
         got[key] = [{"id": r["id"], "output": h(r["output"]), "prediction": r["prediction"]} for r in read_jsonl(path)]
     assert got == FIXTURE["predictions"]
     summary = json.loads((folder / "train" / "student" / "train_summary.json").read_text())
-    assert summary["train_loss"] == pytest.approx(FIXTURE["train_loss"], rel=1e-6)
+    # 1e-5: a CPU step's loss is an fp32 log-softmax over the completion positions (student.sft.completion_scores)
+    # where the fixture's came from TRL's tiled online log-sum-exp over every position: the same value summed in
+    # another order (4.8e-6 relative apart on one thread); the predictions above are still exact
+    assert summary["train_loss"] == pytest.approx(FIXTURE["train_loss"], rel=1e-5)
