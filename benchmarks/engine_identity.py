@@ -47,10 +47,10 @@ def engine_tokens(model, tok, prompt_ids: list[list[int]], max_new_tokens: int, 
     """The slot engine's greedy tokens of each prompt (EOS included), `slots` rows at a time; also how
     many rows started while others were running (refills)."""
     from mathdistill.student.engine import Engine, Row
-    from mathdistill.student.engine_kv import WINDOW_ALIGN
+    from mathdistill.student.engine_kv import capacity
 
-    capacity = -(-(max(map(len, prompt_ids)) + max_new_tokens) // WINDOW_ALIGN) * WINDOW_ALIGN
-    engine = Engine(model, tok, slots=slots, capacity=capacity, max_new_tokens=max_new_tokens, eos=eos)
+    engine = Engine(model, tok, slots=slots, capacity=capacity(max(map(len, prompt_ids)) + max_new_tokens),
+                    max_new_tokens=max_new_tokens, eos=eos)
     engine.submit([Row(key=i, ids=ids, budget=max_new_tokens) for i, ids in enumerate(prompt_ids)])
     got: dict[int, list[int]] = {}
     engine.run(lambda row, ids, looped, n: got.__setitem__(row.key, ids))

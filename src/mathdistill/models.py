@@ -280,6 +280,11 @@ def load_model(name: str | Path, dtype: str = "auto", device: str | None = None)
     return model, load_tokenizer(name)
 
 
+def base_of(model):
+    """The transformers model inside a PeftModel (its LoRA layers stay in it), or the model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def end_of_turn(tokenizer) -> str:
     """Text the chat template puts after an assistant message (SmolLM2: `<|im_end|>`); else the EOS token.
 

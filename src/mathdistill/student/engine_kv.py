@@ -19,21 +19,24 @@ import contextlib
 import functools
 import inspect
 
-__all__ = ["SlotModel", "supported", "ATTENTION", "WINDOW_ALIGN"]
+from mathdistill.models import base_of
+
+__all__ = ["SlotModel", "supported", "capacity", "ATTENTION", "WINDOW_ALIGN"]
 
 ATTENTION = "mathdistill_slots"  # the attention implementation registered while the runner runs
 WINDOW_ALIGN = 64  # decode attends to the first `window` positions of each slot, a multiple of this
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")  # decoder layers with the standard cache/attention interface
 
 
-def _base(model):
-    """The transformers model inside a PeftModel (LoRA layers stay in it), or the model itself."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+def capacity(tokens: int) -> int:
+    """Positions a slot needs for rows of up to `tokens` own tokens (prompt after the prefix + new tokens):
+    `tokens` rounded up to a multiple of WINDOW_ALIGN, so every decode window fits."""
+    return -(-tokens // WINDOW_ALIGN) * WINDOW_ALIGN
 
 
 def supported(model) -> str | None:
     """Why the slot engine cannot run `model` (None: it can)."""
-    base = _base(model)
+    base = base_of(model)
     config = getattr(base, "config", None)
     if config is None or getattr(config, "model_type", None) not in FAMILIES:
         return f"model type {getattr(config, 'model_type', type(model).__name__)!r} is not one of {', '.join(FAMILIES)}"
@@ -142,7 +145,7 @@ class SlotModel:
         reason = supported(model)
         if reason:
             raise ValueError(f"the slot engine cannot run this model: {reason}")
-        base = _base(model)
+        base = base_of(model)
         self.model, self.config = model, base.config
         decoder = base.get_decoder()
         self.embed, self.layers, self.norm = decoder.embed_tokens, decoder.layers, decoder.norm

@@ -20,7 +20,7 @@ from typing import Callable, Mapping, Sequence
 from mathdistill.student.chat import prompt_token_ids
 from mathdistill.student.draws import derive_seed
 from mathdistill.student.engine import Engine, Row
-from mathdistill.student.engine_kv import WINDOW_ALIGN, supported
+from mathdistill.student.engine_kv import capacity, supported
 from mathdistill.student.generation import MIN_SHARED_PREFIX, Completions, adapter_context, common_prefix
 from mathdistill.student.generation import progress as progress_bar
 from mathdistill.student.stopping import eos_ids
@@ -61,10 +61,9 @@ def generate_slots(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: 
                 on_tokens=functools.partial(results.stream, i) if j == 0 and i in results.streams else None)
             for i in order for j in range(k)]
     longest = max(len(r.ids) for r in rows)
-    capacity = -(-(longest + max_new_tokens) // WINDOW_ALIGN) * WINDOW_ALIGN
     with adapter_context(model, adapter), progress_bar(len(rows), progress) as bar:
         task = bar.add_task("generate", total=len(rows), speed="")
-        engine = Engine(model, tokenizer, slots=min(batch_size, len(rows)), capacity=capacity,
+        engine = Engine(model, tokenizer, slots=min(batch_size, len(rows)), capacity=capacity(longest + max_new_tokens),
                         max_new_tokens=max_new_tokens, eos=eos_ids(model, tokenizer), stop=stop,
                         prefix=tokens[0][:shared], sampling=sampling, loop_stop=loop_stop, calculator=calculator,
                         compile=os.environ.get(COMPILE_ENV) == "1")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mathdistill import tracking
 from mathdistill.io import InputError
+from mathdistill.models import base_of
 from mathdistill.student import device
 from mathdistill.student.train_config import TrainConfig
 
@@ -136,15 +137,11 @@ def compact_head(model, inputs, compiling: bool) -> bool:
         return False
     if hasattr(model, "module"):  # DDP and the like: their forward is what synchronises the gradients
         return False
-    text = _causal(model).config.get_text_config()
+    text = base_of(model).config.get_text_config()
     return not any(getattr(text, key, None) is not None for key in SCALED_HEAD)
 
 
 SCALED_HEAD = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
-
-
-def _causal(model):
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def completion_scores(model, inputs):
@@ -153,7 +150,7 @@ def completion_scores(model, inputs):
     over the completion positions only (TRL's fused head computes the same per-token values, in tiles)."""
     import torch
 
-    causal = _causal(model)
+    causal = base_of(model)
     backbone = getattr(causal, causal.base_model_prefix)
     kwargs = {k: v for k, v in inputs.items() if k != "labels"}
     hidden = backbone(**kwargs).last_hidden_state[:, :-1]
