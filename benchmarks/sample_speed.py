@@ -35,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STOP = ["<|im_start|>", "\nQuestion:", "\n\n\n"]
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def main() -> None:
@@ -48,13 +49,16 @@ def main() -> None:
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--rounds", type=int, default=1, help="repeat both sides, alternating which goes first")
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--dtype", default="float32", help="weights of our side's model (float32 | bfloat16)")
+    ap.add_argument("--dtype", default="float32", choices=DTYPES, help="weights of our side's model")
     ap.add_argument("--hf-dtypes", default=None,
                     help="comma-separated weights of one HF side each (default: --dtype; the first is `ratio`'s, each "
                          "other is reported as hf_<dtype> with its own ratio)")
     ap.add_argument("--skip-hf", action="store_true", help="time our side only (profiling; writes nothing)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sample_speed.json"))
     args = ap.parse_args()
+    bad = [d for d in (args.hf_dtypes or args.dtype).split(",") if d not in DTYPES]
+    if bad:
+        ap.error(f"--hf-dtypes: {', '.join(map(repr, bad))} not one of {', '.join(DTYPES)}")
 
     import torch
     import transformers
